@@ -1,0 +1,89 @@
+// Package config is berth's typed configuration: defaults, a strict YAML file (unknown keys are
+// errors) and validation that reports every problem at once.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Config is everything `berth serve` needs.
+type Config struct {
+	// Addr is the address to listen on, host:port.
+	Addr string `yaml:"addr"`
+	// Data is the directory for blobs, metadata and upload sessions.
+	Data string `yaml:"data"`
+	Log  Log    `yaml:"log"`
+}
+
+// Log configures logging.
+type Log struct {
+	// Level is debug, info, warn or error; debug logs every request.
+	Level string `yaml:"level"`
+	// Format is text or json.
+	Format string `yaml:"format"`
+}
+
+// Default returns the configuration used where neither file nor flags say otherwise.
+func Default() Config {
+	return Config{Addr: ":5000", Data: "./berth-data", Log: Log{Level: "info", Format: "text"}}
+}
+
+// Load reads a YAML file over the defaults. Unknown keys are errors.
+func Load(path string) (Config, error) {
+	c := Default()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return c, fmt.Errorf("config: %w", err)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
+		return c, fmt.Errorf("config %s: %w", path, err)
+	}
+	return c, nil
+}
+
+// Validate reports every problem in c.
+func (c Config) Validate() error {
+	var errs []error
+	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
+		errs = append(errs, fmt.Errorf("addr %q: %v", c.Addr, err))
+	}
+	if c.Data == "" {
+		errs = append(errs, errors.New("data: must not be empty"))
+	}
+	if _, err := c.Log.SlogLevel(); err != nil {
+		errs = append(errs, err)
+	}
+	if c.Log.Format != "text" && c.Log.Format != "json" {
+		errs = append(errs, fmt.Errorf("log.format %q: want text or json", c.Log.Format))
+	}
+	return errors.Join(errs...)
+}
+
+// SlogLevel parses Level.
+func (l Log) SlogLevel() (slog.Level, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(l.Level)); err != nil {
+		return 0, fmt.Errorf("log.level %q: want debug, info, warn or error", l.Level)
+	}
+	return lv, nil
+}
+
+// Logger builds the logger l describes, writing to w.
+func (l Log) Logger(w io.Writer) *slog.Logger {
+	lv, _ := l.SlogLevel()
+	opts := &slog.HandlerOptions{Level: lv}
+	if l.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}

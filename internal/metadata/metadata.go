@@ -1,0 +1,81 @@
+// Package metadata defines the relational store of everything that is not blob content:
+// repositories, which blobs each may see, manifests, tags, referrers and upload sessions. Each
+// method is one transaction inside the backend.
+package metadata
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/berth/berth/internal/oci"
+)
+
+// Sentinel errors of every backend; wrap them with %w.
+var (
+	ErrNotFound        = errors.New("not found")
+	ErrRepoUnknown     = errors.New("repository unknown")
+	ErrBlobUnknown     = errors.New("referenced blob unknown")
+	ErrManifestUnknown = errors.New("referenced manifest unknown")
+)
+
+// Manifest is a stored manifest.
+type Manifest struct {
+	Digest       oci.Digest
+	MediaType    string
+	ArtifactType string
+	Subject      oci.Digest // "" when none
+	Annotations  map[string]string
+	Content      []byte
+	Created      time.Time
+}
+
+// NewManifest is a manifest to store, with what it references.
+type NewManifest struct {
+	Manifest
+	Blobs    []oci.Digest // must be linked to the repository (else ErrBlobUnknown)
+	Children []oci.Digest // must be manifests of the repository (else ErrManifestUnknown)
+}
+
+// Page asks for at most N names after Last (all when N < 0).
+type Page struct {
+	Last string
+	N    int
+}
+
+// Store is the metadata store.
+type Store interface {
+	// LinkBlob records that blob d of size bytes is visible in repo, creating repo if needed.
+	LinkBlob(ctx context.Context, repo string, d oci.Digest, size int64) error
+	// BlobSize returns the size of blob d if it is visible in repo, else ErrNotFound.
+	BlobSize(ctx context.Context, repo string, d oci.Digest) (int64, error)
+	// UnlinkBlob hides blob d from repo; ErrNotFound if it was not visible there.
+	UnlinkBlob(ctx context.Context, repo string, d oci.Digest) error
+
+	// PutManifest stores m in repo and points each of tags at it. The references are checked in
+	// the same transaction (ErrBlobUnknown, ErrManifestUnknown, wrapped with the digest that is
+	// missing).
+	PutManifest(ctx context.Context, repo string, m *NewManifest, tags ...string) error
+	// GetManifest returns the manifest a tag or digest names in repo; ErrNotFound.
+	GetManifest(ctx context.Context, repo, reference string) (*Manifest, error)
+	// DeleteManifest deletes the manifest d from repo and every tag pointing at it; ErrNotFound.
+	DeleteManifest(ctx context.Context, repo string, d oci.Digest) error
+	// DeleteTag deletes a tag, not the manifest it points at; ErrNotFound.
+	DeleteTag(ctx context.Context, repo, tag string) error
+	// Tags lists repo's tags in lexical order; more reports that the page was cut. ErrRepoUnknown.
+	Tags(ctx context.Context, repo string, p Page) (tags []string, more bool, err error)
+	// Repositories lists repository names in lexical order.
+	Repositories(ctx context.Context, p Page) (names []string, more bool, err error)
+	// Referrers lists the manifests in repo whose subject is d, optionally only those of
+	// artifactType, as descriptors.
+	Referrers(ctx context.Context, repo string, d oci.Digest, artifactType string) ([]oci.Descriptor, error)
+
+	// CreateUpload records an upload session of repo.
+	CreateUpload(ctx context.Context, repo, id string) error
+	// UploadRepo returns the repository an upload session belongs to; ErrNotFound.
+	UploadRepo(ctx context.Context, id string) (string, error)
+	// DeleteUpload forgets an upload session; it is not an error if there is none.
+	DeleteUpload(ctx context.Context, id string) error
+
+	Close() error
+}

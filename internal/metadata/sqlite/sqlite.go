@@ -1,0 +1,152 @@
+// Package sqlite is the embedded metadata store: SQLite through a pure-Go driver, in WAL mode, with
+// one writer connection (SQLite allows one writer; queueing in Go beats SQLITE_BUSY retries) and a
+// pool of readers.
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/url"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+
+	_ "modernc.org/sqlite" // registers the "sqlite" driver
+
+	"github.com/berth/berth/internal/metadata"
+)
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// Store is a metadata.Store in a SQLite database file.
+type Store struct {
+	w, r *sql.DB
+	q    queries
+}
+
+var _ metadata.Store = (*Store)(nil)
+
+// Open opens (creating and migrating if needed) the database at path.
+func Open(ctx context.Context, path string) (*Store, error) {
+	dsn := func(extra string) string {
+		v := url.Values{}
+		for _, p := range []string{"journal_mode(WAL)", "busy_timeout(10000)", "synchronous(NORMAL)", "foreign_keys(1)"} {
+			v.Add("_pragma", p)
+		}
+		return "file:" + filepath.ToSlash(path) + "?" + v.Encode() + extra
+	}
+	w, err := sql.Open("sqlite", dsn("&_txlock=immediate"))
+	if err != nil {
+		return nil, err
+	}
+	w.SetMaxOpenConns(1)
+	if err := migrate(ctx, w); err != nil {
+		w.Close()
+		return nil, fmt.Errorf("metadata: %w", err)
+	}
+	r, err := sql.Open("sqlite", dsn("&_pragma=query_only(1)"))
+	if err != nil {
+		w.Close()
+		return nil, err
+	}
+	r.SetMaxOpenConns(8)
+	r.SetMaxIdleConns(8)
+	s := &Store{w: w, r: r}
+	if err := s.q.prepare(ctx, r); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("metadata: %w", err)
+	}
+	return s, nil
+}
+
+// Close implements metadata.Store.
+func (s *Store) Close() error {
+	return errors.Join(s.q.close(), s.r.Close(), s.w.Close())
+}
+
+// migrate applies the embedded migrations newer than the database's user_version, each in one
+// transaction with the version bump.
+func migrate(ctx context.Context, db *sql.DB) error {
+	names, err := fs.Glob(migrations, "migrations/*.sql")
+	if err != nil {
+		return err
+	}
+	sort.Strings(names)
+	var have int
+	if err := db.QueryRowContext(ctx, "PRAGMA user_version").Scan(&have); err != nil {
+		return err
+	}
+	for _, name := range names {
+		v, err := strconv.Atoi(strings.SplitN(filepath.Base(name), "_", 2)[0])
+		if err != nil {
+			return fmt.Errorf("migration %s: bad name", name)
+		}
+		if v <= have {
+			continue
+		}
+		body, err := migrations.ReadFile(name)
+		if err != nil {
+			return err
+		}
+		tx, err := db.BeginTx(ctx, nil)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, string(body)); err != nil {
+			tx.Rollback()
+			return fmt.Errorf("migration %s: %w", name, err)
+		}
+		if _, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", v)); err != nil {
+			tx.Rollback()
+			return err
+		}
+		if err := tx.Commit(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// queries are the read statements on hot paths, prepared once.
+type queries struct {
+	manifestByTag, manifestByDigest, blobSize *sql.Stmt
+}
+
+func (q *queries) prepare(ctx context.Context, db *sql.DB) error {
+	var err error
+	prep := func(query string) *sql.Stmt {
+		if err != nil {
+			return nil
+		}
+		var st *sql.Stmt
+		st, err = db.PrepareContext(ctx, query)
+		return st
+	}
+	const cols = `m.digest, m.media_type, m.artifact_type, m.subject, m.annotations, m.content, m.created`
+	q.manifestByTag = prep(`SELECT ` + cols + ` FROM repositories r
+		JOIN tags t ON t.repo_id = r.id
+		JOIN manifests m ON m.repo_id = r.id AND m.digest = t.digest
+		WHERE r.name = ? AND t.name = ?`)
+	q.manifestByDigest = prep(`SELECT ` + cols + ` FROM repositories r
+		JOIN manifests m ON m.repo_id = r.id
+		WHERE r.name = ? AND m.digest = ?`)
+	q.blobSize = prep(`SELECT b.size FROM repositories r JOIN repo_blobs b ON b.repo_id = r.id
+		WHERE r.name = ? AND b.digest = ?`)
+	return err
+}
+
+func (q *queries) close() error {
+	var errs []error
+	for _, st := range []*sql.Stmt{q.manifestByTag, q.manifestByDigest, q.blobSize} {
+		if st != nil {
+			errs = append(errs, st.Close())
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,312 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/berth/berth/internal/metadata"
+	"github.com/berth/berth/internal/oci"
+)
+
+func now() int64 { return time.Now().UnixNano() }
+
+// write runs fn in one write transaction.
+func (s *Store) write(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	if err := fn(tx); err != nil {
+		tx.Rollback()
+		return err
+	}
+	return tx.Commit()
+}
+
+// repoID returns repo's id, creating the repository when create is set; ErrRepoUnknown otherwise.
+func repoID(ctx context.Context, tx *sql.Tx, repo string, create bool) (int64, error) {
+	var id int64
+	err := tx.QueryRowContext(ctx, `SELECT id FROM repositories WHERE name = ?`, repo).Scan(&id)
+	if errors.Is(err, sql.ErrNoRows) {
+		if !create {
+			return 0, fmt.Errorf("%s: %w", repo, metadata.ErrRepoUnknown)
+		}
+		err = tx.QueryRowContext(ctx, `INSERT INTO repositories (name, created) VALUES (?, ?) RETURNING id`, repo, now()).Scan(&id)
+	}
+	return id, err
+}
+
+// LinkBlob implements metadata.Store.
+func (s *Store) LinkBlob(ctx context.Context, repo string, d oci.Digest, size int64) error {
+	return s.write(ctx, func(tx *sql.Tx) error {
+		id, err := repoID(ctx, tx, repo, true)
+		if err != nil {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, `INSERT INTO repo_blobs (repo_id, digest, size) VALUES (?, ?, ?)
+			ON CONFLICT DO NOTHING`, id, d.String(), size)
+		return err
+	})
+}
+
+// BlobSize implements metadata.Store.
+func (s *Store) BlobSize(ctx context.Context, repo string, d oci.Digest) (int64, error) {
+	var size int64
+	err := s.q.blobSize.QueryRowContext(ctx, repo, d.String()).Scan(&size)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, fmt.Errorf("%s@%s: %w", repo, d, metadata.ErrNotFound)
+	}
+	return size, err
+}
+
+// UnlinkBlob implements metadata.Store.
+func (s *Store) UnlinkBlob(ctx context.Context, repo string, d oci.Digest) error {
+	return s.write(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `DELETE FROM repo_blobs WHERE digest = ?
+			AND repo_id = (SELECT id FROM repositories WHERE name = ?)`, d.String(), repo)
+		return affected(res, err, fmt.Sprintf("%s@%s", repo, d))
+	})
+}
+
+func affected(res sql.Result, err error, what string) error {
+	if err != nil {
+		return err
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return err
+	}
+	if n == 0 {
+		return fmt.Errorf("%s: %w", what, metadata.ErrNotFound)
+	}
+	return nil
+}
+
+// PutManifest implements metadata.Store.
+func (s *Store) PutManifest(ctx context.Context, repo string, m *metadata.NewManifest, tags ...string) error {
+	var annotations, subject any
+	if len(m.Annotations) > 0 {
+		b, err := json.Marshal(m.Annotations)
+		if err != nil {
+			return err
+		}
+		annotations = string(b)
+	}
+	if m.Subject != "" {
+		subject = m.Subject.String()
+	}
+	return s.write(ctx, func(tx *sql.Tx) error {
+		id, err := repoID(ctx, tx, repo, true)
+		if err != nil {
+			return err
+		}
+		for _, d := range m.Blobs {
+			if !exists(ctx, tx, &err, `SELECT 1 FROM repo_blobs WHERE repo_id = ? AND digest = ?`, id, d.String()) {
+				if err != nil {
+					return err
+				}
+				return fmt.Errorf("%w: %s", metadata.ErrBlobUnknown, d)
+			}
+		}
+		for _, d := range m.Children {
+			if !exists(ctx, tx, &err, `SELECT 1 FROM manifests WHERE repo_id = ? AND digest = ?`, id, d.String()) {
+				if err != nil {
+					return err
+				}
+				return fmt.Errorf("%w: %s", metadata.ErrManifestUnknown, d)
+			}
+		}
+		t := now()
+		if _, err := tx.ExecContext(ctx, `INSERT INTO manifests
+			(repo_id, digest, media_type, artifact_type, subject, annotations, content, created)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
+			id, m.Digest.String(), m.MediaType, m.ArtifactType, subject, annotations, m.Content, t); err != nil {
+			return err
+		}
+		for _, tag := range tags {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO tags (repo_id, name, digest, updated) VALUES (?, ?, ?, ?)
+				ON CONFLICT (repo_id, name) DO UPDATE SET digest = excluded.digest, updated = excluded.updated`,
+				id, tag, m.Digest.String(), t); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// exists runs a query that returns a row or none.
+func exists(ctx context.Context, tx *sql.Tx, errp *error, query string, args ...any) bool {
+	var one int
+	err := tx.QueryRowContext(ctx, query, args...).Scan(&one)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		*errp = err
+	}
+	return err == nil
+}
+
+// GetManifest implements metadata.Store.
+func (s *Store) GetManifest(ctx context.Context, repo, reference string) (*metadata.Manifest, error) {
+	st := s.q.manifestByTag
+	if oci.IsDigest(reference) {
+		st = s.q.manifestByDigest
+	}
+	var (
+		m                    metadata.Manifest
+		subject, annotations sql.NullString
+		created              int64
+	)
+	err := st.QueryRowContext(ctx, repo, reference).Scan(&m.Digest, &m.MediaType, &m.ArtifactType,
+		&subject, &annotations, &m.Content, &created)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("%s:%s: %w", repo, reference, metadata.ErrNotFound)
+	}
+	if err != nil {
+		return nil, err
+	}
+	m.Subject = oci.Digest(subject.String)
+	m.Created = time.Unix(0, created)
+	if annotations.Valid {
+		if err := json.Unmarshal([]byte(annotations.String), &m.Annotations); err != nil {
+			return nil, err
+		}
+	}
+	return &m, nil
+}
+
+// DeleteManifest implements metadata.Store.
+func (s *Store) DeleteManifest(ctx context.Context, repo string, d oci.Digest) error {
+	return s.write(ctx, func(tx *sql.Tx) error {
+		id, err := repoID(ctx, tx, repo, false)
+		if errors.Is(err, metadata.ErrRepoUnknown) {
+			return fmt.Errorf("%s@%s: %w", repo, d, metadata.ErrNotFound)
+		}
+		if err != nil {
+			return err
+		}
+		res, err := tx.ExecContext(ctx, `DELETE FROM manifests WHERE repo_id = ? AND digest = ?`, id, d.String())
+		if err := affected(res, err, fmt.Sprintf("%s@%s", repo, d)); err != nil {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, `DELETE FROM tags WHERE repo_id = ? AND digest = ?`, id, d.String())
+		return err
+	})
+}
+
+// DeleteTag implements metadata.Store.
+func (s *Store) DeleteTag(ctx context.Context, repo, tag string) error {
+	return s.write(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `DELETE FROM tags WHERE name = ?
+			AND repo_id = (SELECT id FROM repositories WHERE name = ?)`, tag, repo)
+		return affected(res, err, repo+":"+tag)
+	})
+}
+
+// Tags implements metadata.Store.
+func (s *Store) Tags(ctx context.Context, repo string, p metadata.Page) ([]string, bool, error) {
+	var id int64
+	err := s.r.QueryRowContext(ctx, `SELECT id FROM repositories WHERE name = ?`, repo).Scan(&id)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, false, fmt.Errorf("%s: %w", repo, metadata.ErrRepoUnknown)
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	return s.page(ctx, `SELECT name FROM tags WHERE repo_id = ? AND name > ? ORDER BY name LIMIT ?`, p, id)
+}
+
+// Repositories implements metadata.Store.
+func (s *Store) Repositories(ctx context.Context, p metadata.Page) ([]string, bool, error) {
+	return s.page(ctx, `SELECT name FROM repositories WHERE name > ? ORDER BY name LIMIT ?`, p)
+}
+
+// page runs a query ending in "name > ? ... LIMIT ?" and reports whether more rows follow.
+func (s *Store) page(ctx context.Context, query string, p metadata.Page, args ...any) ([]string, bool, error) {
+	limit := int64(p.N) + 1
+	if p.N < 0 {
+		limit = -1
+	}
+	rows, err := s.r.QueryContext(ctx, query, append(args, p.Last, limit)...)
+	if err != nil {
+		return nil, false, err
+	}
+	defer rows.Close()
+	names := []string{}
+	for rows.Next() {
+		var n string
+		if err := rows.Scan(&n); err != nil {
+			return nil, false, err
+		}
+		names = append(names, n)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, false, err
+	}
+	if p.N >= 0 && len(names) > p.N {
+		return names[:p.N], true, nil
+	}
+	return names, false, nil
+}
+
+// Referrers implements metadata.Store.
+func (s *Store) Referrers(ctx context.Context, repo string, d oci.Digest, artifactType string) ([]oci.Descriptor, error) {
+	query := `SELECT m.digest, m.media_type, m.artifact_type, m.annotations, length(m.content)
+		FROM repositories r JOIN manifests m ON m.repo_id = r.id
+		WHERE r.name = ? AND m.subject = ?`
+	args := []any{repo, d.String()}
+	if artifactType != "" {
+		query += ` AND m.artifact_type = ?`
+		args = append(args, artifactType)
+	}
+	rows, err := s.r.QueryContext(ctx, query+` ORDER BY m.digest`, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := []oci.Descriptor{}
+	for rows.Next() {
+		var (
+			desc        oci.Descriptor
+			annotations sql.NullString
+		)
+		if err := rows.Scan(&desc.Digest, &desc.MediaType, &desc.ArtifactType, &annotations, &desc.Size); err != nil {
+			return nil, err
+		}
+		if annotations.Valid {
+			if err := json.Unmarshal([]byte(annotations.String), &desc.Annotations); err != nil {
+				return nil, err
+			}
+		}
+		out = append(out, desc)
+	}
+	return out, rows.Err()
+}
+
+// CreateUpload implements metadata.Store.
+func (s *Store) CreateUpload(ctx context.Context, repo, id string) error {
+	return s.write(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `INSERT INTO uploads (id, repo, created) VALUES (?, ?, ?)`, id, repo, now())
+		return err
+	})
+}
+
+// UploadRepo implements metadata.Store.
+func (s *Store) UploadRepo(ctx context.Context, id string) (string, error) {
+	var repo string
+	err := s.r.QueryRowContext(ctx, `SELECT repo FROM uploads WHERE id = ?`, id).Scan(&repo)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", fmt.Errorf("upload %s: %w", id, metadata.ErrNotFound)
+	}
+	return repo, err
+}
+
+// DeleteUpload implements metadata.Store.
+func (s *Store) DeleteUpload(ctx context.Context, id string) error {
+	return s.write(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `DELETE FROM uploads WHERE id = ?`, id)
+		return err
+	})
+}

@@ -1,0 +1,47 @@
+package registry
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+
+	"github.com/berth/berth/internal/metadata"
+	"github.com/berth/berth/internal/oci"
+	"github.com/berth/berth/internal/storage"
+)
+
+// writeError answers err as an OCI error document. Errors from lower layers that are not already
+// *oci.Error are mapped here, so that handlers can return them as they come; anything unknown is
+// ours: logged, and answered 500 without internals.
+func (rg *Registry) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	e := oci.AsError(err)
+	if e == nil {
+		switch {
+		case errors.Is(err, metadata.ErrRepoUnknown):
+			e = oci.Errorf(oci.ErrNameUnknown, "repository name not known to registry")
+		case errors.Is(err, storage.ErrUploadUnknown):
+			e = oci.Errorf(oci.ErrBlobUploadUnknown, "upload unknown to registry")
+		case errors.Is(err, storage.ErrDigestMismatch):
+			e = oci.Errorf(oci.ErrDigestInvalid, "provided digest did not match uploaded content")
+		case errors.Is(err, context.Canceled) || errors.Is(err, errResponseStarted):
+			return // the client went away, or the response is already on its way
+		default:
+			rg.log.Error("internal error", "method", r.Method, "path", r.URL.Path, "err", err)
+			e = oci.Errorf(oci.ErrInternal, "internal server error")
+		}
+	}
+	if sw, ok := w.(*statusWriter); ok && sw.written() {
+		rg.log.Warn("error after response started", "method", r.Method, "path", r.URL.Path, "err", err)
+		return
+	}
+	body, _ := json.Marshal(struct {
+		Errors []*oci.Error `json:"errors"`
+	}{[]*oci.Error{e}})
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Del("Content-Length")
+	h.Del("Docker-Content-Digest")
+	w.WriteHeader(e.HTTPStatus())
+	w.Write(body)
+}

@@ -1,0 +1,197 @@
+package registry
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"mime"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/berth/berth/internal/metadata"
+	"github.com/berth/berth/internal/oci"
+)
+
+var noModTime time.Time
+
+// getManifest serves GET and HEAD /v2/<name>/manifests/<reference> (spec: "Pulling manifests").
+func (rg *Registry) getManifest(w http.ResponseWriter, r *http.Request, rt route) error {
+	m, err := rg.meta.GetManifest(r.Context(), rt.name, rt.ref)
+	if err != nil {
+		return manifestErr(err, rt.ref)
+	}
+	if !acceptable(r.Header.Values("Accept"), m.MediaType) {
+		return oci.Errorf(oci.ErrManifestUnknown, "manifest is %s, which the request's Accept header does not list", m.MediaType).
+			WithDetail(map[string]string{"mediaType": m.MediaType})
+	}
+	h := w.Header()
+	h.Set("Content-Type", m.MediaType)
+	h.Set("Docker-Content-Digest", m.Digest.String())
+	h.Set("ETag", `"`+m.Digest.String()+`"`)
+	h.Set("Content-Length", strconv.Itoa(len(m.Content)))
+	if match := r.Header.Get("If-None-Match"); match != "" && strings.Contains(match, m.Digest.String()) {
+		w.WriteHeader(http.StatusNotModified)
+		return nil
+	}
+	w.WriteHeader(http.StatusOK)
+	if r.Method != http.MethodHead {
+		w.Write(m.Content)
+	}
+	return nil
+}
+
+// acceptable reports whether a manifest of mediaType may answer a request with these Accept
+// headers. Clients that name no manifest media type (or */*) take anything.
+func acceptable(accept []string, mediaType string) bool {
+	named := false
+	for _, line := range accept {
+		for _, part := range strings.Split(line, ",") {
+			t, _, _ := strings.Cut(part, ";")
+			t = strings.TrimSpace(t)
+			switch {
+			case t == mediaType || t == "*/*":
+				return true
+			case isManifestType(t):
+				named = true
+			}
+		}
+	}
+	return !named
+}
+
+func isManifestType(t string) bool {
+	switch t {
+	case oci.MediaTypeImageManifest, oci.MediaTypeImageIndex, oci.MediaTypeDockerManifest,
+		oci.MediaTypeDockerList, oci.MediaTypeDockerSchema1, oci.MediaTypeDockerSchema1S:
+		return true
+	}
+	return false
+}
+
+// putManifest serves PUT /v2/<name>/manifests/<reference> (spec: "Pushing manifests").
+func (rg *Registry) putManifest(w http.ResponseWriter, r *http.Request, rt route) error {
+	ctx := r.Context()
+	if r.ContentLength > oci.MaxManifestSize {
+		return tooLarge()
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, oci.MaxManifestSize+1))
+	if err != nil {
+		return err
+	}
+	if len(body) > oci.MaxManifestSize {
+		return tooLarge()
+	}
+	ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	pm, err := oci.ParseManifest(ct, body)
+	if err != nil {
+		return err
+	}
+	d := digest.SHA256.FromBytes(body)
+	var tags []string
+	if rt.dgst != "" {
+		if got := rt.dgst.Algorithm().FromBytes(body); got != rt.dgst {
+			return oci.Errorf(oci.ErrDigestInvalid, "manifest digest is %s, not %s", got, rt.dgst)
+		}
+		d = rt.dgst
+		// Spec 1.1.1: a push by digest may name tags with ?tag= (the only way to tag a manifest
+		// whose canonical digest is not sha256).
+		tags = r.URL.Query()["tag"]
+		for _, t := range tags {
+			if !oci.ValidTag(t) {
+				return oci.Errorf(oci.ErrManifestInvalid, "invalid tag %q", t).WithDetail(map[string]string{"tag": t})
+			}
+		}
+	} else {
+		tags = []string{rt.ref}
+	}
+	nm := &metadata.NewManifest{Manifest: metadata.Manifest{
+		Digest: d, MediaType: pm.MediaType, ArtifactType: pm.ArtifactType,
+		Subject: pm.Subject, Annotations: pm.Annotations, Content: body,
+	}}
+	for _, b := range pm.Blobs {
+		if b.Foreign() {
+			continue
+		}
+		if b.Digest == oci.EmptyJSONDigest {
+			if err := rg.ensureEmptyJSON(r, rt.name); err != nil {
+				return err
+			}
+		}
+		nm.Blobs = append(nm.Blobs, b.Digest)
+	}
+	for _, c := range pm.Children {
+		nm.Children = append(nm.Children, c.Digest)
+	}
+	err = rg.meta.PutManifest(ctx, rt.name, nm, tags...)
+	switch {
+	case errors.Is(err, metadata.ErrBlobUnknown):
+		return oci.Errorf(oci.ErrManifestBlobUnknown, "manifest references a blob unknown to the repository: %v", err)
+	case errors.Is(err, metadata.ErrManifestUnknown):
+		return oci.Errorf(oci.ErrManifestUnknown, "index references a manifest unknown to the repository: %v", err).
+			WithStatus(http.StatusBadRequest)
+	case err != nil:
+		return err
+	}
+	h := w.Header()
+	h.Set("Location", "/v2/"+rt.name+"/manifests/"+d.String())
+	h.Set("Docker-Content-Digest", d.String())
+	if pm.Subject != "" {
+		h.Set("OCI-Subject", pm.Subject.String())
+	}
+	if rt.dgst != "" {
+		for _, t := range tags {
+			h.Add("OCI-Tag", t)
+		}
+	}
+	h.Set("Content-Length", "0")
+	w.WriteHeader(http.StatusCreated)
+	return nil
+}
+
+// ensureEmptyJSON makes the OCI empty descriptor's blob ("{}") visible in repo: artifacts name it
+// as their config and some clients never push it.
+func (rg *Registry) ensureEmptyJSON(r *http.Request, repo string) error {
+	ctx := r.Context()
+	if _, err := rg.meta.BlobSize(ctx, repo, oci.EmptyJSONDigest); err == nil {
+		return nil
+	}
+	if _, err := rg.blobs.Stat(ctx, oci.EmptyJSONDigest); err != nil {
+		if _, err := rg.blobs.Put(ctx, oci.EmptyJSONDigest, bytes.NewReader(oci.EmptyJSON)); err != nil {
+			return err
+		}
+	}
+	return rg.meta.LinkBlob(ctx, repo, oci.EmptyJSONDigest, int64(len(oci.EmptyJSON)))
+}
+
+func tooLarge() error {
+	return oci.Errorf(oci.ErrManifestInvalid, "manifest is larger than the %d MiB limit", oci.MaxManifestSize>>20).
+		WithStatus(http.StatusRequestEntityTooLarge)
+}
+
+// deleteManifest serves DELETE /v2/<name>/manifests/<reference> (spec: "Deleting tags" and
+// "Deleting manifests"): by digest it deletes the manifest and its tags, by tag only the tag.
+func (rg *Registry) deleteManifest(w http.ResponseWriter, r *http.Request, rt route) error {
+	var err error
+	if rt.dgst != "" {
+		err = rg.meta.DeleteManifest(r.Context(), rt.name, rt.dgst)
+	} else {
+		err = rg.meta.DeleteTag(r.Context(), rt.name, rt.ref)
+	}
+	if err != nil {
+		return manifestErr(err, rt.ref)
+	}
+	w.Header().Set("Content-Length", "0")
+	w.WriteHeader(http.StatusAccepted)
+	return nil
+}
+
+func manifestErr(err error, ref string) error {
+	if errors.Is(err, metadata.ErrNotFound) || errors.Is(err, metadata.ErrRepoUnknown) {
+		return oci.Errorf(oci.ErrManifestUnknown, "manifest unknown to registry").WithDetail(map[string]string{"reference": ref})
+	}
+	return err
+}

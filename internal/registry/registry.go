@@ -1,0 +1,155 @@
+// Package registry serves the OCI Distribution Specification v1.1 HTTP API (/v2/) on top of a
+// blob store and a metadata store.
+package registry
+
+import (
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/berth/berth/internal/metadata"
+	"github.com/berth/berth/internal/oci"
+	"github.com/berth/berth/internal/storage"
+)
+
+// Registry is the /v2/ API as an http.Handler.
+type Registry struct {
+	blobs storage.BlobStore
+	meta  metadata.Store
+	log   *slog.Logger
+}
+
+// New returns a registry serving blobs and meta.
+func New(blobs storage.BlobStore, meta metadata.Store, log *slog.Logger) *Registry {
+	return &Registry{blobs: blobs, meta: meta, log: log}
+}
+
+// handler is the shape of every endpoint: it writes a success itself and returns failures, which
+// writeError turns into responses in one place.
+type handler func(w http.ResponseWriter, r *http.Request, rt route) error
+
+// ServeHTTP implements http.Handler.
+func (rg *Registry) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	sw := &statusWriter{ResponseWriter: w}
+	w = sw
+	w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
+	rt, err := parseRoute(r)
+	if err == nil {
+		h := rg.dispatch(r.Method, rt.kind)
+		if h == nil {
+			err = oci.Errorf(oci.ErrUnsupported, "%s is not supported on %s", r.Method, r.URL.Path)
+		} else {
+			err = h(w, r, rt)
+		}
+	}
+	if err != nil {
+		rg.writeError(w, r, err)
+	}
+	if rg.log.Enabled(r.Context(), slog.LevelDebug) {
+		rg.log.Debug("request", "method", r.Method, "path", r.URL.Path, "status", sw.code(),
+			"bytes", sw.n, "duration", time.Since(start))
+	}
+}
+
+// dispatch is the route table: which handler serves which method on which kind of path.
+func (rg *Registry) dispatch(method string, k kind) handler {
+	type key struct {
+		m string
+		k kind
+	}
+	switch (key{method, k}) {
+	case key{http.MethodGet, kindBase}, key{http.MethodHead, kindBase}:
+		return rg.base
+	case key{http.MethodGet, kindCatalog}:
+		return rg.catalog
+	case key{http.MethodGet, kindTags}:
+		return rg.tags
+	case key{http.MethodGet, kindManifest}, key{http.MethodHead, kindManifest}:
+		return rg.getManifest
+	case key{http.MethodPut, kindManifest}:
+		return rg.putManifest
+	case key{http.MethodDelete, kindManifest}:
+		return rg.deleteManifest
+	case key{http.MethodGet, kindBlob}, key{http.MethodHead, kindBlob}:
+		return rg.getBlob
+	case key{http.MethodDelete, kindBlob}:
+		return rg.deleteBlob
+	case key{http.MethodPost, kindUploadStart}:
+		return rg.startUpload
+	case key{http.MethodGet, kindUpload}:
+		return rg.uploadStatus
+	case key{http.MethodPatch, kindUpload}:
+		return rg.patchUpload
+	case key{http.MethodPut, kindUpload}:
+		return rg.finishUpload
+	case key{http.MethodDelete, kindUpload}:
+		return rg.cancelUpload
+	case key{http.MethodGet, kindReferrers}:
+		return rg.referrers
+	}
+	return nil
+}
+
+func (rg *Registry) base(w http.ResponseWriter, _ *http.Request, _ route) error {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", "2")
+	w.WriteHeader(http.StatusOK)
+	_, err := w.Write([]byte("{}"))
+	return err
+}
+
+// statusWriter records the status and size of a response for the log. It passes ReadFrom through
+// so that net/http can still send files with sendfile.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+	n      int64
+}
+
+func (s *statusWriter) WriteHeader(code int) {
+	if s.status == 0 {
+		s.status = code
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusWriter) Write(b []byte) (int, error) {
+	if s.status == 0 {
+		s.status = http.StatusOK
+	}
+	n, err := s.ResponseWriter.Write(b)
+	s.n += int64(n)
+	return n, err
+}
+
+func (s *statusWriter) ReadFrom(r io.Reader) (int64, error) {
+	if s.status == 0 {
+		s.status = http.StatusOK
+	}
+	var n int64
+	var err error
+	if rf, ok := s.ResponseWriter.(io.ReaderFrom); ok {
+		n, err = rf.ReadFrom(r)
+	} else {
+		n, err = io.Copy(s.ResponseWriter, r)
+	}
+	s.n += n
+	return n, err
+}
+
+func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+func (s *statusWriter) code() int {
+	if s.status == 0 {
+		return http.StatusOK
+	}
+	return s.status
+}
+
+// written reports whether a response has started, after which no error can be sent.
+func (s *statusWriter) written() bool { return s.status != 0 }
+
+var errResponseStarted = errors.New("response already started")

@@ -1,0 +1,91 @@
+// Package server wires berth together (configuration, stores, the HTTP API) and runs the HTTP
+// server until its context ends. It is the one package that knows every other.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/berth/berth/internal/config"
+	"github.com/berth/berth/internal/metadata/sqlite"
+	"github.com/berth/berth/internal/registry"
+	"github.com/berth/berth/internal/storage/fs"
+)
+
+// Run serves cfg until ctx is done, then shuts down gracefully.
+func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(cfg.Data, 0o750); err != nil {
+		return fmt.Errorf("data directory: %w", err)
+	}
+	unlock, err := lockDir(cfg.Data)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	blobs, err := fs.New(cfg.Data)
+	if err != nil {
+		return err
+	}
+	meta, err := sqlite.Open(ctx, filepath.Join(cfg.Data, "metadata.db"))
+	if err != nil {
+		return err
+	}
+	defer meta.Close()
+
+	mux := http.NewServeMux()
+	mux.Handle("/v2/", registry.New(blobs, meta, log))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
+	srv := &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return err
+	}
+	log.Info("berth listening", "addr", ln.Addr().String(), "data", cfg.Data)
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	log.Info("shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		return err
+	}
+	if err := <-errc; !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+// lockDir takes an exclusive lock on the data directory: two processes writing one SQLite file and
+// one upload directory would each assume they are alone.
+func lockDir(dir string) (func(), error) {
+	f, err := os.OpenFile(filepath.Join(dir, ".lock"), os.O_CREATE|os.O_RDWR, 0o640)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("data directory %s is in use by another berth process", dir)
+	}
+	return func() { f.Close() }, nil
+}

@@ -1,0 +1,181 @@
+package fs
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/berth/berth/internal/oci"
+	"github.com/berth/berth/internal/storage"
+)
+
+// upload is an upload session: uploads/<id>/data holds the bytes received. The running sha256 of
+// those bytes is kept in memory (live), so that committing a chunked upload does not read it again.
+// It is deliberately not persisted: after a restart the data is rehashed once at commit, so even
+// bytes lost from the page cache by a power failure can never be committed under the wrong digest.
+type upload struct {
+	s    *Store
+	id   string
+	dir  string
+	live *live
+	f    *os.File
+}
+
+// live is the in-process state of an upload; mu serializes the requests that touch it.
+type live struct {
+	mu   sync.Mutex
+	size int64
+	h    hash.Hash // sha256 of data[:size], or nil when it must be recomputed
+}
+
+// NewUpload implements storage.BlobStore.
+func (s *Store) NewUpload(_ context.Context) (storage.Upload, error) {
+	id := newID()
+	dir := filepath.Join(s.root, "uploads", id)
+	if err := os.Mkdir(dir, 0o750); err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(filepath.Join(dir, "data"), os.O_CREATE|os.O_WRONLY|os.O_EXCL, 0o640)
+	if err != nil {
+		return nil, err
+	}
+	l := &live{h: sha256.New()}
+	s.live.Store(id, l)
+	return &upload{s: s, id: id, dir: dir, live: l, f: f}, nil
+}
+
+// ResumeUpload implements storage.BlobStore.
+func (s *Store) ResumeUpload(_ context.Context, id string) (storage.Upload, error) {
+	if !validID(id) {
+		return nil, fmt.Errorf("%q: %w", id, storage.ErrUploadUnknown)
+	}
+	dir := filepath.Join(s.root, "uploads", id)
+	f, err := os.OpenFile(filepath.Join(dir, "data"), os.O_WRONLY, 0)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%s: %w", id, storage.ErrUploadUnknown)
+	}
+	if err != nil {
+		return nil, err
+	}
+	v, _ := s.live.LoadOrStore(id, &live{size: -1})
+	return &upload{s: s, id: id, dir: dir, live: v.(*live), f: f}, nil
+}
+
+func (u *upload) ID() string { return u.id }
+
+// Size implements storage.Upload.
+func (u *upload) Size() int64 {
+	u.live.mu.Lock()
+	defer u.live.mu.Unlock()
+	if err := u.sync(); err != nil {
+		return 0
+	}
+	return u.live.size
+}
+
+// sync brings the live state in line with the data file, which another process or a failed
+// request may have changed. Callers hold live.mu.
+func (u *upload) sync() error {
+	if u.f == nil {
+		return fmt.Errorf("%s: %w", u.id, storage.ErrUploadUnknown)
+	}
+	end, err := u.f.Seek(0, io.SeekEnd)
+	if err != nil {
+		return err
+	}
+	if end != u.live.size {
+		u.live.size, u.live.h = end, nil
+	}
+	return nil
+}
+
+// Append implements storage.Upload. Appends to one upload are serialized in this process.
+func (u *upload) Append(_ context.Context, r io.Reader) (int64, error) {
+	l := u.live
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if err := u.sync(); err != nil {
+		return 0, err
+	}
+	var w io.Writer = u.f
+	if l.h != nil {
+		w = io.MultiWriter(u.f, l.h)
+	}
+	n, err := copyBuffer(w, r)
+	l.size += n
+	if err != nil {
+		// The bytes that did arrive stay (the client learns the offset from the Range header),
+		// but a hash that may have seen bytes the file did not is dropped.
+		l.h = nil
+	}
+	return n, err
+}
+
+// Commit implements storage.Upload.
+func (u *upload) Commit(_ context.Context, want oci.Digest) error {
+	l := u.live
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if err := u.sync(); err != nil {
+		return err
+	}
+	var got digest.Digest
+	if l.h != nil && want.Algorithm() == digest.SHA256 {
+		got = digest.NewDigest(digest.SHA256, l.h)
+	} else {
+		f, err := os.Open(u.f.Name())
+		if err != nil {
+			return err
+		}
+		got, err = want.Algorithm().FromReader(f)
+		f.Close()
+		if err != nil {
+			return err
+		}
+	}
+	if got != want {
+		u.remove()
+		return fmt.Errorf("%w: got %s, want %s", storage.ErrDigestMismatch, got, want)
+	}
+	err := u.s.place(u.f, want)
+	u.f = nil
+	if err != nil {
+		return err
+	}
+	return u.remove()
+}
+
+// Cancel implements storage.Upload.
+func (u *upload) Cancel(_ context.Context) error {
+	u.live.mu.Lock()
+	defer u.live.mu.Unlock()
+	return u.remove()
+}
+
+func (u *upload) remove() error {
+	if u.f != nil {
+		u.f.Close()
+		u.f = nil
+	}
+	u.s.live.Delete(u.id)
+	return os.RemoveAll(u.dir)
+}
+
+// Close implements storage.Upload.
+func (u *upload) Close() error {
+	if u.f == nil {
+		return nil
+	}
+	err := u.f.Close()
+	u.f = nil
+	return err
+}

@@ -1,0 +1,51 @@
+// Package storage defines the content-addressed blob store. Blobs are global: which repository may
+// see which blob is the metadata store's business, never the blob store's.
+package storage
+
+import (
+	"context"
+	"errors"
+	"io"
+
+	"github.com/berth/berth/internal/oci"
+)
+
+// Sentinel errors of every backend; wrap them with %w.
+var (
+	ErrNotFound       = errors.New("blob not found")
+	ErrUploadUnknown  = errors.New("upload unknown")
+	ErrDigestMismatch = errors.New("content does not match digest")
+)
+
+// BlobStore keeps blobs by digest. Content becomes visible only once it is complete and verified.
+type BlobStore interface {
+	// Stat returns the size of a stored blob, or ErrNotFound.
+	Stat(ctx context.Context, d oci.Digest) (int64, error)
+	// Open opens a stored blob for reading and seeking and returns its size, or ErrNotFound. The
+	// filesystem backend returns an *os.File, so that net/http can send it with sendfile.
+	Open(ctx context.Context, d oci.Digest) (io.ReadSeekCloser, int64, error)
+	// Put stores r as the blob d, verifying it while it is written; ErrDigestMismatch when it is not d.
+	Put(ctx context.Context, d oci.Digest, r io.Reader) (int64, error)
+	// Delete removes a blob; ErrNotFound when there is none.
+	Delete(ctx context.Context, d oci.Digest) error
+	// NewUpload starts an upload session whose state lives in the backend.
+	NewUpload(ctx context.Context) (Upload, error)
+	// ResumeUpload reopens an upload by ID, in this process or after a restart; ErrUploadUnknown.
+	ResumeUpload(ctx context.Context, id string) (Upload, error)
+}
+
+// Upload is an upload session. Its state lives in the backend so that any process can resume it.
+type Upload interface {
+	ID() string
+	// Size is the number of bytes received so far.
+	Size() int64
+	// Append adds r's bytes at the end and returns how many were written.
+	Append(ctx context.Context, r io.Reader) (int64, error)
+	// Commit verifies the content against want and makes it the blob want; ErrDigestMismatch (the
+	// upload is then gone).
+	Commit(ctx context.Context, want oci.Digest) error
+	// Cancel discards the upload.
+	Cancel(ctx context.Context) error
+	// Close releases the session's resources without ending it.
+	Close() error
+}

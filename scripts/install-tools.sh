@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs every outside tool the tests and benchmarks use, into .tools/bin (Go tools) and the
+# system (Debian packages). Idempotent: a tool already at the wanted version is not installed again.
+# Usage: scripts/install-tools.sh [--bench]   (--bench also installs CNCF Distribution v3, ~4 min)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export GOBIN="$PWD/.tools/bin"
+mkdir -p "$GOBIN"
+
+apt_pkgs=(skopeo docker-registry)
+missing=()
+for p in "${apt_pkgs[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  apt-get -o DPkg::Lock::Timeout=600 update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# name|module@version ; a stamp file records the version installed.
+tools=(
+  "crane|github.com/google/go-containerregistry/cmd/crane@v0.22.1"
+  "oras|oras.land/oras/cmd/oras@v1.3.6"
+  "regctl|github.com/regclient/regclient/cmd/regctl@v0.11.7"
+  "conformance|github.com/opencontainers/distribution-spec/conformance@v0.0.0-20260831232431-97274622c111"
+)
+if [ "${1:-}" = "--bench" ]; then
+  tools+=("registry|github.com/distribution/distribution/v3/cmd/registry@v3.1.2")
+fi
+pids=()
+for t in "${tools[@]}"; do
+  name=${t%%|*}; mod=${t#*|}
+  stamp="$GOBIN/.$name.version"
+  if [ -x "$GOBIN/$name" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$mod" ]; then continue; fi
+  ( go install "$mod" && echo "$mod" >"$stamp" ) &
+  pids+=($!)
+done
+for p in "${pids[@]}"; do wait "$p"; done
+echo "tools ready in $GOBIN"
