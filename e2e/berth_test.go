@@ -1,0 +1,201 @@
+// Package e2e tests the berth binary over real HTTP with real clients that nobody here wrote
+// (crane, oras, regctl, skopeo, the OCI conformance suite). scripts/install-tools.sh installs them
+// into .tools/bin; a test whose tool is missing fails, unless BERTH_E2E_SKIP_MISSING=1 is set.
+package e2e
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var (
+	berthBin string // built once by TestMain
+	repoRoot string
+)
+
+func TestMain(m *testing.M) {
+	_, file, _, _ := runtime.Caller(0)
+	repoRoot = filepath.Dir(filepath.Dir(file))
+	dir, err := os.MkdirTemp("", "berth-e2e-bin")
+	if err != nil {
+		panic(err)
+	}
+	berthBin = filepath.Join(dir, "berth")
+	build := exec.Command("go", "build", "-o", berthBin, "./cmd/berth")
+	build.Dir = repoRoot
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building berth:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// tool returns the path of an outside tool, from .tools/bin or PATH. A missing tool fails the
+// test: CI installs them all, and a test that silently skips its client proves nothing.
+func tool(t testing.TB, name string) string {
+	t.Helper()
+	p := filepath.Join(repoRoot, ".tools", "bin", name)
+	if _, err := os.Stat(p); err == nil {
+		return p
+	}
+	if p, err := exec.LookPath(name); err == nil {
+		return p
+	}
+	if os.Getenv("BERTH_E2E_SKIP_MISSING") == "1" {
+		t.Skipf("%s is not installed (run scripts/install-tools.sh)", name)
+	}
+	t.Fatalf("%s is not installed: run scripts/install-tools.sh", name)
+	return ""
+}
+
+// berth is a berth process serving a data directory on a loopback port.
+type berth struct {
+	t    testing.TB
+	Addr string // host:port
+	Data string
+	cmd  *exec.Cmd
+	log  *syncBuffer
+}
+
+// startBerth starts berth on a free loopback port with a fresh data directory.
+func startBerth(t testing.TB, args ...string) *berth {
+	t.Helper()
+	b := &berth{t: t, Data: t.TempDir()}
+	b.start(args...)
+	t.Cleanup(b.Stop)
+	return b
+}
+
+func (b *berth) start(args ...string) {
+	b.t.Helper()
+	if b.Addr == "" {
+		b.Addr = freeAddr(b.t)
+	}
+	b.log = &syncBuffer{}
+	b.cmd = exec.Command(berthBin, append([]string{"serve", "--addr", b.Addr, "--data", b.Data}, args...)...)
+	b.cmd.Stdout, b.cmd.Stderr = b.log, b.log
+	if err := b.cmd.Start(); err != nil {
+		b.t.Fatalf("start berth: %v", err)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		resp, err := http.Get("http://" + b.Addr + "/v2/")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	b.t.Fatalf("berth did not become ready; log:\n%s", b.log.String())
+}
+
+// Restart stops berth gracefully and starts it again on the same address and data.
+func (b *berth) Restart(args ...string) {
+	b.t.Helper()
+	b.Stop()
+	b.start(args...)
+}
+
+// Kill stops berth with SIGKILL, as a crash would.
+func (b *berth) Kill() {
+	if b.cmd == nil || b.cmd.Process == nil {
+		return
+	}
+	b.cmd.Process.Kill()
+	b.cmd.Wait()
+	b.cmd = nil
+}
+
+// Stop stops berth with SIGTERM and waits for it.
+func (b *berth) Stop() {
+	if b.cmd == nil || b.cmd.Process == nil {
+		return
+	}
+	b.cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { b.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		b.cmd.Process.Kill()
+		<-done
+	}
+	b.cmd = nil
+}
+
+// URL is the registry's base URL.
+func (b *berth) URL() string { return "http://" + b.Addr }
+
+// Log is what berth has printed so far.
+func (b *berth) Log() string { return b.log.String() }
+
+func freeAddr(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// run runs a command and fails the test with its output if it fails.
+func run(t testing.TB, dir string, name string, args ...string) string {
+	t.Helper()
+	out, err := runErr(dir, name, args...)
+	if err != nil {
+		t.Fatalf("%s %s: %v\n%s", filepath.Base(name), strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+// runErr runs a command in dir (also its HOME, so that no client reads the user's configuration)
+// and returns its combined output.
+func runErr(dir string, name string, args ...string) (string, error) {
+	return runEnv(dir, nil, name, args...)
+}
+
+// runEnv is runErr with extra environment variables.
+func runEnv(dir string, env []string, name string, args ...string) (string, error) {
+	cmd := exec.Command(name, args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "HOME="+dir, "DOCKER_CONFIG="+filepath.Join(dir, ".docker"))
+	cmd.Env = append(cmd.Env, env...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	return out.String(), err
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
