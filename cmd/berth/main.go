@@ -74,4 +74,3 @@ func serveCmd() *cobra.Command {
 	f.StringVar(&cli.Log.Level, "log-level", cli.Log.Level, "debug, info, warn or error")
 	return cmd
 }
-
