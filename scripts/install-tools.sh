@@ -8,6 +8,7 @@ export GOBIN="$PWD/.tools/bin"
 mkdir -p "$GOBIN"
 
 apt_pkgs=(skopeo docker-registry)
+if [ "${1:-}" = "--bench" ]; then apt_pkgs+=(wrk); fi
 missing=()
 for p in "${apt_pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -23,6 +24,7 @@ tools=(
   "oras|oras.land/oras/cmd/oras@v1.3.6"
   "regctl|github.com/regclient/regclient/cmd/regctl@v0.11.7"
   "conformance|github.com/opencontainers/distribution-spec/conformance@v0.0.0-20260831232431-97274622c111"
+  "staticcheck|honnef.co/go/tools/cmd/staticcheck@v0.8.2"
 )
 if [ "${1:-}" = "--bench" ]; then
   tools+=("registry|github.com/distribution/distribution/v3/cmd/registry@v3.1.2")
