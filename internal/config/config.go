@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -19,8 +20,15 @@ type Config struct {
 	// Addr is the address to listen on, host:port.
 	Addr string `yaml:"addr"`
 	// Data is the directory for blobs, metadata and upload sessions.
-	Data string `yaml:"data"`
-	Log  Log    `yaml:"log"`
+	Data    string  `yaml:"data"`
+	Log     Log     `yaml:"log"`
+	Uploads Uploads `yaml:"uploads"`
+}
+
+// Uploads configures upload sessions.
+type Uploads struct {
+	// MaxIdle is how long an upload session may receive nothing before it is discarded.
+	MaxIdle time.Duration `yaml:"max_idle"`
 }
 
 // Log configures logging.
@@ -33,7 +41,12 @@ type Log struct {
 
 // Default returns the configuration used where neither file nor flags say otherwise.
 func Default() Config {
-	return Config{Addr: ":5000", Data: "./berth-data", Log: Log{Level: "info", Format: "text"}}
+	return Config{
+		Addr:    ":5000",
+		Data:    "./berth-data",
+		Log:     Log{Level: "info", Format: "text"},
+		Uploads: Uploads{MaxIdle: 24 * time.Hour},
+	}
 }
 
 // Load reads a YAML file over the defaults. Unknown keys are errors.
@@ -59,6 +72,9 @@ func (c Config) Validate() error {
 	}
 	if c.Data == "" {
 		errs = append(errs, errors.New("data: must not be empty"))
+	}
+	if c.Uploads.MaxIdle < time.Minute {
+		errs = append(errs, fmt.Errorf("uploads.max_idle %s: must be at least 1m", c.Uploads.MaxIdle))
 	}
 	if _, err := c.Log.SlogLevel(); err != nil {
 		errs = append(errs, err)

@@ -74,6 +74,8 @@ type Store interface {
 	CreateUpload(ctx context.Context, repo, id string) error
 	// UploadRepo returns the repository an upload session belongs to; ErrNotFound.
 	UploadRepo(ctx context.Context, id string) (string, error)
+	// UploadsBefore lists the upload sessions created before t.
+	UploadsBefore(ctx context.Context, t time.Time) ([]string, error)
 	// DeleteUpload forgets an upload session; it is not an error if there is none.
 	DeleteUpload(ctx context.Context, id string) error
 

@@ -15,8 +15,10 @@ import (
 	"time"
 
 	"github.com/berth/berth/internal/config"
+	"github.com/berth/berth/internal/metadata"
 	"github.com/berth/berth/internal/metadata/sqlite"
 	"github.com/berth/berth/internal/registry"
+	"github.com/berth/berth/internal/storage"
 	"github.com/berth/berth/internal/storage/fs"
 )
 
@@ -42,6 +44,8 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		return err
 	}
 	defer meta.Close()
+
+	go purgeUploads(ctx, blobs, meta, cfg.Uploads.MaxIdle, log)
 
 	mux := http.NewServeMux()
 	mux.Handle("/v2/", registry.New(blobs, meta, log))
@@ -88,4 +92,35 @@ func lockDir(dir string) (func(), error) {
 		return nil, fmt.Errorf("data directory %s is in use by another berth process", dir)
 	}
 	return func() { f.Close() }, nil
+}
+
+// purgeUploads discards idle upload sessions now and then, and forgets the metadata of sessions whose
+// bytes are gone (purged, or lost to a crash between the two stores).
+func purgeUploads(ctx context.Context, blobs storage.BlobStore, meta metadata.Store, maxIdle time.Duration, log *slog.Logger) {
+	tick := time.NewTicker(min(maxIdle/4, 10*time.Minute))
+	defer tick.Stop()
+	for {
+		before := time.Now().Add(-maxIdle)
+		n, err := blobs.PurgeUploads(ctx, before)
+		if err != nil {
+			log.Warn("purging upload sessions", "err", err)
+		} else if n > 0 {
+			log.Info("purged idle upload sessions", "count", n)
+		}
+		if ids, err := meta.UploadsBefore(ctx, before); err == nil {
+			for _, id := range ids {
+				u, err := blobs.ResumeUpload(ctx, id)
+				if errors.Is(err, storage.ErrUploadUnknown) {
+					meta.DeleteUpload(ctx, id)
+				} else if err == nil {
+					u.Close()
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"time"
 
 	"github.com/berth/berth/internal/oci"
 )
@@ -32,6 +33,9 @@ type BlobStore interface {
 	NewUpload(ctx context.Context) (Upload, error)
 	// ResumeUpload reopens an upload by ID, in this process or after a restart; ErrUploadUnknown.
 	ResumeUpload(ctx context.Context, id string) (Upload, error)
+	// PurgeUploads discards upload sessions that received nothing since before, and any temporary
+	// files a crash left behind; it returns how many sessions it discarded.
+	PurgeUploads(ctx context.Context, before time.Time) (int, error)
 }
 
 // Upload is an upload session. Its state lives in the backend so that any process can resume it.

@@ -303,6 +303,24 @@ func (s *Store) UploadRepo(ctx context.Context, id string) (string, error) {
 	return repo, err
 }
 
+// UploadsBefore implements metadata.Store.
+func (s *Store) UploadsBefore(ctx context.Context, t time.Time) ([]string, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT id FROM uploads WHERE created < ? ORDER BY created`, t.UnixNano())
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var ids []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		ids = append(ids, id)
+	}
+	return ids, rows.Err()
+}
+
 // DeleteUpload implements metadata.Store.
 func (s *Store) DeleteUpload(ctx context.Context, id string) error {
 	return s.write(ctx, func(tx *sql.Tx) error {

@@ -10,7 +10,9 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 
@@ -178,4 +180,44 @@ func (u *upload) Close() error {
 	err := u.f.Close()
 	u.f = nil
 	return err
+}
+
+// PurgeUploads implements storage.BlobStore: it removes upload sessions whose data was last
+// written before before, and the temporary files of Put that a crash left behind.
+func (s *Store) PurgeUploads(_ context.Context, before time.Time) (int, error) {
+	dir := filepath.Join(s.root, "uploads")
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, e := range entries {
+		name := e.Name()
+		switch {
+		case e.IsDir() && validID(name):
+			fi, err := os.Stat(filepath.Join(dir, name, "data"))
+			if err == nil && !fi.ModTime().Before(before) {
+				continue
+			}
+			if v, ok := s.live.Load(name); ok {
+				// Hold the session's lock so that no request appends while it goes.
+				l := v.(*live)
+				l.mu.Lock()
+				err = os.RemoveAll(filepath.Join(dir, name))
+				s.live.Delete(name)
+				l.mu.Unlock()
+			} else {
+				err = os.RemoveAll(filepath.Join(dir, name))
+			}
+			if err != nil {
+				return n, err
+			}
+			n++
+		case strings.HasPrefix(name, "put-"):
+			if fi, err := e.Info(); err == nil && fi.ModTime().Before(before) {
+				os.Remove(filepath.Join(dir, name))
+			}
+		}
+	}
+	return n, nil
 }
