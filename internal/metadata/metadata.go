@@ -35,6 +35,16 @@ type NewManifest struct {
 	Manifest
 	Blobs    []oci.Digest // must be linked to the repository (else ErrBlobUnknown)
 	Children []oci.Digest // must be manifests of the repository (else ErrManifestUnknown)
+	// Provided are blobs that the registry itself supplies for this manifest (the OCI empty
+	// config that some clients never push): they are linked to the repository in the same
+	// transaction, so that a manifest refused for another reason links nothing.
+	Provided []BlobRef
+}
+
+// BlobRef names a blob and its size.
+type BlobRef struct {
+	Digest oci.Digest
+	Size   int64
 }
 
 // Page asks for at most N names after Last (all when N < 0).

@@ -27,8 +27,9 @@ const (
 	ErrDenied              Code = "DENIED"
 	ErrUnsupported         Code = "UNSUPPORTED"
 	ErrTooManyRequests     Code = "TOOMANYREQUESTS"
-	// ErrRangeInvalid answers a chunk that does not continue the upload (spec: 416).
-	ErrRangeInvalid Code = "BLOB_UPLOAD_INVALID"
+	// ErrRangeNotSatisfiable answers a Range that asks for no byte of a blob (416); the spec
+	// names no code for it.
+	ErrRangeNotSatisfiable Code = "RANGE_NOT_SATISFIABLE"
 	// ErrPaginationInvalid answers a malformed n (Distribution's code; clients know it).
 	ErrPaginationInvalid Code = "PAGINATION_NUMBER_INVALID"
 	// ErrInternal is for failures that are ours, never the client's.
@@ -53,6 +54,7 @@ var status = map[Code]int{
 	ErrUnsupported:         http.StatusMethodNotAllowed,
 	ErrTooManyRequests:     http.StatusTooManyRequests,
 	ErrPaginationInvalid:   http.StatusBadRequest,
+	ErrRangeNotSatisfiable: http.StatusRequestedRangeNotSatisfiable,
 	ErrInternal:            http.StatusInternalServerError,
 }
 

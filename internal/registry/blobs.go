@@ -30,8 +30,7 @@ func (rg *Registry) getBlob(w http.ResponseWriter, r *http.Request, rt route) er
 	h.Set("Cache-Control", "max-age=31536000")
 	if rg := r.Header.Get("Range"); rg != "" && !satisfiable(rg, size) {
 		h.Set("Content-Range", fmt.Sprintf("bytes */%d", size))
-		return oci.Errorf(oci.ErrBlobUnknown, "range %q not satisfiable for a blob of %d bytes", rg, size).
-			WithStatus(http.StatusRequestedRangeNotSatisfiable)
+		return oci.Errorf(oci.ErrRangeNotSatisfiable, "range %q not satisfiable for a blob of %d bytes", rg, size)
 	}
 	// ServeContent does Range and conditional requests; given an *os.File it sends with sendfile.
 	http.ServeContent(w, r, "", noModTime, f)
@@ -45,6 +44,9 @@ func satisfiable(header string, size int64) bool {
 	if !ok {
 		return false
 	}
+	// Every part must be well formed (else ServeContent answers a plain-text 416), and one
+	// must overlap the blob.
+	some := false
 	for _, part := range strings.Split(spec, ",") {
 		first, last, ok := strings.Cut(strings.TrimSpace(part), "-")
 		if !ok {
@@ -57,7 +59,7 @@ func satisfiable(header string, size int64) bool {
 				return false
 			}
 			if n > 0 && size > 0 {
-				return true
+				some = true
 			}
 		default:
 			start, err := strconv.ParseInt(first, 10, 64)
@@ -71,11 +73,11 @@ func satisfiable(header string, size int64) bool {
 				}
 			}
 			if start < size {
-				return true
+				some = true
 			}
 		}
 	}
-	return false
+	return some
 }
 
 // deleteBlob serves DELETE /v2/<name>/blobs/<digest> (spec: "Deleting blobs"): the blob is no longer

@@ -42,6 +42,9 @@ func (rg *Registry) writeError(w http.ResponseWriter, r *http.Request, err error
 	h.Set("Content-Type", "application/json")
 	h.Del("Content-Length")
 	h.Del("Docker-Content-Digest")
+	// An error must not carry the blob's validator or caching headers (getBlob sets them before a 416).
+	h.Del("ETag")
+	h.Del("Cache-Control")
 	w.WriteHeader(e.HTTPStatus())
 	w.Write(body)
 }

@@ -117,9 +117,10 @@ func (rg *Registry) putManifest(w http.ResponseWriter, r *http.Request, rt route
 			continue
 		}
 		if b.Digest == oci.EmptyJSONDigest {
-			if err := rg.ensureEmptyJSON(r, rt.name); err != nil {
+			if err := rg.ensureEmptyJSON(r); err != nil {
 				return err
 			}
+			nm.Provided = []metadata.BlobRef{{Digest: oci.EmptyJSONDigest, Size: int64(len(oci.EmptyJSON))}}
 		}
 		nm.Blobs = append(nm.Blobs, b.Digest)
 	}
@@ -152,19 +153,15 @@ func (rg *Registry) putManifest(w http.ResponseWriter, r *http.Request, rt route
 	return nil
 }
 
-// ensureEmptyJSON makes the OCI empty descriptor's blob ("{}") visible in repo: artifacts name it
-// as their config and some clients never push it.
-func (rg *Registry) ensureEmptyJSON(r *http.Request, repo string) error {
+// ensureEmptyJSON makes sure the blob store holds the OCI empty descriptor's blob ("{}"), which
+// artifacts name as their config and some clients never push.
+func (rg *Registry) ensureEmptyJSON(r *http.Request) error {
 	ctx := r.Context()
-	if _, err := rg.meta.BlobSize(ctx, repo, oci.EmptyJSONDigest); err == nil {
+	if _, err := rg.blobs.Stat(ctx, oci.EmptyJSONDigest); err == nil {
 		return nil
 	}
-	if _, err := rg.blobs.Stat(ctx, oci.EmptyJSONDigest); err != nil {
-		if _, err := rg.blobs.Put(ctx, oci.EmptyJSONDigest, bytes.NewReader(oci.EmptyJSON)); err != nil {
-			return err
-		}
-	}
-	return rg.meta.LinkBlob(ctx, repo, oci.EmptyJSONDigest, int64(len(oci.EmptyJSON)))
+	_, err := rg.blobs.Put(ctx, oci.EmptyJSONDigest, bytes.NewReader(oci.EmptyJSON))
+	return err
 }
 
 func tooLarge() error {

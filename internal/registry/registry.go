@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/berth/berth/internal/metadata"
@@ -40,6 +41,7 @@ func (rg *Registry) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err == nil {
 		h := rg.dispatch(r.Method, rt.kind)
 		if h == nil {
+			w.Header().Set("Allow", rg.allowed(rt.kind))
 			err = oci.Errorf(oci.ErrUnsupported, "%s is not supported on %s", r.Method, r.URL.Path)
 		} else {
 			err = h(w, r, rt)
@@ -91,6 +93,17 @@ func (rg *Registry) dispatch(method string, k kind) handler {
 		return rg.referrers
 	}
 	return nil
+}
+
+// allowed lists the methods the route table serves on a kind of path, for the Allow header.
+func (rg *Registry) allowed(k kind) string {
+	var ms []string
+	for _, m := range []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete} {
+		if rg.dispatch(m, k) != nil {
+			ms = append(ms, m)
+		}
+	}
+	return strings.Join(ms, ", ")
 }
 
 func (rg *Registry) base(w http.ResponseWriter, _ *http.Request, _ route) error {

@@ -166,7 +166,7 @@ func appendChunk(w http.ResponseWriter, r *http.Request, rt route, u storage.Upl
 		}
 		if start != u.Size() {
 			setUploadHeaders(w, rt.name, u)
-			return oci.Errorf(oci.ErrRangeInvalid, "chunk starts at %d but the upload has %d bytes", start, u.Size()).
+			return oci.Errorf(oci.ErrBlobUploadInvalid, "chunk starts at %d but the upload has %d bytes", start, u.Size()).
 				WithStatus(http.StatusRequestedRangeNotSatisfiable)
 		}
 		want = end - start + 1

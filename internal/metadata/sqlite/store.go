@@ -104,6 +104,12 @@ func (s *Store) PutManifest(ctx context.Context, repo string, m *metadata.NewMan
 		if err != nil {
 			return err
 		}
+		for _, b := range m.Provided {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO repo_blobs (repo_id, digest, size) VALUES (?, ?, ?)
+				ON CONFLICT DO NOTHING`, id, b.Digest.String(), b.Size); err != nil {
+				return err
+			}
+		}
 		for _, d := range m.Blobs {
 			if !exists(ctx, tx, &err, `SELECT 1 FROM repo_blobs WHERE repo_id = ? AND digest = ?`, id, d.String()) {
 				if err != nil {
