@@ -39,7 +39,8 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		for _, p := range []string{"journal_mode(WAL)", "busy_timeout(10000)", "synchronous(NORMAL)", "foreign_keys(1)"} {
 			v.Add("_pragma", p)
 		}
-		return "file:" + filepath.ToSlash(path) + "?" + v.Encode() + extra
+		// Escaped, so that '?', '#' and '%' in the path stay part of the file name.
+		return "file:" + (&url.URL{Path: filepath.ToSlash(path)}).EscapedPath() + "?" + v.Encode() + extra
 	}
 	w, err := sql.Open("sqlite", dsn("&_txlock=immediate"))
 	if err != nil {

@@ -90,6 +90,19 @@ func (u *upload) sync() error {
 	if u.f == nil {
 		return fmt.Errorf("%s: %w", u.id, storage.ErrUploadUnknown)
 	}
+	// The session may have ended through another handle: committed (this handle's file is now
+	// the blob, which must never change) or cancelled. Only the current data file is the upload.
+	fi, err := u.f.Stat()
+	if err != nil {
+		return err
+	}
+	cur, err := os.Stat(filepath.Join(u.dir, "data"))
+	if errors.Is(err, fs.ErrNotExist) || (err == nil && !os.SameFile(fi, cur)) {
+		return fmt.Errorf("%s: %w", u.id, storage.ErrUploadUnknown)
+	}
+	if err != nil {
+		return err
+	}
 	end, err := u.f.Seek(0, io.SeekEnd)
 	if err != nil {
 		return err
@@ -108,11 +121,11 @@ func (u *upload) Append(_ context.Context, r io.Reader) (int64, error) {
 	if err := u.sync(); err != nil {
 		return 0, err
 	}
-	var w io.Writer = u.f
+	var h io.Writer
 	if l.h != nil {
-		w = io.MultiWriter(u.f, l.h)
+		h = l.h
 	}
-	n, err := copyBuffer(w, r)
+	n, err := copyToFile(u.f, l.size, h, r)
 	l.size += n
 	if err != nil {
 		// The bytes that did arrive stay (the client learns the offset from the Range header),
@@ -124,6 +137,9 @@ func (u *upload) Append(_ context.Context, r io.Reader) (int64, error) {
 
 // Commit implements storage.Upload.
 func (u *upload) Commit(_ context.Context, want oci.Digest) error {
+	if _, err := oci.ParseDigest(string(want)); err != nil {
+		return err // go-digest panics on algorithms it cannot compute
+	}
 	l := u.live
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -196,6 +212,14 @@ func (s *Store) PurgeUploads(_ context.Context, before time.Time) (int, error) {
 		switch {
 		case e.IsDir() && validID(name):
 			fi, err := os.Stat(filepath.Join(dir, name, "data"))
+			if errors.Is(err, fs.ErrNotExist) {
+				// No data: the session is being created or committed right now, or a crash left
+				// it half made. The directory's own time tells which.
+				fi, err = os.Stat(filepath.Join(dir, name))
+				if errors.Is(err, fs.ErrNotExist) {
+					continue // ended meanwhile
+				}
+			}
 			if err == nil && !fi.ModTime().Before(before) {
 				continue
 			}

@@ -1,0 +1,263 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/berth/berth/internal/metadata"
+	"github.com/berth/berth/internal/metadata/metadatatest"
+	"github.com/berth/berth/internal/oci"
+)
+
+func openAt(t *testing.T, path string) *Store {
+	t.Helper()
+	s, err := Open(context.Background(), path)
+	if err != nil {
+		t.Fatalf("Open(%s): %v", path, err)
+	}
+	return s
+}
+
+func open(t *testing.T) metadata.Store {
+	s := openAt(t, filepath.Join(t.TempDir(), "metadata.db"))
+	t.Cleanup(func() {
+		if err := s.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+	return s
+}
+
+func TestConformance(t *testing.T) {
+	metadatatest.Run(t, open)
+}
+
+// fill stores one of everything.
+func fill(t *testing.T, s metadata.Store) *metadata.NewManifest {
+	t.Helper()
+	ctx := context.Background()
+	if err := s.LinkBlob(ctx, "library/app", digest.FromString("config"), 6); err != nil {
+		t.Fatal(err)
+	}
+	m := &metadata.NewManifest{
+		Manifest: metadata.Manifest{
+			Digest: digest.FromString("manifest"), MediaType: oci.MediaTypeImageManifest,
+			ArtifactType: "application/vnd.example", Subject: digest.FromString("subject"),
+			Annotations: map[string]string{"k": "v"}, Content: []byte("manifest"),
+		},
+		Blobs: []oci.Digest{digest.FromString("config")},
+	}
+	if err := s.PutManifest(ctx, "library/app", m, "latest"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CreateUpload(ctx, "library/app", "upload-1"); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// check verifies what fill stored.
+func check(t *testing.T, s metadata.Store, m *metadata.NewManifest) {
+	t.Helper()
+	ctx := context.Background()
+	if size, err := s.BlobSize(ctx, "library/app", digest.FromString("config")); err != nil || size != 6 {
+		t.Errorf("BlobSize = %d, %v", size, err)
+	}
+	got, err := s.GetManifest(ctx, "library/app", "latest")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Digest != m.Digest || string(got.Content) != string(m.Content) || got.Annotations["k"] != "v" ||
+		got.Subject != m.Subject || got.ArtifactType != m.ArtifactType || got.Created.IsZero() {
+		t.Errorf("GetManifest = %+v", got)
+	}
+	refs, err := s.Referrers(ctx, "library/app", m.Subject, "")
+	if err != nil || len(refs) != 1 || refs[0].Digest != m.Digest {
+		t.Errorf("Referrers = %v, %v", refs, err)
+	}
+	if repo, err := s.UploadRepo(ctx, "upload-1"); err != nil || repo != "library/app" {
+		t.Errorf("UploadRepo = %q, %v", repo, err)
+	}
+	names, _, err := s.Repositories(ctx, metadata.Page{N: -1})
+	if err != nil || len(names) != 1 || names[0] != "library/app" {
+		t.Errorf("Repositories = %q, %v", names, err)
+	}
+}
+
+func TestReopen(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "metadata.db")
+	s := openAt(t, path)
+	m := fill(t, s)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		s = openAt(t, path)
+		check(t, s, m)
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// Two stores open on one file (a second process, say) see each other's writes.
+func TestTwoStoresOneFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "metadata.db")
+	a := openAt(t, path)
+	defer a.Close()
+	b := openAt(t, path)
+	defer b.Close()
+	m := fill(t, a)
+	check(t, b, m)
+}
+
+func migrationCount(t *testing.T) int {
+	t.Helper()
+	names, err := fs.Glob(migrations, "migrations/*.sql")
+	if err != nil || len(names) == 0 {
+		t.Fatalf("migrations: %v, %v", names, err)
+	}
+	return len(names)
+}
+
+func userVersion(t *testing.T, db *sql.DB) int {
+	t.Helper()
+	var v int
+	if err := db.QueryRow("PRAGMA user_version").Scan(&v); err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+func TestMigrationsIdempotent(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "metadata.db")
+	s := openAt(t, path)
+	m := fill(t, s)
+	if got, want := userVersion(t, s.w), migrationCount(t); got != want {
+		t.Errorf("user_version = %d, want %d (one per migration)", got, want)
+	}
+	// Migrating a migrated database again changes nothing and fails on nothing.
+	for range 3 {
+		if err := migrate(ctx, s.w); err != nil {
+			t.Fatalf("migrate again: %v", err)
+		}
+	}
+	if got, want := userVersion(t, s.w), migrationCount(t); got != want {
+		t.Errorf("user_version after migrating again = %d, want %d", got, want)
+	}
+	check(t, s, m)
+	s.Close()
+	s = openAt(t, path)
+	defer s.Close()
+	check(t, s, m)
+
+	// A fresh database migrated twice by hand works as one opened by Open.
+	db, err := sql.Open("sqlite", filepath.Join(t.TempDir(), "bare.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	for range 2 {
+		if err := migrate(ctx, db); err != nil {
+			t.Fatalf("migrate: %v", err)
+		}
+	}
+	if got, want := userVersion(t, db), migrationCount(t); got != want {
+		t.Errorf("user_version = %d, want %d", got, want)
+	}
+}
+
+// A database from a newer berth (a migration this one does not know) is left alone.
+func TestNewerDatabase(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "metadata.db")
+	s := openAt(t, path)
+	m := fill(t, s)
+	if _, err := s.w.Exec("PRAGMA user_version = 1000"); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s = openAt(t, path)
+	defer s.Close()
+	check(t, s, m)
+	if got := userVersion(t, s.w); got != 1000 {
+		t.Errorf("user_version = %d, want 1000", got)
+	}
+}
+
+// The data directory is the user's choice: characters that mean something in a URI must not
+// change which file is opened, nor lose the pragmas.
+func TestPathSpecialCharacters(t *testing.T) {
+	ctx := context.Background()
+	for _, name := range []string{"a b", "a#b", "a?b", "a%20b", "a%b", "a&b=c", "ü"} {
+		t.Run(name, func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), name)
+			if err := os.Mkdir(dir, 0o750); err != nil {
+				t.Fatal(err)
+			}
+			path := filepath.Join(dir, "metadata.db")
+			s := openAt(t, path)
+			m := fill(t, s)
+			var fk int
+			if err := s.w.QueryRowContext(ctx, "PRAGMA foreign_keys").Scan(&fk); err != nil || fk != 1 {
+				t.Errorf("foreign_keys = %d, %v; want 1", fk, err)
+			}
+			var mode string
+			if err := s.r.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode); err != nil || mode != "wal" {
+				t.Errorf("journal_mode = %q, %v; want wal", mode, err)
+			}
+			s.Close()
+			if _, err := os.Stat(path); err != nil {
+				t.Errorf("the database is not at %s: %v", path, err)
+			}
+			entries, _ := os.ReadDir(filepath.Dir(dir))
+			for _, e := range entries {
+				if e.Name() != name {
+					t.Errorf("stray file %q next to %q", e.Name(), name)
+				}
+			}
+			s = openAt(t, path)
+			defer s.Close()
+			check(t, s, m)
+		})
+	}
+}
+
+// The reader pool must not write.
+func TestReadersAreReadOnly(t *testing.T) {
+	s := open(t).(*Store)
+	_, err := s.r.Exec(`INSERT INTO uploads (id, repo, created) VALUES ('x', 'y', 0)`)
+	if err == nil {
+		t.Fatal("a reader connection wrote")
+	}
+	if _, err := s.UploadRepo(context.Background(), "x"); !errors.Is(err, metadata.ErrNotFound) {
+		t.Errorf("UploadRepo: %v", err)
+	}
+}
+
+// The default data directory is relative ("./berth-data").
+func TestRelativePath(t *testing.T) {
+	dir := t.TempDir()
+	t.Chdir(dir)
+	for _, path := range []string{"metadata.db", "./data/metadata.db", "a:b/metadata.db"} {
+		if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+			t.Fatal(err)
+		}
+		s := openAt(t, path)
+		m := fill(t, s)
+		s.Close()
+		if _, err := os.Stat(filepath.Join(dir, path)); err != nil {
+			t.Errorf("the database is not at %s: %v", path, err)
+		}
+		s = openAt(t, path)
+		check(t, s, m)
+		s.Close()
+	}
+}
