@@ -157,24 +157,24 @@ func appendChunk(w http.ResponseWriter, r *http.Request, rt route, u storage.Upl
 	if cr == "" && r.ContentLength == 0 {
 		return nil
 	}
-	want := int64(-1)
+	want, at := int64(-1), int64(-1)
 	if cr != "" {
 		start, end, ok := parseContentRange(cr)
 		if !ok {
 			return oci.Errorf(oci.ErrBlobUploadInvalid, "malformed Content-Range %q (want start-end)", cr).
 				WithStatus(http.StatusRequestedRangeNotSatisfiable)
 		}
-		if start != u.Size() {
-			setUploadHeaders(w, rt.name, u)
-			return oci.Errorf(oci.ErrBlobUploadInvalid, "chunk starts at %d but the upload has %d bytes", start, u.Size()).
-				WithStatus(http.StatusRequestedRangeNotSatisfiable)
-		}
-		want = end - start + 1
+		want, at = end-start+1, start
 		if r.ContentLength >= 0 && r.ContentLength != want {
 			return oci.Errorf(oci.ErrSizeInvalid, "Content-Length %d does not match Content-Range %q", r.ContentLength, cr)
 		}
 	}
-	n, err := u.Append(r.Context(), r.Body)
+	n, err := u.AppendAt(r.Context(), r.Body, at)
+	if errors.Is(err, storage.ErrOffset) {
+		setUploadHeaders(w, rt.name, u)
+		return oci.Errorf(oci.ErrBlobUploadInvalid, "chunk starts at %d but the upload has %d bytes", at, u.Size()).
+			WithStatus(http.StatusRequestedRangeNotSatisfiable)
+	}
 	if err != nil {
 		return err
 	}

@@ -16,6 +16,8 @@ var (
 	ErrNotFound       = errors.New("blob not found")
 	ErrUploadUnknown  = errors.New("upload unknown")
 	ErrDigestMismatch = errors.New("content does not match digest")
+	// ErrOffset reports a chunk that does not start where the upload ends.
+	ErrOffset = errors.New("chunk does not continue the upload")
 )
 
 // BlobStore keeps blobs by digest. Content becomes visible only once it is complete and verified.
@@ -45,6 +47,10 @@ type Upload interface {
 	Size() int64
 	// Append adds r's bytes at the end and returns how many were written.
 	Append(ctx context.Context, r io.Reader) (int64, error)
+	// AppendAt is Append for a chunk that must start at offset: if the upload does not end there
+	// (another chunk came first), nothing is written and the error is ErrOffset. The check and the
+	// write are one step, so two chunks sent for the same offset cannot both be taken.
+	AppendAt(ctx context.Context, r io.Reader, offset int64) (int64, error)
 	// Commit verifies the content against want and makes it the blob want; ErrDigestMismatch (the
 	// upload is then gone).
 	Commit(ctx context.Context, want oci.Digest) error

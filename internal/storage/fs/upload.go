@@ -114,12 +114,20 @@ func (u *upload) sync() error {
 }
 
 // Append implements storage.Upload. Appends to one upload are serialized in this process.
-func (u *upload) Append(_ context.Context, r io.Reader) (int64, error) {
+func (u *upload) Append(ctx context.Context, r io.Reader) (int64, error) {
+	return u.AppendAt(ctx, r, -1)
+}
+
+// AppendAt implements storage.Upload; a negative offset means wherever the upload ends.
+func (u *upload) AppendAt(_ context.Context, r io.Reader, offset int64) (int64, error) {
 	l := u.live
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if err := u.sync(); err != nil {
 		return 0, err
+	}
+	if offset >= 0 && offset != l.size {
+		return 0, fmt.Errorf("%w: chunk starts at %d, upload has %d bytes", storage.ErrOffset, offset, l.size)
 	}
 	var h io.Writer
 	if l.h != nil {

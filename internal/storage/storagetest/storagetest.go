@@ -15,6 +15,7 @@ import (
 	"math/rand/v2"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -62,6 +63,7 @@ func RunOptions(t *testing.T, newStore func(t *testing.T) storage.BlobStore, opt
 	t.Run("UploadChunks", s.uploadChunks)
 	t.Run("UploadSHA512", s.uploadSHA512)
 	t.Run("UploadEmpty", s.uploadEmpty)
+	t.Run("AppendAtOffset", s.appendAtOffset)
 	t.Run("UploadIDsUnique", s.uploadIDsUnique)
 	t.Run("UploadResume", s.uploadResume)
 	t.Run("UploadResumeAfterReopen", s.uploadResumeAfterReopen)
@@ -942,4 +944,49 @@ func (s suite) largeBlobUpload(t *testing.T) {
 		t.Fatalf("Commit: %v", err)
 	}
 	s.wantLarge(t, st, d)
+}
+
+// appendAtOffset: a chunk is taken only where the upload ends; two chunks sent for the same offset
+// at once are never both written.
+func (s *suite) appendAtOffset(t *testing.T) {
+	ctx := context.Background()
+	st := s.newStore(t)
+	u := newUpload(t, st)
+	b := content(31, 3000)
+	if n, err := u.AppendAt(ctx, bytes.NewReader(b[:1000]), 0); err != nil || n != 1000 {
+		t.Fatalf("AppendAt(0) = %d, %v", n, err)
+	}
+	for _, off := range []int64{0, 999, 1001} {
+		if n, err := u.AppendAt(ctx, bytes.NewReader(b[1000:2000]), off); !errors.Is(err, storage.ErrOffset) || n != 0 {
+			t.Errorf("AppendAt(%d) on 1000 bytes = %d, %v; want 0, ErrOffset", off, n, err)
+		}
+	}
+	if got := u.Size(); got != 1000 {
+		t.Fatalf("Size after refused chunks = %d, want 1000", got)
+	}
+	const racers = 8
+	var wg sync.WaitGroup
+	var won atomic.Int32
+	for range racers {
+		h := resume(t, st, u.ID())
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := h.AppendAt(ctx, bytes.NewReader(b[1000:2000]), 1000); err == nil {
+				won.Add(1)
+			} else if !errors.Is(err, storage.ErrOffset) {
+				t.Errorf("racing AppendAt: %v", err)
+			}
+		}()
+	}
+	wg.Wait()
+	if won.Load() != 1 {
+		t.Fatalf("%d of %d chunks for offset 1000 were taken, want exactly 1", won.Load(), racers)
+	}
+	if n, err := u.AppendAt(ctx, bytes.NewReader(b[2000:]), 2000); err != nil || n != 1000 {
+		t.Fatalf("AppendAt(2000) = %d, %v", n, err)
+	}
+	if err := u.Commit(ctx, sha256Of(b)); err != nil {
+		t.Fatalf("Commit after chunks at offsets: %v", err)
+	}
 }
