@@ -8,6 +8,7 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/berth/berth/internal/config"
 	"github.com/berth/berth/internal/server"
@@ -32,34 +33,13 @@ func rootCmd() *cobra.Command {
 }
 
 func serveCmd() *cobra.Command {
-	var (
-		file string
-		cli  = config.Default()
-	)
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the registry",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg := config.Default()
-			if file != "" {
-				var err error
-				if cfg, err = config.Load(file); err != nil {
-					return err
-				}
-			}
-			// A flag given on the command line wins over the file.
-			flags := cmd.Flags()
-			if flags.Changed("addr") {
-				cfg.Addr = cli.Addr
-			}
-			if flags.Changed("data") {
-				cfg.Data = cli.Data
-			}
-			if flags.Changed("log-level") {
-				cfg.Log.Level = cli.Log.Level
-			}
-			if err := cfg.Validate(); err != nil {
+			cfg, err := resolveConfig(cmd.Flags())
+			if err != nil {
 				return err
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
@@ -67,10 +47,28 @@ func serveCmd() *cobra.Command {
 			return server.Run(ctx, cfg, cfg.Log.Logger(os.Stderr))
 		},
 	}
+	def := config.Default()
 	f := cmd.Flags()
-	f.StringVar(&file, "config", "", "YAML configuration file (flags override it)")
-	f.StringVar(&cli.Addr, "addr", cli.Addr, "address to listen on")
-	f.StringVar(&cli.Data, "data", cli.Data, "data directory (blobs, metadata, uploads)")
-	f.StringVar(&cli.Log.Level, "log-level", cli.Log.Level, "debug, info, warn or error")
+	f.String("config", "", "YAML configuration file (flags override it)")
+	f.String("addr", def.Addr, "address to listen on")
+	f.String("data", def.Data, "data directory (blobs, metadata, uploads)")
+	f.String("log-level", def.Log.Level, "debug, info, warn or error")
 	return cmd
+}
+
+// resolveConfig is the defaults, then the file (if any), then the flags given on the command line.
+func resolveConfig(flags *pflag.FlagSet) (config.Config, error) {
+	cfg := config.Default()
+	if file, _ := flags.GetString("config"); file != "" {
+		var err error
+		if cfg, err = config.Load(file); err != nil {
+			return cfg, err
+		}
+	}
+	for name, dst := range map[string]*string{"addr": &cfg.Addr, "data": &cfg.Data, "log-level": &cfg.Log.Level} {
+		if flags.Changed(name) {
+			*dst, _ = flags.GetString(name)
+		}
+	}
+	return cfg, cfg.Validate()
 }
