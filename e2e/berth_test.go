@@ -12,7 +12,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -155,23 +154,8 @@ func freeAddr(t testing.TB) string {
 	return l.Addr().String()
 }
 
-// run runs a command and fails the test with its output if it fails.
-func run(t testing.TB, dir string, name string, args ...string) string {
-	t.Helper()
-	out, err := runErr(dir, name, args...)
-	if err != nil {
-		t.Fatalf("%s %s: %v\n%s", filepath.Base(name), strings.Join(args, " "), err, out)
-	}
-	return out
-}
-
-// runErr runs a command in dir (also its HOME, so that no client reads the user's configuration)
-// and returns its combined output.
-func runErr(dir string, name string, args ...string) (string, error) {
-	return runEnv(dir, nil, name, args...)
-}
-
-// runEnv is runErr with extra environment variables.
+// runEnv runs a command in dir (also its HOME, so that no client reads the user's configuration)
+// with extra environment variables, and returns its combined output.
 func runEnv(dir string, env []string, name string, args ...string) (string, error) {
 	cmd := exec.Command(name, args...)
 	cmd.Dir = dir

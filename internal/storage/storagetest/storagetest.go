@@ -847,7 +847,7 @@ func (s suite) purgeUploadsWhileUploading(t *testing.T) {
 					}
 					defer u.Close()
 					if _, err := u.Append(ctx, bytes.NewReader(b)); err != nil {
-						return fmt.Errorf("Append: %w", err)
+						return fmt.Errorf("append: %w", err)
 					}
 					u.Close()
 					if u, err = st.ResumeUpload(ctx, u.ID()); err != nil {
