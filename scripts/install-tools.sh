@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Installs every outside tool the tests and benchmarks use, into .tools/bin (Go tools) and the
 # system (Debian packages). Idempotent: a tool already at the wanted version is not installed again.
-# Usage: scripts/install-tools.sh [--bench]   (--bench also installs CNCF Distribution v3, ~4 min)
+# Usage: scripts/install-tools.sh [--bench]
+#   --bench also installs what bench/ compares berth with: CNCF Distribution 2.8 (Debian) and v3
+#   (go install, ~4 min), and wrk.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export GOBIN="$PWD/.tools/bin"
 mkdir -p "$GOBIN"
 
-apt_pkgs=(skopeo docker-registry)
-if [ "${1:-}" = "--bench" ]; then apt_pkgs+=(wrk); fi
+apt_pkgs=(skopeo)
+if [ "${1:-}" = "--bench" ]; then apt_pkgs+=(docker-registry wrk); fi
 missing=()
 for p in "${apt_pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -1,0 +1,392 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// fileServerCmd is the hidden subcommand that makes the bench binary a plain Go file server: a
+// process of its own, so that its CPU is measured exactly like a registry's.
+const fileServerCmd = "__fileserver"
+
+// runFileServer serves one file at every path with http.ServeFile: ADDR FILE.
+func runFileServer(args []string) {
+	if len(args) != 2 {
+		fmt.Fprintln(os.Stderr, "usage: bench", fileServerCmd, "ADDR FILE")
+		os.Exit(2)
+	}
+	file := args[1]
+	err := http.ListenAndServe(args[0], http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.ServeFile(w, r, file)
+	}))
+	fmt.Fprintln(os.Stderr, "fileserver:", err)
+	os.Exit(1)
+}
+
+// Every child process and temp directory is registered here, so that one call ends them all: at
+// the end of the run, on an error, or on a signal.
+var (
+	liveMu   sync.Mutex
+	live     = map[*exec.Cmd]bool{}
+	cleanups []func()
+	stopping bool // cleanup has begun: start nothing more
+)
+
+func addCleanup(f func()) {
+	liveMu.Lock()
+	defer liveMu.Unlock()
+	cleanups = append(cleanups, f)
+}
+
+// cleanup kills every child still running (its whole process group) and runs the cleanups.
+func cleanup() {
+	liveMu.Lock()
+	defer liveMu.Unlock()
+	stopping = true
+	for cmd := range live {
+		if cmd.Process != nil {
+			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			cmd.Process.Kill()
+		}
+	}
+	for i := len(cleanups) - 1; i >= 0; i-- {
+		cleanups[i]()
+	}
+	cleanups = nil
+}
+
+// startTracked starts cmd in a process group of its own (a terminal's Ctrl-C reaches only us, and
+// we kill the group), with SIGKILL as its parent-death signal in case we die without cleaning up.
+func startTracked(cmd *exec.Cmd) error {
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	liveMu.Lock()
+	defer liveMu.Unlock()
+	if stopping {
+		return errors.New("stopping")
+	}
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	live[cmd] = true
+	return nil
+}
+
+func untrack(cmd *exec.Cmd) {
+	liveMu.Lock()
+	defer liveMu.Unlock()
+	delete(live, cmd)
+}
+
+// server is one running server process.
+type server struct {
+	name string
+	base string // http://127.0.0.1:PORT
+	dir  string // its data directory and log
+	cmd  *exec.Cmd
+	done chan struct{} // closed when the process has exited
+	log  string
+}
+
+func (s *server) isRegistry() bool { return s.name != "fileserver" }
+
+// startServer starts the named server on a free loopback port with a fresh data directory and
+// waits until it answers. dlFile is the file the plain file server serves.
+func startServer(ctx context.Context, o options, tmp, name, dlFile string) (*server, error) {
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	addr := "127.0.0.1:" + strconv.Itoa(port)
+	s := &server{name: name, base: "http://" + addr, dir: filepath.Join(tmp, "srv-"+name), done: make(chan struct{})}
+	data := filepath.Join(s.dir, "data")
+	if err := os.MkdirAll(data, 0o755); err != nil {
+		return nil, err
+	}
+	s.log = filepath.Join(s.dir, "server.log")
+	switch name {
+	case "berth":
+		s.cmd = exec.Command(o.berth, "serve", "--addr", addr, "--data", data, "--log-level", "warn")
+	case "v3", "2.8":
+		cfg := filepath.Join(s.dir, "config.yml")
+		if err := os.WriteFile(cfg, []byte(distributionConfig(addr, data)), 0o644); err != nil {
+			return nil, err
+		}
+		bin := o.v3
+		if name == "2.8" {
+			bin = o.v28
+		}
+		s.cmd = exec.Command(bin, "serve", cfg)
+		// v3 exports OpenTelemetry traces to localhost:4318 unless told not to; its official
+		// image sets this too (distribution/distribution#4671).
+		s.cmd.Env = append(os.Environ(), "OTEL_TRACES_EXPORTER=none")
+	case "fileserver":
+		self, err := os.Executable()
+		if err != nil {
+			return nil, err
+		}
+		s.cmd = exec.Command(self, fileServerCmd, addr, dlFile)
+	default:
+		return nil, fmt.Errorf("unknown server %q", name)
+	}
+	logf, err := os.Create(s.log)
+	if err != nil {
+		return nil, err
+	}
+	defer logf.Close()
+	s.cmd.Stdout, s.cmd.Stderr = logf, logf
+	if err := startTracked(s.cmd); err != nil {
+		return nil, err
+	}
+	go func() { s.cmd.Wait(); close(s.done) }()
+	if err := s.waitReady(ctx); err != nil {
+		s.stop()
+		return nil, err
+	}
+	return s, nil
+}
+
+// distributionConfig is the same configuration for 2.8 and v3: filesystem storage, deletes on,
+// warnings only, no access log.
+func distributionConfig(addr, data string) string {
+	return fmt.Sprintf(`version: 0.1
+log:
+  level: warn
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: %s
+  delete:
+    enabled: true
+http:
+  addr: %s
+`, data, addr)
+}
+
+func (s *server) waitReady(ctx context.Context) error {
+	url, method := s.base+"/v2/", http.MethodGet
+	if !s.isRegistry() {
+		url, method = s.base+"/blob", http.MethodHead
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		select {
+		case <-s.done:
+			return fmt.Errorf("exited at start: %s", s.logTail())
+		default:
+		}
+		req, _ := http.NewRequestWithContext(ctx, method, url, nil)
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+			return fmt.Errorf("%s %s: status %d", method, url, resp.StatusCode)
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("not answering on %s after 30s: %s", s.base, s.logTail())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// stop ends the server (SIGTERM, then SIGKILL after 5s) and removes its data directory.
+func (s *server) stop() {
+	if s.cmd.Process != nil {
+		s.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-s.done:
+		case <-time.After(5 * time.Second):
+			syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
+			<-s.done
+		}
+	}
+	untrack(s.cmd)
+	os.RemoveAll(s.dir)
+}
+
+// logTail is the end of the server's output, for error messages.
+func (s *server) logTail() string {
+	data, _ := os.ReadFile(s.log)
+	data = bytes.TrimSpace(data)
+	if len(data) > 2000 {
+		data = data[len(data)-2000:]
+	}
+	if len(data) == 0 {
+		return "(no output)"
+	}
+	return string(data)
+}
+
+// clockTicks is USER_HZ, the unit of utime and stime in /proc/PID/stat: 100 on every Linux ABI
+// Go supports (the stdlib has no sysconf).
+const clockTicks = 100
+
+// cpuSeconds is the server's user+system CPU time so far.
+func (s *server) cpuSeconds() (float64, error) { return procCPU(strconv.Itoa(s.cmd.Process.Pid)) }
+
+// peakRSS is the server's resident set high-water mark (VmHWM), in bytes.
+func (s *server) peakRSS() (int64, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", s.cmd.Process.Pid))
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return kb << 10, err
+		}
+	}
+	return 0, errors.New("no VmHWM in /proc/PID/status")
+}
+
+func freePort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+// newClient is an HTTP client for one measurement: keep-alive connections for every worker, no
+// compression, large socket buffers in the transport.
+func newClient(conns int) *http.Client {
+	return &http.Client{Transport: &http.Transport{
+		MaxIdleConns:        conns + 4,
+		MaxIdleConnsPerHost: conns + 4,
+		DisableCompression:  true,
+		ReadBufferSize:      256 << 10,
+		WriteBufferSize:     256 << 10,
+		IdleConnTimeout:     time.Minute,
+	}}
+}
+
+// meter measures one point: the server's CPU, and the CPU every other process on the machine used
+// meanwhile (busy time from /proc/stat less the server's and the clients'), which should be about
+// zero on a quiet machine. The harness is itself a client (downloads, pushes) and is counted as one.
+type meter struct {
+	s                  *server
+	t0                 time.Time
+	busy0, srv0, self0 float64
+}
+
+func startMeter(s *server) (*meter, error) {
+	m := &meter{s: s, t0: time.Now()}
+	var err error
+	if m.busy0, err = machineBusy(); err != nil {
+		return nil, err
+	}
+	if s != nil {
+		if m.srv0, err = s.cpuSeconds(); err != nil {
+			return nil, err
+		}
+	}
+	m.self0, err = procCPU("self")
+	return m, err
+}
+
+// stop returns the server's CPU seconds since the start, the CPU cores other processes used on
+// average, and the wall time. clientCPU is what an outside load generator used.
+func (m *meter) stop(clientCPU float64) (srv, others float64, elapsed time.Duration, err error) {
+	busy, err1 := machineBusy()
+	var srv1 float64
+	var err2 error
+	if m.s != nil {
+		srv1, err2 = m.s.cpuSeconds()
+	}
+	self, err3 := procCPU("self")
+	elapsed = time.Since(m.t0)
+	if err := errors.Join(err1, err2, err3); err != nil {
+		return 0, 0, 0, err
+	}
+	srv = srv1 - m.srv0
+	others = (busy - m.busy0 - srv - (self - m.self0) - clientCPU) / elapsed.Seconds()
+	return srv, max(others, 0), elapsed, nil
+}
+
+// machineBusy is the CPU time all cores have spent not idle since boot, in seconds.
+func machineBusy() (float64, error) {
+	data, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, err
+	}
+	line, _, _ := strings.Cut(string(data), "\n")
+	f := strings.Fields(line) // cpu user nice system idle iowait irq softirq steal ...
+	if len(f) < 9 || f[0] != "cpu" {
+		return 0, errors.New("unexpected /proc/stat format")
+	}
+	var busy int64
+	for i, v := range f[1:9] {
+		if i == 3 || i == 4 { // idle, iowait
+			continue
+		}
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return 0, err
+		}
+		busy += n
+	}
+	return float64(busy) / clockTicks, nil
+}
+
+// procCPU is the user+system CPU seconds of a process ("self" or a pid) so far.
+func procCPU(pid string) (float64, error) {
+	data, err := os.ReadFile("/proc/" + pid + "/stat")
+	if err != nil {
+		return 0, err
+	}
+	// The command name, in parentheses, may hold spaces: count fields after it. utime and stime
+	// are fields 14 and 15 of the line, so 12th and 13th after the name.
+	i := bytes.LastIndexByte(data, ')')
+	f := strings.Fields(string(data[i+1:]))
+	if i < 0 || len(f) < 13 {
+		return 0, errors.New("unexpected /proc/PID/stat format")
+	}
+	ut, err1 := strconv.ParseInt(f[11], 10, 64)
+	st, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err := errors.Join(err1, err2); err != nil {
+		return 0, err
+	}
+	return float64(ut+st) / clockTicks, nil
+}
+
+// waitQuiet waits, at most limit, until other processes use less than noiseWarn CPU cores over
+// half a second: on a shared machine, a point then starts at a quiet moment.
+func waitQuiet(limit time.Duration) error {
+	if limit <= 0 {
+		return nil
+	}
+	start := time.Now()
+	for {
+		m, err := startMeter(nil)
+		if err != nil {
+			return err
+		}
+		time.Sleep(500 * time.Millisecond)
+		_, others, _, err := m.stop(0)
+		if err != nil {
+			return err
+		}
+		waited := time.Since(start)
+		if others < noiseWarn || waited > limit {
+			if waited > time.Second {
+				fmt.Printf("   waited %s for other processes to quiet down (now %.2f cores)\n", waited.Round(100*time.Millisecond), others)
+			}
+			return nil
+		}
+		time.Sleep(time.Second)
+	}
+}
