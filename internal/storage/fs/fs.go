@@ -161,7 +161,7 @@ var bufPool = sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b 
 // writeback is how much written data may wait in the page cache before the kernel is asked to
 // start writing it out. By the time a blob is committed most of it is on disk, so the fsync that
 // makes it durable is short, and disk writes overlap with receiving the body.
-const writeback = 8 << 20
+const writeback = 1 << 20
 
 // copyToFile appends src to f, which is at offset off, and feeds every byte written to h (if not
 // nil). It returns the number of bytes written to f.
