@@ -23,6 +23,7 @@ type Config struct {
 	Data    string  `yaml:"data"`
 	Log     Log     `yaml:"log"`
 	Uploads Uploads `yaml:"uploads"`
+	Proxy   Proxy   `yaml:"proxy"`
 }
 
 // Uploads configures upload sessions.
@@ -75,6 +76,9 @@ func (c Config) Validate() error {
 	}
 	if c.Uploads.MaxIdle < time.Minute {
 		errs = append(errs, fmt.Errorf("uploads.max_idle %s: must be at least 1m", c.Uploads.MaxIdle))
+	}
+	if err := c.Proxy.validate(); err != nil {
+		errs = append(errs, err)
 	}
 	if _, err := c.Log.SlogLevel(); err != nil {
 		errs = append(errs, err)

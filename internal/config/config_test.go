@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -25,7 +26,7 @@ func TestDefault(t *testing.T) {
 	c := Default()
 	want := Config{Addr: ":5000", Data: "./berth-data", Log: Log{Level: "info", Format: "text"},
 		Uploads: Uploads{MaxIdle: 24 * time.Hour}}
-	if c != want {
+	if !reflect.DeepEqual(c, want) {
 		t.Errorf("Default() = %+v, want %+v", c, want)
 	}
 	if err := c.Validate(); err != nil {
@@ -71,7 +72,7 @@ uploads:
 			if err != nil {
 				t.Fatalf("Load: %v", err)
 			}
-			if got != c.want {
+			if !reflect.DeepEqual(got, c.want) {
 				t.Errorf("Load = %+v, want %+v", got, c.want)
 			}
 		})
