@@ -80,6 +80,12 @@ type Store interface {
 	// artifactType, as descriptors.
 	Referrers(ctx context.Context, repo string, d oci.Digest, artifactType string) ([]oci.Descriptor, error)
 
+	// TagChecked returns when the pull-through cache last confirmed tag with the upstream;
+	// ErrNotFound if never.
+	TagChecked(ctx context.Context, repo, tag string) (time.Time, error)
+	// SetTagChecked records that the cache confirmed tag with the upstream at t.
+	SetTagChecked(ctx context.Context, repo, tag string, t time.Time) error
+
 	// CreateUpload records an upload session of repo.
 	CreateUpload(ctx context.Context, repo, id string) error
 	// UploadRepo returns the repository an upload session belongs to; ErrNotFound.

@@ -42,6 +42,7 @@ func Run(t *testing.T, open func(t *testing.T) metadata.Store) {
 	t.Run("RepositoriesPagination", s.repositoriesPagination)
 	t.Run("RepoUnknown", s.repoUnknown)
 	t.Run("Referrers", s.referrers)
+	t.Run("TagChecks", s.tagChecks)
 	t.Run("Uploads", s.uploads)
 	t.Run("UploadsBefore", s.uploadsBefore)
 	t.Run("ConcurrentPutManifestSameTag", s.concurrentPutManifestSameTag)
@@ -904,5 +905,33 @@ func (s suite) concurrentNewRepository(t *testing.T) {
 		if size, err := st.BlobSize(ctx, "new/repo", dg(fmt.Sprint(i))); err != nil || size != int64(i) {
 			t.Errorf("BlobSize(%d) = %d, %v", i, size, err)
 		}
+	}
+}
+
+// tagChecks: the cache's record of when a tag was last confirmed upstream, per repository.
+func (s *suite) tagChecks(t *testing.T) {
+	st := s.open(t)
+	if _, err := st.TagChecked(ctx, "cache/a", "latest"); !errors.Is(err, metadata.ErrNotFound) {
+		t.Fatalf("TagChecked before any check: %v, want ErrNotFound", err)
+	}
+	first := time.Unix(1700000000, 123)
+	if err := st.SetTagChecked(ctx, "cache/a", "latest", first); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := st.TagChecked(ctx, "cache/a", "latest"); err != nil || !got.Equal(first) {
+		t.Fatalf("TagChecked = %v, %v; want %v", got, err, first)
+	}
+	later := first.Add(time.Hour)
+	if err := st.SetTagChecked(ctx, "cache/a", "latest", later); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := st.TagChecked(ctx, "cache/a", "latest"); !got.Equal(later) {
+		t.Fatalf("TagChecked after update = %v, want %v", got, later)
+	}
+	if _, err := st.TagChecked(ctx, "cache/b", "latest"); !errors.Is(err, metadata.ErrNotFound) {
+		t.Fatalf("another repository's check is visible: %v", err)
+	}
+	if _, err := st.TagChecked(ctx, "cache/a", "other"); !errors.Is(err, metadata.ErrNotFound) {
+		t.Fatalf("another tag's check is visible: %v", err)
 	}
 }

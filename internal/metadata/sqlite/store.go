@@ -291,6 +291,30 @@ func (s *Store) Referrers(ctx context.Context, repo string, d oci.Digest, artifa
 	return out, rows.Err()
 }
 
+// TagChecked implements metadata.Store.
+func (s *Store) TagChecked(ctx context.Context, repo, tag string) (time.Time, error) {
+	var t int64
+	err := s.r.QueryRowContext(ctx, `SELECT c.checked FROM repositories r JOIN tag_checks c ON c.repo_id = r.id
+		WHERE r.name = ? AND c.tag = ?`, repo, tag).Scan(&t)
+	if errors.Is(err, sql.ErrNoRows) {
+		return time.Time{}, fmt.Errorf("%s:%s: %w", repo, tag, metadata.ErrNotFound)
+	}
+	return time.Unix(0, t), err
+}
+
+// SetTagChecked implements metadata.Store.
+func (s *Store) SetTagChecked(ctx context.Context, repo, tag string, t time.Time) error {
+	return s.write(ctx, func(tx *sql.Tx) error {
+		id, err := repoID(ctx, tx, repo, true)
+		if err != nil {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, `INSERT INTO tag_checks (repo_id, tag, checked) VALUES (?, ?, ?)
+			ON CONFLICT (repo_id, tag) DO UPDATE SET checked = excluded.checked`, id, tag, t.UnixNano())
+		return err
+	})
+}
+
 // CreateUpload implements metadata.Store.
 func (s *Store) CreateUpload(ctx context.Context, repo, id string) error {
 	return s.write(ctx, func(tx *sql.Tx) error {
