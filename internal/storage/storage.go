@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"os"
 	"time"
 
 	"github.com/berth/berth/internal/oci"
@@ -58,4 +59,16 @@ type Upload interface {
 	Cancel(ctx context.Context) error
 	// Close releases the session's resources without ending it.
 	Close() error
+}
+
+// FileAdopter is an optional capability of stores on the local filesystem: a blob written to a
+// temporary file it made can become the blob without being copied. The pull-through cache writes
+// an upstream blob to such a file while clients read it as it grows.
+type FileAdopter interface {
+	// CreateTemp creates an empty temporary file, on the store's filesystem, that crash recovery
+	// (PurgeUploads) will remove if it is never adopted.
+	CreateTemp() (*os.File, error)
+	// Adopt makes f, whose content the caller has verified to be d, the blob d: fsync, rename.
+	// It closes f.
+	Adopt(ctx context.Context, d oci.Digest, f *os.File) error
 }

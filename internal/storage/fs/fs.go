@@ -26,7 +26,10 @@ type Store struct {
 	live sync.Map // upload id -> *live
 }
 
-var _ storage.BlobStore = (*Store)(nil)
+var (
+	_ storage.BlobStore   = (*Store)(nil)
+	_ storage.FileAdopter = (*Store)(nil)
+)
 
 // New opens (creating if needed) a blob store rooted at dir.
 func New(dir string) (*Store, error) {
@@ -120,6 +123,21 @@ func (s *Store) Put(ctx context.Context, d oci.Digest, r io.Reader) (int64, erro
 		return n, fmt.Errorf("%w: %s", storage.ErrDigestMismatch, d)
 	}
 	return n, s.place(f, d)
+}
+
+// CreateTemp implements storage.FileAdopter.
+func (s *Store) CreateTemp() (*os.File, error) {
+	return os.CreateTemp(filepath.Join(s.root, "uploads"), "put-*")
+}
+
+// Adopt implements storage.FileAdopter.
+func (s *Store) Adopt(_ context.Context, d oci.Digest, f *os.File) error {
+	if err := validDigest(d); err != nil {
+		f.Close()
+		return err
+	}
+	defer os.Remove(f.Name()) // a no-op once renamed
+	return s.place(f, d)
 }
 
 // place makes the complete, verified file f the blob d: fsync, rename, fsync the directory. It

@@ -2,6 +2,8 @@ package fs
 
 import (
 	"context"
+	"crypto/sha256"
+	"fmt"
 	"errors"
 	"os"
 	"path/filepath"
@@ -9,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/berth/berth/internal/oci"
 	"github.com/berth/berth/internal/storage"
 )
 
@@ -59,4 +62,27 @@ func TestPurgeUploads(t *testing.T) {
 		t.Fatalf("active upload was purged: %v", err)
 	}
 	u.Close()
+}
+
+func TestAdopt(t *testing.T) {
+	ctx := context.Background()
+	s, err := New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := s.CreateTemp()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteString("adopted bytes")
+	d := oci.Digest("sha256:" + fmt.Sprintf("%x", sha256.Sum256([]byte("adopted bytes"))))
+	if err := s.Adopt(ctx, d, f); err != nil {
+		t.Fatal(err)
+	}
+	if size, err := s.Stat(ctx, d); err != nil || size != int64(len("adopted bytes")) {
+		t.Fatalf("Stat after Adopt = %d, %v", size, err)
+	}
+	if _, err := os.Stat(f.Name()); !os.IsNotExist(err) {
+		t.Errorf("temporary file still there after Adopt: %v", err)
+	}
 }
