@@ -32,6 +32,9 @@ const (
 	ErrRangeNotSatisfiable Code = "RANGE_NOT_SATISFIABLE"
 	// ErrPaginationInvalid answers a malformed n (Distribution's code; clients know it).
 	ErrPaginationInvalid Code = "PAGINATION_NUMBER_INVALID"
+	// ErrUnavailable answers a pull from a cached repository whose upstream failed while nothing
+	// cached could stand in (503).
+	ErrUnavailable Code = "UNAVAILABLE"
 	// ErrInternal is for failures that are ours, never the client's.
 	ErrInternal Code = "INTERNAL_ERROR"
 )
@@ -55,6 +58,7 @@ var status = map[Code]int{
 	ErrTooManyRequests:     http.StatusTooManyRequests,
 	ErrPaginationInvalid:   http.StatusBadRequest,
 	ErrRangeNotSatisfiable: http.StatusRequestedRangeNotSatisfiable,
+	ErrUnavailable:         http.StatusServiceUnavailable,
 	ErrInternal:            http.StatusInternalServerError,
 }
 
@@ -65,6 +69,8 @@ type Error struct {
 	Detail  any    `json:"detail,omitempty"`
 	// Status overrides the code's default HTTP status when not zero.
 	Status int `json:"-"`
+	// Header holds response headers that go with the error, such as Retry-After.
+	Header http.Header `json:"-"`
 }
 
 // Errorf builds an Error with a formatted message.
@@ -83,6 +89,17 @@ func (e *Error) WithStatus(s int) *Error {
 func (e *Error) WithDetail(d any) *Error {
 	c := *e
 	c.Detail = d
+	return &c
+}
+
+// WithHeader returns a copy of e answered with the header key: value.
+func (e *Error) WithHeader(key, value string) *Error {
+	c := *e
+	c.Header = e.Header.Clone()
+	if c.Header == nil {
+		c.Header = http.Header{}
+	}
+	c.Header.Set(key, value)
 	return &c
 }
 

@@ -123,6 +123,7 @@ type Upstream struct {
 	quota  Quota
 	stats  UpstreamStats
 	tokens map[string]token // scope -> token
+	st     clientState      // client.go: base URL, clock, auth challenge and token requests in flight
 }
 
 type token struct {

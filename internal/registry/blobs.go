@@ -16,6 +16,9 @@ import (
 func (rg *Registry) getBlob(w http.ResponseWriter, r *http.Request, rt route) error {
 	ctx := r.Context()
 	if _, err := rg.meta.BlobSize(ctx, rt.name, rt.dgst); err != nil {
+		if rt.cached && errors.Is(err, metadata.ErrNotFound) {
+			return rg.cache.ServeBlob(w, r, rt.name, rt.dgst)
+		}
 		return blobErr(err, rt.dgst)
 	}
 	f, size, err := rg.blobs.Open(ctx, rt.dgst)

@@ -45,6 +45,9 @@ func (rg *Registry) writeError(w http.ResponseWriter, r *http.Request, err error
 	// An error must not carry the blob's validator or caching headers (getBlob sets them before a 416).
 	h.Del("ETag")
 	h.Del("Cache-Control")
+	for k, v := range e.Header {
+		h[k] = v
+	}
 	w.WriteHeader(e.HTTPStatus())
 	w.Write(body)
 }

@@ -20,7 +20,13 @@ var noModTime time.Time
 
 // getManifest serves GET and HEAD /v2/<name>/manifests/<reference> (spec: "Pulling manifests").
 func (rg *Registry) getManifest(w http.ResponseWriter, r *http.Request, rt route) error {
-	m, err := rg.meta.GetManifest(r.Context(), rt.name, rt.ref)
+	var m *metadata.Manifest
+	var err error
+	if rt.cached {
+		m, err = rg.cache.Manifest(r.Context(), rt.name, rt.ref)
+	} else {
+		m, err = rg.meta.GetManifest(r.Context(), rt.name, rt.ref)
+	}
 	if err != nil {
 		return manifestErr(err, rt.ref)
 	}

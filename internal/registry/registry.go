@@ -3,6 +3,7 @@
 package registry
 
 import (
+	"context"
 	"errors"
 	"io"
 	"log/slog"
@@ -20,7 +21,25 @@ type Registry struct {
 	blobs storage.BlobStore
 	meta  metadata.Store
 	log   *slog.Logger
+	cache Cache
 }
+
+// Cache is a pull-through cache of upstream registries (package proxy implements it). The
+// registry asks it which repositories it serves, and for their manifests, missing blobs and tags.
+type Cache interface {
+	// Route reports whether repository name, with the ns query parameter of containerd mirror
+	// requests, is cached, and names the local repository that holds it.
+	Route(name, ns string) (local string, ok bool)
+	// Manifest returns the manifest a tag or digest names, revalidating or fetching it.
+	Manifest(ctx context.Context, local, ref string) (*metadata.Manifest, error)
+	// ServeBlob answers GET or HEAD of a blob the local repository does not hold yet.
+	ServeBlob(w http.ResponseWriter, r *http.Request, local string, d oci.Digest) error
+	// Tags lists the repository's tags.
+	Tags(ctx context.Context, local string, p metadata.Page) ([]string, bool, error)
+}
+
+// UseCache makes the registry serve the repositories c routes from c. Writes to them are refused.
+func (rg *Registry) UseCache(c Cache) { rg.cache = c }
 
 // New returns a registry serving blobs and meta.
 func New(blobs storage.BlobStore, meta metadata.Store, log *slog.Logger) *Registry {
@@ -38,8 +57,16 @@ func (rg *Registry) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w = sw
 	w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
 	rt, err := parseRoute(r)
+	if err == nil && rg.cache != nil && rt.name != "" {
+		if local, ok := rg.cache.Route(rt.name, r.URL.Query().Get("ns")); ok {
+			rt.name, rt.cached = local, true
+		}
+	}
 	if err == nil {
 		h := rg.dispatch(r.Method, rt.kind)
+		if h != nil && rt.cached && !readOnly(r.Method, rt.kind) {
+			h = refuseCached
+		}
 		if h == nil {
 			w.Header().Set("Allow", rg.allowed(rt.kind))
 			err = oci.Errorf(oci.ErrUnsupported, "%s is not supported on %s", r.Method, r.URL.Path)
@@ -93,6 +120,15 @@ func (rg *Registry) dispatch(method string, k kind) handler {
 		return rg.referrers
 	}
 	return nil
+}
+
+// readOnly reports whether a request only reads, which is all a cached repository allows.
+func readOnly(method string, k kind) bool {
+	return (method == http.MethodGet || method == http.MethodHead) && k != kindUpload
+}
+
+func refuseCached(_ http.ResponseWriter, r *http.Request, rt route) error {
+	return oci.Errorf(oci.ErrUnsupported, "repository %s is a pull-through cache: %s is not allowed", rt.name, r.Method)
 }
 
 // allowed lists the methods the route table serves on a kind of path, for the Allow header.

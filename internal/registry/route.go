@@ -27,6 +27,8 @@ type route struct {
 	name string     // repository
 	ref  string     // tag, digest or upload id, as the kind says
 	dgst oci.Digest // the digest, when ref is one
+	// cached marks a repository of the pull-through cache; name is then the local repository.
+	cached bool
 }
 
 // parseRoute splits a path from the right, since a repository name has any number of slashes,

@@ -20,7 +20,11 @@ func (rg *Registry) tags(w http.ResponseWriter, r *http.Request, rt route) error
 	if err != nil {
 		return err
 	}
-	tags, more, err := rg.meta.Tags(r.Context(), rt.name, p)
+	list := rg.meta.Tags
+	if rt.cached {
+		list = rg.cache.Tags
+	}
+	tags, more, err := list(r.Context(), rt.name, p)
 	if err != nil {
 		return err
 	}

@@ -47,8 +47,17 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 
 	go purgeUploads(ctx, blobs, meta, cfg.Uploads.MaxIdle, log)
 
+	cache, err := newCache(cfg.Proxy, blobs, meta, log)
+	if err != nil {
+		return err
+	}
+	defer cache.Close()
+	reg := registry.New(blobs, meta, log)
+	reg.UseCache(cache)
+
 	mux := http.NewServeMux()
-	mux.Handle("/v2/", registry.New(blobs, meta, log))
+	mux.Handle("/v2/", reg)
+	mux.Handle("/berth/v1/upstreams", upstreamsHandler(cache))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
 	srv := &http.Server{
 		Handler:           mux,

@@ -1,0 +1,296 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	"golang.org/x/sync/singleflight"
+
+	"github.com/berth/berth/internal/metadata"
+	"github.com/berth/berth/internal/oci"
+	"github.com/berth/berth/internal/storage"
+)
+
+// manifestTimeout bounds one upstream manifest exchange; blobTimeout one blob fill.
+const (
+	manifestTimeout = 2 * time.Minute
+	blobTimeout     = 2 * time.Hour
+)
+
+// Cache serves the repositories under its rules' prefixes from local storage and fills that storage
+// from the upstreams, as DESIGN.md §4 says: digests are immutable, tags are revalidated by HEAD
+// under the rule's policy, failures serve stale copies, concurrent misses share one upstream fetch.
+type Cache struct {
+	rules []*Rule // longest prefix first
+	blobs storage.BlobStore
+	meta  metadata.Store
+	log   *slog.Logger
+	now   func() time.Time
+
+	flight singleflight.Group // manifest GETs and HEADs in flight, by key
+	mu     sync.Mutex
+	fills  map[oci.Digest]*fill // blob fills in flight
+	wg     sync.WaitGroup
+
+	// base is the context of fills: no client's, ended only by Close.
+	base   context.Context
+	cancel context.CancelFunc
+}
+
+// New returns a cache over rules, storing what it fetches in blobs and meta.
+func New(rules []*Rule, blobs storage.BlobStore, meta metadata.Store, log *slog.Logger) *Cache {
+	rs := slices.Clone(rules)
+	sort.SliceStable(rs, func(i, j int) bool { return len(rs[i].Prefix) > len(rs[j].Prefix) })
+	base, cancel := context.WithCancel(context.Background())
+	return &Cache{rules: rs, blobs: blobs, meta: meta, log: log, now: time.Now,
+		fills: map[oci.Digest]*fill{}, base: base, cancel: cancel}
+}
+
+// Close stops the blob fills in flight and waits for them.
+func (c *Cache) Close() {
+	c.cancel()
+	c.wg.Wait()
+}
+
+// Route implements registry.Cache: it reports whether name (with the ns query parameter of
+// containerd mirrors) is a cached repository, and the local repository that holds it.
+func (c *Cache) Route(name, ns string) (string, bool) {
+	_, local, _, ok := route(c.rules, name, ns)
+	return local, ok
+}
+
+// Status reports every rule's upstream quota, requests and cache counters.
+func (c *Cache) Status() []Status {
+	out := make([]Status, 0, len(c.rules))
+	for _, r := range c.rules {
+		out = append(out, Status{Prefix: r.Prefix, Upstream: r.Source.Name(), Quota: r.Source.Quota(),
+			Requests: r.Source.Stats(), Cache: r.stats.snapshot()})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Prefix < out[j].Prefix })
+	return out
+}
+
+func (c *Cache) rule(local string) (*Rule, string, error) {
+	r, _, up, ok := route(c.rules, local, "")
+	if !ok {
+		return nil, "", fmt.Errorf("%s is not a cached repository", local)
+	}
+	return r, up, nil
+}
+
+// Manifest implements registry.Cache: the manifest a tag or digest names in the cached repository
+// local, from the cache when the rule's policy allows, else from the upstream.
+func (c *Cache) Manifest(ctx context.Context, local, ref string) (*metadata.Manifest, error) {
+	r, up, err := c.rule(local)
+	if err != nil {
+		return nil, err
+	}
+	cached, err := c.meta.GetManifest(ctx, local, ref)
+	if err != nil && !errors.Is(err, metadata.ErrNotFound) {
+		return nil, err
+	}
+	if oci.IsDigest(ref) {
+		if cached != nil { // digests are immutable: never asked upstream again
+			r.stats.hits.Add(1)
+			return cached, nil
+		}
+		r.stats.misses.Add(1)
+		return c.fetchManifest(ctx, r, local, up, ref, "")
+	}
+	if cached == nil {
+		r.stats.misses.Add(1)
+		return c.fetchManifest(ctx, r, local, up, ref, ref)
+	}
+	return c.revalidate(ctx, r, local, up, ref, cached)
+}
+
+// revalidate decides whether the cached manifest of tag may be served, checking the upstream with
+// a manifest HEAD when the policy says so; a GET follows only when the digest changed.
+func (c *Cache) revalidate(ctx context.Context, r *Rule, local, up, tag string, cached *metadata.Manifest) (*metadata.Manifest, error) {
+	now := c.now()
+	checked, err := c.meta.TagChecked(ctx, local, tag)
+	if err != nil && !errors.Is(err, metadata.ErrNotFound) {
+		return nil, err
+	}
+	age := now.Sub(checked)
+	if r.Every > 0 && age < r.Every {
+		r.stats.hits.Add(1)
+		return cached, nil
+	}
+	if q := r.Source.Quota(); q.Known && q.Remaining <= r.QuotaReserve && (q.Window == 0 || now.Sub(q.Seen) < q.Window) {
+		r.stats.quotaSaves.Add(1)
+		r.stats.hits.Add(1)
+		return cached, nil
+	}
+	v, err := c.shared(ctx, r, "HEAD "+local+":"+tag, func(ctx context.Context) (any, error) {
+		r.stats.revalidations.Add(1)
+		return r.Source.HeadManifest(ctx, up, tag)
+	})
+	if err == nil {
+		desc := v.(Descriptor)
+		if desc.Digest == cached.Digest {
+			if err := c.meta.SetTagChecked(ctx, local, tag, now); err != nil {
+				return nil, err
+			}
+			r.stats.hits.Add(1)
+			return cached, nil
+		}
+		// The tag moved upstream: fetch the new manifest by digest (or reuse it if already here).
+		r.stats.misses.Add(1)
+		m, ferr := c.fetchManifest(ctx, r, local, up, desc.Digest.String(), tag)
+		if ferr == nil {
+			return m, nil
+		}
+		err = ferr
+	}
+	if KindOf(err) != "" && KindOf(err) != KindNotFound && age <= r.MaxStaleness {
+		r.stats.staleServes.Add(1)
+		c.log.Warn("upstream failed: serving the cached manifest", "repository", local, "tag", tag,
+			"digest", cached.Digest, "last_checked", checked, "err", err)
+		return cached, nil
+	}
+	return nil, clientError(err, oci.ErrManifestUnknown)
+}
+
+// fetchManifest gets ref from the upstream (one request however many callers ask at once), stores
+// it, and points tag (if any) at it.
+func (c *Cache) fetchManifest(ctx context.Context, r *Rule, local, up, ref, tag string) (*metadata.Manifest, error) {
+	v, err := c.shared(ctx, r, "GET "+local+":"+ref+":"+tag, func(ctx context.Context) (any, error) {
+		var m *metadata.Manifest
+		if oci.IsDigest(ref) {
+			m, _ = c.meta.GetManifest(ctx, local, ref)
+		}
+		if m == nil {
+			body, mediaType, err := r.Source.GetManifest(ctx, up, ref)
+			if err != nil {
+				return nil, err
+			}
+			if m, err = newManifest(ref, mediaType, body); err != nil {
+				return nil, err
+			}
+		}
+		// No reference checks: a cache holds manifests before the blobs clients will ask for.
+		nm := &metadata.NewManifest{Manifest: *m}
+		var tags []string
+		if tag != "" {
+			tags = []string{tag}
+		}
+		if err := c.meta.PutManifest(ctx, local, nm, tags...); err != nil {
+			return nil, err
+		}
+		if tag != "" {
+			if err := c.meta.SetTagChecked(ctx, local, tag, c.now()); err != nil {
+				return nil, err
+			}
+		}
+		return m, nil
+	})
+	if err != nil {
+		return nil, clientError(err, oci.ErrManifestUnknown)
+	}
+	return v.(*metadata.Manifest), nil
+}
+
+// newManifest checks an upstream manifest body and describes it for storage.
+func newManifest(ref, mediaType string, body []byte) (*metadata.Manifest, error) {
+	d := digest.SHA256.FromBytes(body)
+	if oci.IsDigest(ref) {
+		want, err := oci.ParseDigest(ref)
+		if err != nil {
+			return nil, err
+		}
+		if got := want.Algorithm().FromBytes(body); got != want {
+			return nil, &Error{Kind: KindInvalid, Message: fmt.Sprintf("manifest digest is %s, not %s", got, want)}
+		}
+		d = want
+	}
+	pm, err := oci.ParseManifest(mediaType, body)
+	if err != nil {
+		return nil, &Error{Kind: KindInvalid, Message: "upstream manifest: " + err.Error()}
+	}
+	return &metadata.Manifest{Digest: d, MediaType: pm.MediaType, ArtifactType: pm.ArtifactType,
+		Subject: pm.Subject, Annotations: pm.Annotations, Content: body}, nil
+}
+
+// shared runs fn once for all concurrent callers with the same key, under a context that no
+// caller's departure cancels, and counts the callers that joined a call already under way.
+func (c *Cache) shared(ctx context.Context, r *Rule, key string, fn func(context.Context) (any, error)) (any, error) {
+	leader := false
+	ch := c.flight.DoChan(key, func() (any, error) {
+		leader = true
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), manifestTimeout)
+		defer cancel()
+		return fn(fctx)
+	})
+	select {
+	case res := <-ch:
+		if !leader {
+			r.stats.coalesced.Add(1)
+		}
+		return res.Val, res.Err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// Tags implements registry.Cache: the upstream's tags of the repository, or the cached ones when
+// the upstream fails.
+func (c *Cache) Tags(ctx context.Context, local string, p metadata.Page) ([]string, bool, error) {
+	r, up, err := c.rule(local)
+	if err != nil {
+		return nil, false, err
+	}
+	tags, err := r.Source.Tags(ctx, up)
+	if err != nil {
+		if KindOf(err) == KindNotFound {
+			return nil, false, clientError(err, oci.ErrNameUnknown)
+		}
+		return c.meta.Tags(ctx, local, p)
+	}
+	sort.Strings(tags)
+	i := sort.SearchStrings(tags, p.Last)
+	if i < len(tags) && tags[i] == p.Last {
+		i++
+	}
+	tags = tags[i:]
+	if p.N >= 0 && len(tags) > p.N {
+		return tags[:p.N], true, nil
+	}
+	return tags, false, nil
+}
+
+// clientError turns an upstream failure into what the client gets when nothing cached can stand
+// in: the upstream's reason, never a 404 or 500 for an upstream that is down.
+func clientError(err error, notFound oci.Code) error {
+	var ue *Error
+	if !errors.As(err, &ue) {
+		return err
+	}
+	var e *oci.Error
+	switch ue.Kind {
+	case KindNotFound:
+		e = oci.Errorf(notFound, "not found upstream")
+	case KindRateLimited:
+		msg := "upstream rate limit reached"
+		if ue.Message != "" {
+			msg += ": " + ue.Message
+		}
+		e = oci.Errorf(oci.ErrTooManyRequests, "%s", msg)
+	default:
+		e = oci.Errorf(oci.ErrUnavailable, "upstream unavailable: %v", ue)
+	}
+	if ue.RetryAfter > 0 {
+		e = e.WithHeader("Retry-After", strconv.Itoa(int((ue.RetryAfter+time.Second-1)/time.Second)))
+	} else if ue.Kind == KindRateLimited {
+		e = e.WithHeader("Retry-After", "60")
+	}
+	return e
+}

@@ -1,0 +1,273 @@
+package proxy
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/berth/berth/internal/oci"
+	"github.com/berth/berth/internal/storage"
+)
+
+// fill is one upstream blob download in progress. It writes to a temporary file; every client that
+// asked for the blob meanwhile reads that file as it grows, so N clients cost one upstream GET and
+// none waits for the whole download. The last byte is held back from every client until the
+// content is verified against its digest: a truncated or corrupt upstream body ends each client's
+// response early (an error), never as a complete response with wrong bytes.
+type fill struct {
+	mu      sync.Mutex
+	cond    *sync.Cond
+	ready   bool  // size known and file open
+	size    int64 // -1 when the upstream did not say
+	written int64
+	done    bool
+	err     error
+	file    *os.File // read side, shared by the readers (ReadAt); closed by the last one out
+	users   int
+}
+
+// ServeBlob implements registry.Cache: it answers GET or HEAD of a blob that the cached repository
+// local does not hold yet, from the upstream, and stores it for the next request.
+func (c *Cache) ServeBlob(w http.ResponseWriter, r *http.Request, local string, d oci.Digest) error {
+	ctx := r.Context()
+	rule, up, err := c.rule(local)
+	if err != nil {
+		return err
+	}
+	// The bytes may already be here (another repository, an earlier fill). A free HEAD confirms
+	// that the upstream repository has the blob before it becomes visible in this one: a cache name
+	// must never become a way to read a private repository's blob by its digest.
+	if size, err := c.blobs.Stat(ctx, d); err == nil {
+		if _, herr := rule.Source.HeadBlob(ctx, up, d); herr != nil {
+			return clientError(herr, oci.ErrBlobUnknown)
+		}
+		if err := c.meta.LinkBlob(ctx, local, d, size); err != nil {
+			return err
+		}
+		rule.stats.hits.Add(1)
+		return c.serveLocal(w, r, d)
+	}
+	if r.Method == http.MethodHead {
+		// A HEAD is answered by the upstream's HEAD (free), without downloading anything.
+		size, err := rule.Source.HeadBlob(ctx, up, d)
+		if err != nil {
+			return clientError(err, oci.ErrBlobUnknown)
+		}
+		w.Header().Set("Docker-Content-Digest", d.String())
+		w.Header().Set("Content-Type", "application/octet-stream")
+		w.Header().Set("Content-Length", strconv.FormatInt(size, 10))
+		w.WriteHeader(http.StatusOK)
+		return nil
+	}
+	f := c.join(rule, local, up, d)
+	defer c.leave(f)
+	return serveFill(w, r, f, d)
+}
+
+// serveLocal serves a stored blob (once a fill is done, the registry's own path does this).
+func (c *Cache) serveLocal(w http.ResponseWriter, r *http.Request, d oci.Digest) error {
+	rc, _, err := c.blobs.Open(r.Context(), d)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	w.Header().Set("Docker-Content-Digest", d.String())
+	w.Header().Set("Content-Type", "application/octet-stream")
+	http.ServeContent(w, r, "", time.Time{}, rc)
+	return nil
+}
+
+// join returns the fill of d in flight, or starts one.
+func (c *Cache) join(rule *Rule, local, up string, d oci.Digest) *fill {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if f := c.fills[d]; f != nil {
+		f.mu.Lock()
+		f.users++
+		f.mu.Unlock()
+		rule.stats.coalesced.Add(1)
+		return f
+	}
+	rule.stats.misses.Add(1)
+	f := &fill{size: -1, users: 1}
+	f.cond = sync.NewCond(&f.mu)
+	c.fills[d] = f
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		err := c.run(f, rule, local, up, d)
+		c.mu.Lock()
+		delete(c.fills, d)
+		c.mu.Unlock()
+		f.mu.Lock()
+		f.done, f.err = true, err
+		if f.users == 0 && f.file != nil {
+			f.file.Close()
+			f.file = nil
+		}
+		f.cond.Broadcast()
+		f.mu.Unlock()
+		if err != nil {
+			c.log.Warn("blob fill failed", "repository", local, "digest", d, "err", err)
+		}
+	}()
+	return f
+}
+
+// leave drops a reader; the last one out closes the shared read side.
+func (c *Cache) leave(f *fill) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.users--
+	if f.users == 0 && f.done && f.file != nil {
+		f.file.Close()
+		f.file = nil
+	}
+}
+
+// run downloads d into a temporary file, verifies it and stores it; its context belongs to no
+// client, so the fill completes even if the client that started it leaves.
+func (c *Cache) run(f *fill, rule *Rule, local, up string, d oci.Digest) error {
+	ctx, cancel := context.WithTimeout(c.base, blobTimeout)
+	defer cancel()
+	body, size, err := rule.Source.GetBlob(ctx, up, d)
+	if err != nil {
+		return err
+	}
+	defer body.Close()
+	tmp, err := c.createTemp()
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name()) // a no-op once adopted
+	read, err := os.Open(tmp.Name())
+	if err != nil {
+		tmp.Close()
+		return err
+	}
+	f.mu.Lock()
+	f.ready, f.size, f.file = true, size, read
+	f.cond.Broadcast()
+	f.mu.Unlock()
+
+	h := d.Algorithm().Hash()
+	buf := make([]byte, 256<<10)
+	var written int64
+	for {
+		n, rerr := body.Read(buf)
+		if n > 0 {
+			if _, err := tmp.Write(buf[:n]); err != nil {
+				tmp.Close()
+				return err
+			}
+			h.Write(buf[:n])
+			written += int64(n)
+			f.mu.Lock()
+			f.written = written
+			f.cond.Broadcast()
+			f.mu.Unlock()
+		}
+		if rerr == io.EOF {
+			break
+		}
+		if rerr != nil {
+			tmp.Close()
+			if KindOf(rerr) != "" {
+				return rerr
+			}
+			return &Error{Kind: KindInvalid, Message: fmt.Sprintf("blob body cut after %d bytes", written), Err: rerr}
+		}
+	}
+	if size >= 0 && written != size {
+		tmp.Close()
+		return &Error{Kind: KindInvalid, Message: fmt.Sprintf("blob body has %d bytes, not %d", written, size)}
+	}
+	if got := digest.NewDigest(d.Algorithm(), h); got != d {
+		tmp.Close()
+		return &Error{Kind: KindInvalid, Message: fmt.Sprintf("blob content is %s, not %s", got, d)}
+	}
+	if a, ok := c.blobs.(storage.FileAdopter); ok {
+		err = a.Adopt(ctx, d, tmp)
+	} else {
+		if _, err = tmp.Seek(0, io.SeekStart); err == nil {
+			_, err = c.blobs.Put(ctx, d, tmp)
+		}
+		tmp.Close()
+	}
+	if err != nil {
+		return err
+	}
+	return c.meta.LinkBlob(ctx, local, d, written)
+}
+
+func (c *Cache) createTemp() (*os.File, error) {
+	if a, ok := c.blobs.(storage.FileAdopter); ok {
+		return a.CreateTemp()
+	}
+	return os.CreateTemp("", "berth-fill-*")
+}
+
+// serveFill streams a fill to one client as it arrives.
+func serveFill(w http.ResponseWriter, r *http.Request, f *fill, d oci.Digest) error {
+	f.mu.Lock()
+	for !f.ready && !f.done {
+		f.cond.Wait()
+	}
+	if f.done && f.err != nil && f.written == 0 {
+		err := f.err
+		f.mu.Unlock()
+		return clientError(err, oci.ErrBlobUnknown)
+	}
+	size, file := f.size, f.file
+	f.mu.Unlock()
+
+	h := w.Header()
+	h.Set("Docker-Content-Digest", d.String())
+	h.Set("Content-Type", "application/octet-stream")
+	if size >= 0 {
+		h.Set("Content-Length", strconv.FormatInt(size, 10))
+	}
+	w.WriteHeader(http.StatusOK)
+	if r.Method == http.MethodHead {
+		return nil
+	}
+	flusher, _ := w.(http.Flusher)
+	var sent int64
+	for {
+		f.mu.Lock()
+		for !f.done && f.written-1 <= sent {
+			f.cond.Wait()
+		}
+		avail := f.written - 1 // the last byte waits for verification
+		complete := f.done && f.err == nil
+		if complete {
+			avail = f.written
+		}
+		failed := f.done && f.err != nil
+		f.mu.Unlock()
+		if avail > sent {
+			n, err := io.Copy(w, io.NewSectionReader(file, sent, avail-sent))
+			sent += n
+			if err != nil {
+				return nil // the client went away; the fill goes on for the others
+			}
+			if flusher != nil {
+				flusher.Flush()
+			}
+		}
+		if failed {
+			// Abort the response: the client sees a cut body, never a complete wrong one.
+			panic(http.ErrAbortHandler)
+		}
+		if complete && sent == avail {
+			return nil
+		}
+	}
+}

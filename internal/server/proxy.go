@@ -1,0 +1,57 @@
+package server
+
+import (
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/http"
+
+	"github.com/berth/berth/internal/config"
+	"github.com/berth/berth/internal/metadata"
+	"github.com/berth/berth/internal/proxy"
+	"github.com/berth/berth/internal/storage"
+)
+
+// newCache builds the pull-through cache of cfg's rules.
+func newCache(cfg config.Proxy, blobs storage.BlobStore, meta metadata.Store, log *slog.Logger) (*proxy.Cache, error) {
+	var rules []*proxy.Rule
+	for _, r := range cfg.EffectiveRules() {
+		password, err := r.Secret()
+		if err != nil {
+			return nil, err
+		}
+		up, err := proxy.NewUpstream(proxy.UpstreamConfig{
+			Name: r.Prefix, URL: r.Upstream, Username: r.Username, Password: password,
+		}, log.With("upstream", r.Prefix))
+		if err != nil {
+			return nil, fmt.Errorf("proxy rule %s: %w", r.Prefix, err)
+		}
+		every, err := config.ParseRevalidate(r.Revalidate)
+		if err != nil {
+			return nil, fmt.Errorf("proxy rule %s: %w", r.Prefix, err)
+		}
+		rules = append(rules, &proxy.Rule{
+			Prefix: r.Prefix, Source: up, Hosts: r.Hosts, DockerHub: r.DockerHub,
+			Every: every, MaxStaleness: r.MaxStaleness, QuotaReserve: r.QuotaReserve,
+		})
+	}
+	return proxy.New(rules, blobs, meta, log), nil
+}
+
+// upstreamsHandler serves GET /berth/v1/upstreams: each rule's upstream quota, requests and cache
+// counters, as JSON.
+func upstreamsHandler(c *proxy.Cache) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			w.Header().Set("Allow", "GET, HEAD")
+			http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		enc.Encode(struct {
+			Upstreams []proxy.Status `json:"upstreams"`
+		}{c.Status()})
+	})
+}
