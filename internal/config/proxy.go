@@ -16,6 +16,10 @@ type Proxy struct {
 	Defaults *bool `yaml:"defaults"`
 	// Rules are added to (or override) the built-in rules.
 	Rules []Rule `yaml:"rules"`
+	// Mirror names the rule (e.g. "docker-hub") that serves Docker Engine "registry-mirrors"
+	// requests: pulls at the root (/v2/library/nginx/...) of repositories that do not exist in
+	// berth. Empty: off.
+	Mirror string `yaml:"mirror"`
 }
 
 // Rule maps the repositories under Prefix to an upstream registry: <prefix>/<name> in berth is
@@ -154,6 +158,9 @@ func ParseRevalidate(s string) (every time.Duration, err error) {
 func (p Proxy) validate() error {
 	var errs []error
 	seen := map[string]bool{}
+	if p.Mirror != "" && indexOfPrefix(p.EffectiveRules(), p.Mirror) < 0 {
+		errs = append(errs, fmt.Errorf("proxy.mirror %q: no rule has that prefix", p.Mirror))
+	}
 	for _, r := range p.EffectiveRules() {
 		where := "proxy rule " + r.Prefix
 		if r.Prefix == "" || strings.HasPrefix(r.Prefix, "/") || strings.HasSuffix(r.Prefix, "/") || strings.Contains(r.Prefix, "//") {

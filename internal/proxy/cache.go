@@ -29,7 +29,8 @@ const (
 // from the upstreams, as DESIGN.md §4 says: digests are immutable, tags are revalidated by HEAD
 // under the rule's policy, failures serve stale copies, concurrent misses share one upstream fetch.
 type Cache struct {
-	rules []*Rule // longest prefix first
+	rules  []*Rule // longest prefix first
+	mirror *Rule   // serves root pulls of repositories berth does not have (registry-mirrors)
 	blobs storage.BlobStore
 	meta  metadata.Store
 	log   *slog.Logger
@@ -60,11 +61,32 @@ func (c *Cache) Close() {
 	c.wg.Wait()
 }
 
+// SetMirror makes the rule with prefix serve Docker Engine "registry-mirrors" requests: reads at
+// the root (/v2/library/nginx/...) of repositories that do not exist locally.
+func (c *Cache) SetMirror(prefix string) error {
+	for _, r := range c.rules {
+		if r.Prefix == prefix {
+			c.mirror = r
+			return nil
+		}
+	}
+	return fmt.Errorf("no proxy rule has prefix %q", prefix)
+}
+
 // Route implements registry.Cache: it reports whether name (with the ns query parameter of
-// containerd mirrors) is a cached repository, and the local repository that holds it.
-func (c *Cache) Route(name, ns string) (string, bool) {
-	_, local, _, ok := route(c.rules, name, ns)
-	return local, ok
+// containerd mirrors) is a cached repository, and the local repository that holds it. Only reads
+// (read) may reach the root mirror, so that pushes to new private repositories stay local.
+func (c *Cache) Route(ctx context.Context, name, ns string, read bool) (string, bool) {
+	if _, local, _, ok := route(c.rules, name, ns); ok {
+		return local, true
+	}
+	if c.mirror == nil || !read {
+		return "", false
+	}
+	if _, _, err := c.meta.Tags(ctx, name, metadata.Page{N: 0}); !errors.Is(err, metadata.ErrRepoUnknown) {
+		return "", false // a repository of berth's own
+	}
+	return c.mirror.Prefix + "/" + c.mirror.upstreamName(name), true
 }
 
 // Status reports every rule's upstream quota, requests and cache counters.

@@ -445,3 +445,44 @@ func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(string(bytes.TrimRight(p, "\n")))
 	return len(p), nil
 }
+
+// TestRootMirror: with a root mirror (Docker Engine registry-mirrors), root pulls of repositories
+// berth does not have go to the mirror rule; berth's own repositories, and pushes, stay local.
+func TestRootMirror(t *testing.T) {
+	hub := startHub(t, hubemu.Options{})
+	img, err := hub.PushImage("library/nginx", "1.27", randomLayers(t, 1, 2048)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t, hub, 0)
+	if err := e.cache.SetMirror("docker-hub"); err != nil {
+		t.Fatal(err)
+	}
+	if err := pull(http.DefaultClient, e.url, "library/nginx", "1.27"); err != nil {
+		t.Fatalf("root mirror pull: %v", err)
+	}
+	body, err := get(http.DefaultClient, e.url+"/v2/docker-hub/library/nginx/manifests/"+img.Digest)
+	if err != nil || digest.FromBytes(body).String() != img.Digest {
+		t.Fatalf("the root pull did not fill docker-hub/library/nginx: %v", err)
+	}
+
+	// A push to a new repository at the root is berth's own, not the mirror's.
+	layer := []byte("private layer")
+	d := digest.FromBytes(layer)
+	resp, err := http.Post(e.url+"/v2/team/api/blobs/uploads/?digest="+d.String(), "application/octet-stream", bytes.NewReader(layer))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("push to a new root repository with a mirror on: %s", resp.Status)
+	}
+	before := hub.Counts()
+	content, err := get(http.DefaultClient, e.url+"/v2/team/api/blobs/"+d.String())
+	if err != nil || !bytes.Equal(content, layer) {
+		t.Fatalf("private blob: %v", err)
+	}
+	if after := hub.Counts(); after.BlobGet != before.BlobGet || after.BlobHead != before.BlobHead {
+		t.Errorf("reading a private repository asked the upstream")
+	}
+}

@@ -28,8 +28,9 @@ type Registry struct {
 // registry asks it which repositories it serves, and for their manifests, missing blobs and tags.
 type Cache interface {
 	// Route reports whether repository name, with the ns query parameter of containerd mirror
-	// requests, is cached, and names the local repository that holds it.
-	Route(name, ns string) (local string, ok bool)
+	// requests, is cached, and names the local repository that holds it; read says the request
+	// only reads.
+	Route(ctx context.Context, name, ns string, read bool) (local string, ok bool)
 	// Manifest returns the manifest a tag or digest names, revalidating or fetching it.
 	Manifest(ctx context.Context, local, ref string) (*metadata.Manifest, error)
 	// ServeBlob answers GET or HEAD of a blob the local repository does not hold yet.
@@ -58,7 +59,7 @@ func (rg *Registry) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
 	rt, err := parseRoute(r)
 	if err == nil && rg.cache != nil && rt.name != "" {
-		if local, ok := rg.cache.Route(rt.name, r.URL.Query().Get("ns")); ok {
+		if local, ok := rg.cache.Route(r.Context(), rt.name, r.URL.Query().Get("ns"), readOnly(r.Method, rt.kind)); ok {
 			rt.name, rt.cached = local, true
 		}
 	}

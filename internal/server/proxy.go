@@ -35,7 +35,13 @@ func newCache(cfg config.Proxy, blobs storage.BlobStore, meta metadata.Store, lo
 			Every: every, MaxStaleness: r.MaxStaleness, QuotaReserve: r.QuotaReserve,
 		})
 	}
-	return proxy.New(rules, blobs, meta, log), nil
+	c := proxy.New(rules, blobs, meta, log)
+	if cfg.Mirror != "" {
+		if err := c.SetMirror(cfg.Mirror); err != nil {
+			return nil, err
+		}
+	}
+	return c, nil
 }
 
 // upstreamsHandler serves GET /berth/v1/upstreams: each rule's upstream quota, requests and cache
