@@ -31,10 +31,10 @@ const (
 type Cache struct {
 	rules  []*Rule // longest prefix first
 	mirror *Rule   // serves root pulls of repositories berth does not have (registry-mirrors)
-	blobs storage.BlobStore
-	meta  metadata.Store
-	log   *slog.Logger
-	now   func() time.Time
+	blobs  storage.BlobStore
+	meta   metadata.Store
+	log    *slog.Logger
+	now    func() time.Time
 
 	flight singleflight.Group // manifest GETs and HEADs in flight, by key
 	mu     sync.Mutex
