@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"slices"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -250,7 +252,12 @@ func (c *Cache) shared(ctx context.Context, r *Rule, key string, fn func(context
 		leader = true
 		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), manifestTimeout)
 		defer cancel()
-		return fn(fctx)
+		v, err := fn(fctx)
+		if errors.Is(err, context.DeadlineExceeded) {
+			// Our own bound on the exchange ran out: an upstream failure like any other.
+			err = &Error{Kind: KindTimeout, Message: "no answer within " + manifestTimeout.String(), Err: err}
+		}
+		return v, err
 	})
 	select {
 	case res := <-ch:
@@ -297,10 +304,15 @@ func clientError(err error, notFound oci.Code) error {
 		return err
 	}
 	var e *oci.Error
-	switch ue.Kind {
-	case KindNotFound:
+	switch {
+	case ue.Kind == KindNotFound:
 		e = oci.Errorf(notFound, "not found upstream")
-	case KindRateLimited:
+	case ue.Kind == KindAuth && (ue.Status == http.StatusUnauthorized || ue.Status == http.StatusForbidden) &&
+		!strings.HasPrefix(ue.Message, "token endpoint"):
+		// The registry itself refused a valid token: Docker Hub's answer for repositories that do not
+		// exist, or that need credentials the rule does not have.
+		e = oci.Errorf(notFound, "upstream refused access (HTTP %d): the repository does not exist there or needs credentials", ue.Status)
+	case ue.Kind == KindRateLimited:
 		msg := "upstream rate limit reached"
 		if ue.Message != "" {
 			msg += ": " + ue.Message

@@ -486,3 +486,19 @@ func TestRootMirror(t *testing.T) {
 		t.Errorf("reading a private repository asked the upstream")
 	}
 }
+
+// TestMissingUpstreamRepository: Docker Hub answers 401 for a repository that does not exist; the
+// client gets MANIFEST_UNKNOWN (404), not an outage.
+func TestMissingUpstreamRepository(t *testing.T) {
+	hub := startHub(t, hubemu.Options{})
+	e := newEnv(t, hub, 0)
+	resp, err := http.Get(e.url + "/v2/docker-hub/library/nosuchimage/manifests/latest")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound || !bytes.Contains(body, []byte("MANIFEST_UNKNOWN")) {
+		t.Fatalf("missing upstream repository: %s %s", resp.Status, body)
+	}
+}
