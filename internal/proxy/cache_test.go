@@ -146,44 +146,49 @@ func TestColdPullsCoalesce(t *testing.T) {
 	}
 	hub.SetThrottle(6 << 20) // 6 MiB + config in about a second: the upstream link dominates
 
-	single := newEnv(t, hub, 0)
-	start := time.Now()
-	if err := pull(http.DefaultClient, single.url, "docker-hub/app", "v1"); err != nil {
-		t.Fatal(err)
-	}
-	one := time.Since(start)
-
-	hub.ResetCounts()
-	e := newEnv(t, hub, 0)
-	const clients = 50
-	var wg sync.WaitGroup
-	errs := make(chan error, clients)
-	start = time.Now()
-	for range clients {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errs <- pull(&http.Client{Transport: &http.Transport{}}, e.url, "docker-hub/app", "v1")
-		}()
-	}
-	wg.Wait()
-	fifty := time.Since(start)
-	close(errs)
-	for err := range errs {
-		if err != nil {
-			t.Error(err)
+	// coldPulls pulls the image with n concurrent clients through a fresh berth and returns the
+	// wall time and the upstream's counts.
+	coldPulls := func(n int) (time.Duration, hubemu.Counts, *env) {
+		hub.ResetCounts()
+		e := newEnv(t, hub, 0)
+		var wg sync.WaitGroup
+		errs := make(chan error, n)
+		start := time.Now()
+		for range n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				errs <- pull(&http.Client{Transport: &http.Transport{}}, e.url, "docker-hub/app", "v1")
+			}()
 		}
+		wg.Wait()
+		took := time.Since(start)
+		close(errs)
+		for err := range errs {
+			if err != nil {
+				t.Error(err)
+			}
+		}
+		return took, hub.Counts(), e
 	}
-	c := hub.Counts()
-	if c.ManifestGet != 1 || c.BlobGet != int64(len(img.Layers)+1) {
-		t.Errorf("upstream requests for 50 cold pulls: %d manifest GETs, %d blob GETs; want 1 and %d",
-			c.ManifestGet, c.BlobGet, len(img.Layers)+1)
-	}
-	t.Logf("one cold pull %v, 50 concurrent cold pulls %v; coalesced %d", one, fifty, e.cache.Status()[0].Cache.Coalesced)
-	if raceEnabled {
-		t.Log("race detector on: the timing comparison is skipped")
-	} else if fifty > one*3/2 {
-		t.Errorf("50 concurrent cold pulls took %v, more than 1.5x one cold pull (%v)", fifty, one)
+	// Timing on a shared 2-core machine is noisy: the comparison gets a second chance.
+	for attempt := 1; ; attempt++ {
+		one, _, _ := coldPulls(1)
+		fifty, c, e := coldPulls(50)
+		if c.ManifestGet != 1 || c.BlobGet != int64(len(img.Layers)+1) {
+			t.Fatalf("upstream requests for 50 cold pulls: %d manifest GETs, %d blob GETs; want 1 and %d",
+				c.ManifestGet, c.BlobGet, len(img.Layers)+1)
+		}
+		t.Logf("one cold pull %v, 50 concurrent cold pulls %v; coalesced %d", one, fifty, e.cache.Status()[0].Cache.Coalesced)
+		switch {
+		case raceEnabled:
+			t.Log("race detector on: the timing comparison is skipped")
+			return
+		case fifty <= one*3/2:
+			return
+		case attempt == 2:
+			t.Fatalf("50 concurrent cold pulls took %v, more than 1.5x one cold pull (%v)", fifty, one)
+		}
 	}
 }
 

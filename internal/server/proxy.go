@@ -21,7 +21,7 @@ func newCache(cfg config.Proxy, blobs storage.BlobStore, meta metadata.Store, lo
 			return nil, err
 		}
 		up, err := proxy.NewUpstream(proxy.UpstreamConfig{
-			Name: r.Prefix, URL: r.Upstream, Username: r.Username, Password: password,
+			Name: r.Upstream, URL: r.Upstream, Username: r.Username, Password: password,
 		}, log.With("upstream", r.Prefix))
 		if err != nil {
 			return nil, fmt.Errorf("proxy rule %s: %w", r.Prefix, err)
