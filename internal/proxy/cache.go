@@ -319,7 +319,12 @@ func clientError(err error, notFound oci.Code) error {
 		}
 		e = oci.Errorf(oci.ErrTooManyRequests, "%s", msg)
 	default:
-		e = oci.Errorf(oci.ErrUnavailable, "upstream unavailable: %v", ue)
+		// Kind and status only: the cause names upstream addresses that are not the client's business.
+		msg := "upstream unavailable: " + string(ue.Kind)
+		if ue.Status != 0 {
+			msg += fmt.Sprintf(" (HTTP %d)", ue.Status)
+		}
+		e = oci.Errorf(oci.ErrUnavailable, "%s", msg)
 	}
 	if ue.RetryAfter > 0 {
 		e = e.WithHeader("Retry-After", strconv.Itoa(int((ue.RetryAfter+time.Second-1)/time.Second)))

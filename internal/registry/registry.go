@@ -59,7 +59,7 @@ func (rg *Registry) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
 	rt, err := parseRoute(r)
 	if err == nil && rg.cache != nil && rt.name != "" {
-		if local, ok := rg.cache.Route(r.Context(), rt.name, r.URL.Query().Get("ns"), readOnly(r.Method, rt.kind)); ok {
+		if local, ok := rg.cache.Route(r.Context(), rt.name, r.URL.Query().Get("ns"), mirrorable(r.Method, rt.kind)); ok {
 			rt.name, rt.cached = local, true
 		}
 	}
@@ -126,6 +126,14 @@ func (rg *Registry) dispatch(method string, k kind) handler {
 // readOnly reports whether a request only reads, which is all a cached repository allows.
 func readOnly(method string, k kind) bool {
 	return (method == http.MethodGet || method == http.MethodHead) && k != kindUpload
+}
+
+// mirrorable reports whether a request may reach the root mirror: reads, except blob HEADs. A
+// HEAD of a blob at the root is a push asking whether a new repository has a blob yet; answered
+// from the mirror, the client skips uploading what the upstream has and its manifest PUT to the
+// new (local) repository fails with MANIFEST_BLOB_UNKNOWN. Pulls GET blobs.
+func mirrorable(method string, k kind) bool {
+	return readOnly(method, k) && !(method == http.MethodHead && k == kindBlob)
 }
 
 func refuseCached(_ http.ResponseWriter, r *http.Request, rt route) error {
