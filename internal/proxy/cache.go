@@ -218,6 +218,9 @@ func (c *Cache) fetchManifest(ctx context.Context, r *Rule, local, up, ref, tag 
 		return m, nil
 	})
 	if err != nil {
+		if KindOf(err) != "" && KindOf(err) != KindNotFound {
+			c.log.Warn("upstream manifest fetch failed", "repository", local, "reference", ref, "err", err)
+		}
 		return nil, clientError(err, oci.ErrManifestUnknown)
 	}
 	return v.(*metadata.Manifest), nil
