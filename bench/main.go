@@ -1,9 +1,11 @@
 // Command bench measures berth side by side with CNCF Distribution 2.8 and v3, in one run on one
 // machine, and prints each number with the ratios berth/v3 and berth/2.8: manifest GET and HEAD
 // requests/s (wrk), blob download MB/s and server CPU per GB (also against a plain Go file server,
-// the physical ceiling), push MB/s, and peak RSS. See bench/README.md.
+// the physical ceiling), push MB/s, and peak RSS; and each as a pull-through cache of an emulated
+// Docker Hub (upstream requests, wall time of cold and warm pulls by N concurrent clients). See
+// bench/README.md.
 //
-//	go run ./bench [-quick] [-only manifest,download,push] [-servers berth,v3,2.8,fileserver]
+//	go run ./bench [-quick] [-only manifest,download,push,proxy] [-servers berth,v3,2.8,fileserver]
 package main
 
 import (
@@ -24,9 +26,13 @@ import (
 
 // Names of the measurements (-only) and of the servers (-servers), in the order they run.
 var (
-	allMeasures = []string{"manifest", "download", "push"}
+	allMeasures = []string{"manifest", "download", "push", "proxy"}
 	allServers  = []string{"berth", "v3", "2.8", "fileserver"}
 )
+
+// isStandard says whether a measurement runs on one start of each server (all but proxy, which
+// starts each server afresh for every point).
+func isStandard(m string) bool { return m != "proxy" }
 
 // options are the command line.
 type options struct {
@@ -54,6 +60,12 @@ type plan struct {
 	pushSize        int64
 	pushConc        []int
 	pushCount       map[int]int // concurrency -> blobs pushed at it
+
+	proxyLayers   int   // layers of the image on the emulated Docker Hub
+	proxyLayer    int64 // bytes per layer
+	proxyConc     []int // concurrent clients
+	proxyRate     int64 // bytes/s of the throttled upstream link
+	proxyDeadline time.Duration
 }
 
 func defaultPlan(quick bool) plan {
@@ -61,11 +73,14 @@ func defaultPlan(quick bool) plan {
 		manWarm: 2, manDur: 8, manConc: []int{1, 16, 64},
 		dlDur: 8 * time.Second, dlConc: []int{1, 8}, dlSize: 256 << 20,
 		pushSize: 64 << 20, pushConc: []int{1, 4}, pushCount: map[int]int{1: 8, 4: 16},
+		proxyLayers: 3, proxyLayer: 64 << 20, proxyConc: []int{1, 10, 50}, proxyRate: 50e6,
+		proxyDeadline: 90 * time.Second,
 	}
 	if quick {
 		p.manWarm, p.manDur = 1, 1
 		p.dlDur = 2 * time.Second
 		p.pushCount = map[int]int{1: 2, 4: 4}
+		p.proxyLayer, p.proxyConc = 16<<20, []int{1, 10}
 	}
 	return p
 }
@@ -161,8 +176,17 @@ func run() error {
 	if err != nil {
 		return err
 	}
+	var pb *proxyBench
+	if slices.Contains(o.only, "proxy") {
+		if pb, err = prepareProxy(o, p, res); err != nil {
+			return err
+		}
+	}
 	for round := 1; round <= o.repeat; round++ {
 		for _, name := range o.servers {
+			if !slices.ContainsFunc(o.only, isStandard) {
+				break
+			}
 			title := name
 			if o.repeat > 1 {
 				title = fmt.Sprintf("%s (round %d of %d)", name, round, o.repeat)
@@ -172,6 +196,9 @@ func run() error {
 				fmt.Printf("   ERROR: %v\n", err)
 				res.errors = append(res.errors, fmt.Sprintf("%s: %v", title, err))
 			}
+		}
+		if pb != nil {
+			pb.run(ctx, o, p, tmp, round, res)
 		}
 	}
 	report := res.render()
@@ -197,7 +224,7 @@ func run() error {
 // stops it. Its data directory goes with it.
 func measureServer(ctx context.Context, o options, p plan, w *workload, tmp, name, title string, res *results) error {
 	fmt.Printf("\n== %s\n", title)
-	s, err := startServer(ctx, o, tmp, name, w.dlFile)
+	s, err := startServer(ctx, o, tmp, name, w.dlFile, nil)
 	if err != nil {
 		return err
 	}

@@ -19,6 +19,7 @@ type cell struct {
 	samples []float64
 	noise   float64 // the most CPU cores other processes used while a sample was measured
 	meter   bool    // noise was measured
+	lower   bool    // a lower bound: the run was cut at a deadline (shown as ">v")
 }
 
 func value(v float64) cell             { return cell{v: v, ok: true, samples: []float64{v}} }
@@ -26,10 +27,23 @@ func measuredBy(v, noise float64) cell { c := value(v); c.noise, c.meter = noise
 func failure(msg string) cell          { return cell{err: msg} }
 func failed(err error) cell            { return cell{err: err.Error()} }
 
+// atLeast is a lower bound: what a run cut at its deadline had reached.
+func atLeast(v float64) cell { c := value(v); c.lower = true; return c }
+
+// show formats the cell's number; a lower bound gets a ">".
+func (c cell) show(format string) string {
+	s := fmt.Sprintf(format, c.v)
+	if c.lower {
+		s = ">" + s
+	}
+	return s
+}
+
 // merge adds the samples of another round.
 func (c cell) merge(n cell) cell {
 	c.samples = append(slices.Clone(c.samples), n.samples...)
 	c.noise, c.meter = max(c.noise, n.noise), c.meter || n.meter
+	c.lower = c.lower || n.lower
 	if c.err == "" {
 		c.err = n.err
 	}
@@ -53,6 +67,13 @@ func (c cell) spread() float64 {
 	return hi / lo
 }
 
+// goal is what berth should achieve at one row.
+type goal interface {
+	String() string
+	// check is the verdict (met, MISSED or n/a) and the value it judged, given the row's cells.
+	check(vals map[string]cell) (verdict, shown string)
+}
+
 // target is a goal for berth: a bound on a ratio berth/ref, or on berth's own value (ref "").
 type target struct {
 	ref     string
@@ -73,18 +94,22 @@ func (t target) String() string {
 }
 
 // check says whether berth meets the target, given the row's cells.
-func (t target) check(vals map[string]cell) (string, float64, bool) {
+func (t target) check(vals map[string]cell) (string, string) {
 	b := vals["berth"]
 	if !b.ok {
-		return "n/a", 0, false
+		return "n/a", "-"
 	}
 	x := b.v
 	if t.ref != "" {
 		r := vals[t.ref]
 		if !r.ok || r.v == 0 {
-			return "n/a", 0, false
+			return "n/a", "-"
 		}
 		x = b.v / r.v
+	}
+	shown := fmt.Sprintf("%.1f %s", x, t.unit)
+	if t.ref != "" {
+		shown = fmt.Sprintf("%.2fx", x)
 	}
 	met := x <= t.bound
 	switch {
@@ -94,9 +119,91 @@ func (t target) check(vals map[string]cell) (string, float64, bool) {
 		met = x >= t.bound
 	}
 	if met {
-		return "met", x, true
+		return "met", shown
 	}
-	return "MISSED", x, true
+	return "MISSED", shown
+}
+
+// equals is the goal that each of some servers' value is exactly n (a count of requests).
+type equals struct {
+	servers []string
+	n       float64
+	why     string // e.g. "1 per blob"
+}
+
+func (e equals) String() string {
+	s := fmt.Sprintf("%s = %g", strings.Join(e.servers, ", "), e.n)
+	if e.why != "" {
+		s += " (" + e.why + ")"
+	}
+	return s
+}
+
+func (e equals) check(vals map[string]cell) (string, string) {
+	verdict := "met"
+	var shown []string
+	for _, name := range e.servers {
+		c := vals[name]
+		switch {
+		case !c.ok:
+			shown = append(shown, "-")
+			if verdict == "met" {
+				verdict = "n/a"
+			}
+		case c.v > e.n || (!c.lower && c.v != e.n):
+			shown = append(shown, c.show("%g"))
+			verdict = "MISSED"
+		case c.lower: // at least c.v <= n: could still be n, or not
+			shown = append(shown, c.show("%g"))
+			if verdict == "met" {
+				verdict = "n/a"
+			}
+		default:
+			shown = append(shown, c.show("%g"))
+		}
+	}
+	return verdict, strings.Join(shown, ", ")
+}
+
+// relative is the goal that a server's value here is at most bound times its value in another
+// row (base): its wall time at N = 50 against N = 1, say.
+type relative struct {
+	server string
+	base   *row
+	what   string // the base row, as the target's text names it
+	bound  float64
+}
+
+func (r relative) String() string {
+	return fmt.Sprintf("%s <= %.2fx its %s", r.server, r.bound, r.what)
+}
+
+func (r relative) check(vals map[string]cell) (string, string) {
+	c, b := vals[r.server], r.base.vals[r.server]
+	if !c.ok || !b.ok || b.v == 0 {
+		return "n/a", "-"
+	}
+	x := c.v / b.v
+	shown := fmt.Sprintf("%.2fx", x)
+	switch {
+	case c.lower && b.lower:
+		return "n/a", "-"
+	case c.lower:
+		shown = ">" + shown
+		if x <= r.bound {
+			return "n/a", shown
+		}
+		return "MISSED", shown
+	case b.lower:
+		shown = "<" + shown
+		if x <= r.bound {
+			return "met", shown
+		}
+		return "n/a", shown
+	case x <= r.bound:
+		return "met", shown
+	}
+	return "MISSED", shown
 }
 
 // row is one point of a measurement: a concurrency and a metric (or a method), every server's cell.
@@ -104,7 +211,7 @@ type row struct {
 	labels []string
 	format string // of the values
 	vals   map[string]cell
-	target *target
+	target goal
 }
 
 // series is one measurement's rows, in a fixed order.
@@ -116,6 +223,8 @@ type series struct {
 	rows    []*row
 	key     func(conc int, metric string) []string
 	notes   []string
+	refs    []string // the servers berth is compared with (nil: every other server)
+	label   string   // in the summary of targets (default: name)
 }
 
 func (s *series) set(conc int, metric, server string, c cell) {
@@ -129,8 +238,20 @@ func (s *series) set(conc int, metric, server string, c cell) {
 	s.rows = append(s.rows, &row{labels: labels, format: "%.0f", vals: map[string]cell{server: cell{}.merge(c)}})
 }
 
-func (s *series) addRow(labels []string, format string, t *target) {
-	s.rows = append(s.rows, &row{labels: labels, format: format, vals: map[string]cell{}, target: t})
+func (s *series) addRow(labels []string, format string, t goal) *row {
+	r := &row{labels: labels, format: format, vals: map[string]cell{}, target: t}
+	s.rows = append(s.rows, r)
+	return r
+}
+
+// find is the row with these labels, or nil.
+func (s *series) find(labels ...string) *row {
+	for _, r := range s.rows {
+		if slices.Equal(r.labels, labels) {
+			return r
+		}
+	}
+	return nil
 }
 
 // results holds every number of the run.
@@ -139,6 +260,7 @@ type results struct {
 	download, push        *series
 	rss                   map[string]float64 // the highest of the rounds
 	pushPhases            map[int]map[string]*phaseSum
+	proxy                 []*series // the proxy tables, in order (nil unless -only has proxy)
 	servers               []string
 	only                  []string
 	errors                []string // of servers that could not be measured in full
@@ -191,7 +313,7 @@ func newResults(o options, p plan) *results {
 	}
 	for _, m := range []string{"GET", "HEAD"} {
 		for _, c := range p.manConc {
-			var t *target
+			var t goal
 			if c >= 16 {
 				t = &target{ref: "v3", atLeast: true, bound: 2}
 			}
@@ -236,30 +358,36 @@ func (res *results) tables() []table {
 		ts = append(ts, t)
 	}
 
-	rss := &series{name: "rss", title: "Peak RSS after all loads (VmHWM), MiB", heads: []string{"metric"}, servers: res.servers}
-	rss.addRow([]string{"peak RSS"}, "%.1f", &target{bound: 100, unit: "MiB"})
-	for name, v := range res.rss {
-		rss.rows[0].vals[name] = value(v)
+	summed := []*series{res.manifest, res.download, res.push}
+	if slices.ContainsFunc(res.only, isStandard) {
+		rss := &series{name: "rss", title: "Peak RSS after all loads (VmHWM), MiB", heads: []string{"metric"}, servers: res.servers}
+		rss.addRow([]string{"peak RSS"}, "%.1f", &target{bound: 100, unit: "MiB"})
+		for name, v := range res.rss {
+			rss.rows[0].vals[name] = value(v)
+		}
+		ts = append(ts, rss.table())
+		summed = append(summed, rss)
 	}
-	ts = append(ts, rss.table())
+	for _, s := range res.proxy {
+		ts = append(ts, s.table())
+	}
+	summed = append(summed, res.proxy...)
 
 	sum := table{title: "Targets", head: []string{"measurement", "point", "target", "value", "verdict"}, left: 3}
-	for _, s := range []*series{res.manifest, res.download, res.push, rss} {
-		if s != rss && !slices.Contains(res.only, s.name) {
+	for _, s := range summed {
+		if s.name != "rss" && !slices.Contains(res.only, s.name) {
 			continue
+		}
+		label := s.name
+		if s.label != "" {
+			label = s.label
 		}
 		for _, r := range s.rows {
 			if r.target == nil {
 				continue
 			}
-			verdict, x, ok := r.target.check(r.vals)
-			v := "-"
-			if ok && r.target.ref != "" {
-				v = fmt.Sprintf("%.2fx", x)
-			} else if ok {
-				v = fmt.Sprintf("%.1f %s", x, r.target.unit)
-			}
-			sum.rows = append(sum.rows, []string{s.name, strings.Join(r.labels, " "), r.target.String(), v, verdict})
+			verdict, v := r.target.check(r.vals)
+			sum.rows = append(sum.rows, []string{label, strings.Join(r.labels, " "), r.target.String(), v, verdict})
 		}
 	}
 	ts = append(ts, sum)
@@ -285,7 +413,7 @@ func (s *series) table() table {
 	var refs []string
 	if slices.Contains(s.servers, "berth") {
 		for _, name := range s.servers {
-			if name != "berth" {
+			if name != "berth" && (s.refs == nil || slices.Contains(s.refs, name)) {
 				refs = append(refs, name)
 				t.head = append(t.head, "berth/"+name)
 			}
@@ -299,7 +427,7 @@ func (s *series) table() table {
 			c := r.vals[name]
 			switch {
 			case c.ok:
-				line = append(line, fmt.Sprintf(r.format, c.v))
+				line = append(line, c.show(r.format))
 			case c.err != "":
 				line = append(line, "FAILED")
 				errs = append(errs, fmt.Sprintf("%s %s: %s", name, strings.Join(r.labels, " "), c.err))
@@ -308,15 +436,10 @@ func (s *series) table() table {
 			}
 		}
 		for _, ref := range refs {
-			b, x := r.vals["berth"], r.vals[ref]
-			if b.ok && x.ok && x.v != 0 {
-				line = append(line, fmt.Sprintf("%.2fx", b.v/x.v))
-			} else {
-				line = append(line, "-")
-			}
+			line = append(line, ratio(r.vals["berth"], r.vals[ref]))
 		}
 		if r.target != nil {
-			verdict, _, _ := r.target.check(r.vals)
+			verdict, _ := r.target.check(r.vals)
 			line = append(line, r.target.String(), verdict)
 		} else {
 			line = append(line, "", "")
@@ -331,6 +454,25 @@ func (s *series) table() table {
 		t.notes = append(t.notes, n)
 	}
 	return t
+}
+
+// ratio is b/x for a ratio column: "<" when x is a lower bound, ">" when b is.
+func ratio(b, x cell) string {
+	if !b.ok || !x.ok || x.v == 0 || b.lower && x.lower {
+		return "-"
+	}
+	r := b.v / x.v
+	s := fmt.Sprintf("%.2fx", r)
+	if r < 0.1 {
+		s = fmt.Sprintf("%.3fx", r)
+	}
+	switch {
+	case b.lower:
+		s = ">" + s
+	case x.lower:
+		s = "<" + s
+	}
+	return s
 }
 
 // widest describes, when there were several rounds, the point whose samples differ most.

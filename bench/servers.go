@@ -101,9 +101,17 @@ type server struct {
 
 func (s *server) isRegistry() bool { return s.name != "fileserver" }
 
+// proxySetup makes a registry a pull-through cache of upstream.
+type proxySetup struct {
+	upstream   string // http://127.0.0.1:PORT
+	revalidate string // berth's policy for cached tags: always, ttl:24h
+}
+
 // startServer starts the named server on a free loopback port with a fresh data directory and
-// waits until it answers. dlFile is the file the plain file server serves.
-func startServer(ctx context.Context, o options, tmp, name, dlFile string) (*server, error) {
+// waits until it answers. dlFile is the file the plain file server serves; px (nil for none) makes
+// it a pull-through cache: berth ("berth", or "berth-ttl" for a second policy) with one rule,
+// docker-hub, for the upstream; Distribution with proxy.remoteurl.
+func startServer(ctx context.Context, o options, tmp, name, dlFile string, px *proxySetup) (*server, error) {
 	port, err := freePort()
 	if err != nil {
 		return nil, err
@@ -116,11 +124,21 @@ func startServer(ctx context.Context, o options, tmp, name, dlFile string) (*ser
 	}
 	s.log = filepath.Join(s.dir, "server.log")
 	switch name {
-	case "berth":
-		s.cmd = exec.Command(o.berth, "serve", "--addr", addr, "--data", data, "--log-level", "warn")
+	case "berth", "berth-ttl":
+		args := []string{"serve", "--addr", addr, "--data", data, "--log-level", "warn"}
+		if px != nil {
+			cfg := filepath.Join(s.dir, "berth.yaml")
+			if err := os.WriteFile(cfg, []byte(berthProxyConfig(px)), 0o644); err != nil {
+				return nil, err
+			}
+			args = append(args, "--config", cfg)
+		} else if name != "berth" {
+			return nil, fmt.Errorf("%s: only as a proxy", name)
+		}
+		s.cmd = exec.Command(o.berth, args...)
 	case "v3", "2.8":
 		cfg := filepath.Join(s.dir, "config.yml")
-		if err := os.WriteFile(cfg, []byte(distributionConfig(addr, data)), 0o644); err != nil {
+		if err := os.WriteFile(cfg, []byte(distributionConfig(addr, data, px)), 0o644); err != nil {
 			return nil, err
 		}
 		bin := o.v3
@@ -158,8 +176,12 @@ func startServer(ctx context.Context, o options, tmp, name, dlFile string) (*ser
 }
 
 // distributionConfig is the same configuration for 2.8 and v3: filesystem storage, deletes on,
-// warnings only, no access log.
-func distributionConfig(addr, data string) string {
+// warnings only, no access log; with px, a pull-through cache of px.upstream.
+func distributionConfig(addr, data string, px *proxySetup) string {
+	var proxy string
+	if px != nil {
+		proxy = fmt.Sprintf("proxy:\n  remoteurl: %s\n", px.upstream)
+	}
 	return fmt.Sprintf(`version: 0.1
 log:
   level: warn
@@ -172,7 +194,20 @@ storage:
     enabled: true
 http:
   addr: %s
-`, data, addr)
+%s`, data, addr, proxy)
+}
+
+// berthProxyConfig is berth's configuration file as a pull-through cache: only the docker-hub
+// rule, pointed at the emulator (addr, data and log level are flags, as without a proxy).
+func berthProxyConfig(px *proxySetup) string {
+	return fmt.Sprintf(`proxy:
+  defaults: false
+  rules:
+    - prefix: docker-hub
+      upstream: %s
+      docker_hub: true
+      revalidate: %s
+`, px.upstream, px.revalidate)
 }
 
 func (s *server) waitReady(ctx context.Context) error {
