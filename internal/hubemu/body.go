@@ -152,8 +152,11 @@ func (l *link) wait(b *bodyWriter, n int) bool {
 		l.mu.Unlock()
 		return true
 	}
+	// A link idle for a while starts anew; a booking that ended a moment ago keeps its schedule, so
+	// that the time a sender spends writing between bookings is not lost (one stream gets the
+	// whole rate).
 	now := time.Now()
-	if l.next.Before(now) {
+	if l.next.Before(now.Add(-10 * time.Millisecond)) {
 		l.next = now
 	}
 	l.next = l.next.Add(time.Duration(int64(n) * int64(time.Second) / l.rate))
