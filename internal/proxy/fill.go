@@ -33,6 +33,9 @@ type fill struct {
 	users   int
 }
 
+// wakeStep is how many new bytes of a fill wake its readers.
+const wakeStep = 1 << 20
+
 // ServeBlob implements registry.Cache: it answers GET or HEAD of a blob that the cached repository
 // local does not hold yet, from the upstream, and stores it for the next request.
 func (c *Cache) ServeBlob(w http.ResponseWriter, r *http.Request, local string, d oci.Digest) error {
@@ -159,7 +162,7 @@ func (c *Cache) run(f *fill, rule *Rule, local, up string, d oci.Digest) error {
 
 	h := d.Algorithm().Hash()
 	buf := make([]byte, 256<<10)
-	var written int64
+	var written, announced int64
 	for {
 		n, rerr := body.Read(buf)
 		if n > 0 {
@@ -171,7 +174,11 @@ func (c *Cache) run(f *fill, rule *Rule, local, up string, d oci.Digest) error {
 			written += int64(n)
 			f.mu.Lock()
 			f.written = written
-			f.cond.Broadcast()
+			if written-announced >= wakeStep {
+				// Readers wake per step, not per upstream read (64 KiB on a slow link).
+				f.cond.Broadcast()
+				announced = written
+			}
 			f.mu.Unlock()
 		}
 		if rerr == io.EOF {
@@ -238,7 +245,14 @@ func serveFill(w http.ResponseWriter, r *http.Request, f *fill, d oci.Digest) er
 	if r.Method == http.MethodHead {
 		return nil
 	}
-	flusher, _ := w.(http.Flusher)
+	// A reader of its own (a new open file description of the same file, which stays valid once
+	// the file is renamed into the blob store) lets net/http send with sendfile.
+	var src io.Reader
+	if own, err := os.Open(fmt.Sprintf("/proc/self/fd/%d", file.Fd())); err == nil {
+		defer own.Close()
+		src = own
+	}
+	rc := http.NewResponseController(w)
 	var sent int64
 	for {
 		f.mu.Lock()
@@ -253,14 +267,18 @@ func serveFill(w http.ResponseWriter, r *http.Request, f *fill, d oci.Digest) er
 		failed := f.done && f.err != nil
 		f.mu.Unlock()
 		if avail > sent {
-			n, err := io.Copy(w, io.NewSectionReader(file, sent, avail-sent))
+			var n int64
+			var err error
+			if src != nil {
+				n, err = io.CopyN(w, src, avail-sent)
+			} else {
+				n, err = io.Copy(w, io.NewSectionReader(file, sent, avail-sent))
+			}
 			sent += n
 			if err != nil {
 				return nil // the client went away; the fill goes on for the others
 			}
-			if flusher != nil {
-				flusher.Flush()
-			}
+			rc.Flush()
 		}
 		if failed {
 			// Abort the response: the client sees a cut body, never a complete wrong one.

@@ -200,6 +200,13 @@ func (s *statusWriter) ReadFrom(r io.Reader) (int64, error) {
 
 func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 
+// Flush passes a flush through, for responses that stream (pull-through fills).
+func (s *statusWriter) Flush() {
+	if f, ok := s.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
 func (s *statusWriter) code() int {
 	if s.status == 0 {
 		return http.StatusOK
