@@ -53,6 +53,9 @@ func serveCmd() *cobra.Command {
 	f.String("addr", def.Addr, "address to listen on")
 	f.String("data", def.Data, "data directory (blobs, metadata, uploads)")
 	f.String("log-level", def.Log.Level, "debug, info, warn or error")
+	f.String("tls-cert", "", "serve HTTPS with this PEM certificate (chain)")
+	f.String("tls-key", "", "the PEM private key of --tls-cert")
+	f.Bool("tls-self-signed", false, "serve HTTPS with a self-signed certificate generated in the data directory")
 	return cmd
 }
 
@@ -65,10 +68,14 @@ func resolveConfig(flags *pflag.FlagSet) (config.Config, error) {
 			return cfg, err
 		}
 	}
-	for name, dst := range map[string]*string{"addr": &cfg.Addr, "data": &cfg.Data, "log-level": &cfg.Log.Level} {
+	for name, dst := range map[string]*string{"addr": &cfg.Addr, "data": &cfg.Data, "log-level": &cfg.Log.Level,
+		"tls-cert": &cfg.TLS.Cert, "tls-key": &cfg.TLS.Key} {
 		if flags.Changed(name) {
 			*dst, _ = flags.GetString(name)
 		}
+	}
+	if flags.Changed("tls-self-signed") {
+		cfg.TLS.SelfSigned, _ = flags.GetBool("tls-self-signed")
 	}
 	return cfg, cfg.Validate()
 }

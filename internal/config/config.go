@@ -24,6 +24,7 @@ type Config struct {
 	Log     Log     `yaml:"log"`
 	Uploads Uploads `yaml:"uploads"`
 	Proxy   Proxy   `yaml:"proxy"`
+	TLS     TLS     `yaml:"tls"`
 }
 
 // Uploads configures upload sessions.
@@ -76,6 +77,9 @@ func (c Config) Validate() error {
 	}
 	if c.Uploads.MaxIdle < time.Minute {
 		errs = append(errs, fmt.Errorf("uploads.max_idle %s: must be at least 1m", c.Uploads.MaxIdle))
+	}
+	if err := c.TLS.validate(); err != nil {
+		errs = append(errs, err)
 	}
 	if err := c.Proxy.validate(); err != nil {
 		errs = append(errs, err)

@@ -98,3 +98,28 @@ func TestRuleSecret(t *testing.T) {
 		t.Error("Secret with an unset variable: no error")
 	}
 }
+
+func TestTLSValidate(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		tls  TLS
+		want string
+	}{
+		{"cert without key", TLS{Cert: "a.pem"}, "go together"},
+		{"key without cert", TLS{Key: "a.key"}, "go together"},
+		{"both ways", TLS{Cert: "a.pem", Key: "a.key", SelfSigned: true}, "exclude"},
+	} {
+		cfg := Default()
+		cfg.TLS = c.tls
+		if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: Validate = %v, want an error about %q", c.name, err, c.want)
+		}
+	}
+	for _, ok := range []TLS{{}, {SelfSigned: true}, {Cert: "a.pem", Key: "a.key"}} {
+		cfg := Default()
+		cfg.TLS = ok
+		if err := cfg.Validate(); err != nil {
+			t.Errorf("Validate(%+v) = %v", ok, err)
+		}
+	}
+}

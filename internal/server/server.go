@@ -69,9 +69,25 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	log.Info("berth listening", "addr", ln.Addr().String(), "data", cfg.Data)
+	scheme := "http"
+	if cfg.TLS.Enabled() {
+		tc, err := tlsConfig(cfg.TLS, cfg.Data, log)
+		if err != nil {
+			ln.Close()
+			return err
+		}
+		srv.TLSConfig = tc
+		scheme = "https"
+	}
+	log.Info("berth listening", "addr", ln.Addr().String(), "scheme", scheme, "data", cfg.Data)
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
+	go func() {
+		if srv.TLSConfig != nil {
+			errc <- srv.ServeTLS(ln, "", "") // with HTTP/2 by ALPN
+		} else {
+			errc <- srv.Serve(ln)
+		}
+	}()
 	select {
 	case err := <-errc:
 		return err
