@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"os"
 
 	"github.com/berth/berth/internal/metadata"
 	"github.com/berth/berth/internal/oci"
@@ -24,6 +25,8 @@ func (rg *Registry) writeError(w http.ResponseWriter, r *http.Request, err error
 			e = oci.Errorf(oci.ErrBlobUploadUnknown, "upload unknown to registry")
 		case errors.Is(err, storage.ErrDigestMismatch):
 			e = oci.Errorf(oci.ErrDigestInvalid, "provided digest did not match uploaded content")
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			e = oci.Errorf(oci.ErrBlobUploadInvalid, "the request body stalled").WithStatus(http.StatusRequestTimeout)
 		case errors.Is(err, context.Canceled) || errors.Is(err, errResponseStarted):
 			return // the client went away, or the response is already on its way
 		default:

@@ -84,7 +84,7 @@ func (rg *Registry) putManifest(w http.ResponseWriter, r *http.Request, rt route
 	if r.ContentLength > oci.MaxManifestSize {
 		return tooLarge()
 	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, oci.MaxManifestSize+1))
+	body, err := io.ReadAll(io.LimitReader(rg.body(w, r), oci.MaxManifestSize+1))
 	if err != nil {
 		return err
 	}

@@ -22,6 +22,8 @@ type Registry struct {
 	meta  metadata.Store
 	log   *slog.Logger
 	cache Cache
+	// bodyIdle bounds how long a request body may stall (DefaultBodyIdleTimeout when 0).
+	bodyIdle time.Duration
 }
 
 // Cache is a pull-through cache of upstream registries (package proxy implements it). The

@@ -31,6 +31,7 @@ type env struct {
 	root string
 	data string
 	c    *http.Client
+	reg  *registry.Registry
 }
 
 func newEnv(t *testing.T) *env {
@@ -47,13 +48,14 @@ func newEnv(t *testing.T) *env {
 	}
 	t.Cleanup(func() { meta.Close() })
 	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
-	srv := httptest.NewServer(registry.New(blobs, meta, log))
+	reg := registry.New(blobs, meta, log)
+	srv := httptest.NewServer(reg)
 	t.Cleanup(srv.Close)
 	// ExpectContinueTimeout makes "Expect: 100-continue" work, so that a request the registry
 	// refuses before reading its body never has to send it.
 	tr := &http.Transport{ExpectContinueTimeout: 10 * time.Second}
 	t.Cleanup(tr.CloseIdleConnections)
-	return &env{url: srv.URL, root: root, data: data, c: &http.Client{Transport: tr}}
+	return &env{url: srv.URL, root: root, data: data, c: &http.Client{Transport: tr}, reg: reg}
 }
 
 // resp is a response read whole.

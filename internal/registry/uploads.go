@@ -38,7 +38,7 @@ func (rg *Registry) startUpload(w http.ResponseWriter, r *http.Request, rt route
 		if err != nil {
 			return err
 		}
-		size, err := rg.blobs.Put(ctx, d, r.Body)
+		size, err := rg.blobs.Put(ctx, d, rg.body(w, r))
 		if err != nil {
 			return uploadErr(err)
 		}
@@ -94,7 +94,7 @@ func (rg *Registry) patchUpload(w http.ResponseWriter, r *http.Request, rt route
 		return err
 	}
 	defer u.Close()
-	if err := appendChunk(w, r, rt, u); err != nil {
+	if err := rg.appendChunk(w, r, rt, u); err != nil {
 		return err
 	}
 	return uploadAccepted(w, rt.name, u, http.StatusAccepted)
@@ -113,7 +113,7 @@ func (rg *Registry) finishUpload(w http.ResponseWriter, r *http.Request, rt rout
 		return err
 	}
 	defer u.Close()
-	if err := appendChunk(w, r, rt, u); err != nil {
+	if err := rg.appendChunk(w, r, rt, u); err != nil {
 		return err
 	}
 	size := u.Size()
@@ -152,7 +152,7 @@ func (rg *Registry) cancelUpload(w http.ResponseWriter, r *http.Request, rt rout
 
 // appendChunk appends the request body to u. With Content-Range, the chunk must start where the
 // upload ends (else 416 with the current Range) and be as long as it says.
-func appendChunk(w http.ResponseWriter, r *http.Request, rt route, u storage.Upload) error {
+func (rg *Registry) appendChunk(w http.ResponseWriter, r *http.Request, rt route, u storage.Upload) error {
 	cr := r.Header.Get("Content-Range")
 	if cr == "" && r.ContentLength == 0 {
 		return nil
@@ -169,7 +169,7 @@ func appendChunk(w http.ResponseWriter, r *http.Request, rt route, u storage.Upl
 			return oci.Errorf(oci.ErrSizeInvalid, "Content-Length %d does not match Content-Range %q", r.ContentLength, cr)
 		}
 	}
-	n, err := u.AppendAt(r.Context(), r.Body, at)
+	n, err := u.AppendAt(r.Context(), rg.body(w, r), at)
 	if errors.Is(err, storage.ErrOffset) {
 		setUploadHeaders(w, rt.name, u)
 		return oci.Errorf(oci.ErrBlobUploadInvalid, "chunk starts at %d but the upload has %d bytes", at, u.Size()).
