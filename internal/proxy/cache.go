@@ -40,7 +40,7 @@ type Cache struct {
 
 	flight singleflight.Group // manifest GETs and HEADs in flight, by key
 	mu     sync.Mutex
-	fills  map[oci.Digest]*fill // blob fills in flight
+	fills  map[string]*fill // blob fills in flight, by repository@digest
 	wg     sync.WaitGroup
 
 	// base is the context of fills: no client's, ended only by Close.
@@ -54,7 +54,7 @@ func New(rules []*Rule, blobs storage.BlobStore, meta metadata.Store, log *slog.
 	sort.SliceStable(rs, func(i, j int) bool { return len(rs[i].Prefix) > len(rs[j].Prefix) })
 	base, cancel := context.WithCancel(context.Background())
 	return &Cache{rules: rs, blobs: blobs, meta: meta, log: log, now: time.Now,
-		fills: map[oci.Digest]*fill{}, base: base, cancel: cancel}
+		fills: map[string]*fill{}, base: base, cancel: cancel}
 }
 
 // Close stops the blob fills in flight and waits for them.

@@ -87,11 +87,13 @@ func (c *Cache) serveLocal(w http.ResponseWriter, r *http.Request, d oci.Digest)
 	return nil
 }
 
-// join returns the fill of d in flight, or starts one.
+// join returns the fill of d for the repository local in flight, or starts one. Fills are per
+// repository: a request joins only a download that the upstream confirmed for its own repository.
 func (c *Cache) join(rule *Rule, local, up string, d oci.Digest) *fill {
+	key := local + "@" + d.String()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if f := c.fills[d]; f != nil {
+	if f := c.fills[key]; f != nil {
 		f.mu.Lock()
 		f.users++
 		f.mu.Unlock()
@@ -101,13 +103,13 @@ func (c *Cache) join(rule *Rule, local, up string, d oci.Digest) *fill {
 	rule.stats.misses.Add(1)
 	f := &fill{size: -1, users: 1}
 	f.cond = sync.NewCond(&f.mu)
-	c.fills[d] = f
+	c.fills[key] = f
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
 		err := c.run(f, rule, local, up, d)
 		c.mu.Lock()
-		delete(c.fills, d)
+		delete(c.fills, key)
 		c.mu.Unlock()
 		f.mu.Lock()
 		f.done, f.err = true, err
