@@ -46,12 +46,16 @@ func benchDownload(ctx context.Context, o options, p plan, w *workload, s *serve
 		}
 		mbs, cpuGB, others, n, err := downloadWindow(ctx, url, conc, p.dlDur, w.dlSize, s)
 		if err != nil {
-			res.download.set(conc, "MB/s", s.name, failed(err))
+			for _, ser := range res.downloadSeries(s.name) {
+				ser.set(conc, "MB/s", s.name, failed(err))
+			}
 			fmt.Printf("   download c=%d: %v\n", conc, err)
 			continue
 		}
-		res.download.set(conc, "MB/s", s.name, measuredBy(mbs, others))
-		res.download.set(conc, "CPU s/GB", s.name, measuredBy(cpuGB, others))
+		for _, ser := range res.downloadSeries(s.name) {
+			ser.set(conc, "MB/s", s.name, measuredBy(mbs, others))
+			ser.set(conc, "CPU s/GB", s.name, measuredBy(cpuGB, others))
+		}
 		fmt.Printf("   download c=%d: %6.0f MB/s, %.3f server CPU s/GB (%d complete downloads in %s; others %.2f cores)\n",
 			conc, mbs, cpuGB, n, p.dlDur, others)
 	}

@@ -43,6 +43,7 @@ func runHeadLoad(args []string) {
 	dur := fs.Duration("d", 5*time.Second, "duration")
 	accept := fs.String("accept", "", "Accept header")
 	method := fs.String("method", "HEAD", "HEAD, or GET to compare with wrk")
+	authz := fs.String("authorization", "", "Authorization header, if any")
 	fs.Parse(args)
 	u, err := url.Parse(fs.Arg(0))
 	if err != nil || u.Scheme != "http" {
@@ -50,7 +51,7 @@ func runHeadLoad(args []string) {
 		os.Exit(2)
 	}
 	req := []byte(*method + " " + u.RequestURI() + " HTTP/1.1\r\nHost: " + u.Host + "\r\nUser-Agent: berth-bench\r\n" +
-		"Accept: " + *accept + "\r\n\r\n")
+		"Accept: " + *accept + "\r\n" + authHeader(*authz) + "\r\n")
 	var (
 		mu  sync.Mutex
 		rep loadReport
@@ -189,12 +190,19 @@ func roundTrip(conn net.Conn, br *bufio.Reader, req []byte) (status int, closing
 }
 
 // runHeadLoadProcess runs headload in its own process with GOMAXPROCS threads and reads its report.
-func runHeadLoadProcess(ctx context.Context, threads, conns, secs int, accept, url string) (loadResult, error) {
+func authHeader(v string) string {
+	if v == "" {
+		return ""
+	}
+	return "Authorization: " + v + "\r\n"
+}
+
+func runHeadLoadProcess(ctx context.Context, threads, conns, secs int, accept, authz, url string) (loadResult, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return loadResult{}, err
 	}
-	cmd := exec.CommandContext(ctx, self, headLoadCmd, "-c", strconv.Itoa(conns), "-d", strconv.Itoa(secs)+"s", "-accept", accept, url)
+	cmd := exec.CommandContext(ctx, self, headLoadCmd, "-c", strconv.Itoa(conns), "-d", strconv.Itoa(secs)+"s", "-accept", accept, "-authorization", authz, url)
 	cmd.Env = append(os.Environ(), "GOMAXPROCS="+strconv.Itoa(threads))
 	out, cpu, err := runClient(cmd, secs)
 	if err != nil {

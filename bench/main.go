@@ -27,7 +27,7 @@ import (
 // Names of the measurements (-only) and of the servers (-servers), in the order they run.
 var (
 	allMeasures = []string{"manifest", "download", "push", "proxy"}
-	allServers  = []string{"berth", "v3", "2.8", "fileserver"}
+	allServers  = []string{"berth", "berth-auth", "berth-enc", "v3", "2.8", "fileserver"}
 )
 
 // isStandard says whether a measurement runs on one start of each server (all but proxy, which
@@ -142,7 +142,7 @@ func run() error {
 		return err
 	}
 	if !slices.Contains(o.only, "download") {
-		o.servers = slices.DeleteFunc(o.servers, func(s string) bool { return s == "fileserver" })
+		o.servers = slices.DeleteFunc(o.servers, func(s string) bool { return s == "fileserver" || s == "berth-enc" })
 	}
 	if len(o.servers) == 0 {
 		return fmt.Errorf("no server to measure")
@@ -230,17 +230,27 @@ func measureServer(ctx context.Context, o options, p plan, w *workload, tmp, nam
 	}
 	defer s.stop()
 	fmt.Printf("   started pid %d on %s\n", s.cmd.Process.Pid, s.base)
-	if s.isRegistry() && slices.Contains(o.only, "manifest") {
+	if s.name == "berth-enc" { // encryption at rest costs on blob reads: downloads only
+		o.only = slices.DeleteFunc(slices.Clone(o.only), func(m string) bool { return m != "download" })
+	}
+	if s.name == "berth-auth" {
+		// Authentication's cost shows on the smallest, most frequent request: only manifests.
+		if slices.Contains(o.only, "manifest") {
+			if err := benchManifests(ctx, o, p, w, s, res); err != nil {
+				return err
+			}
+		}
+	} else if s.isRegistry() && slices.Contains(o.only, "manifest") {
 		if err := benchManifests(ctx, o, p, w, s, res); err != nil {
 			return err
 		}
 	}
-	if slices.Contains(o.only, "download") {
+	if slices.Contains(o.only, "download") && s.name != "berth-auth" {
 		if err := benchDownload(ctx, o, p, w, s, res); err != nil {
 			return err
 		}
 	}
-	if s.isRegistry() && slices.Contains(o.only, "push") {
+	if s.isRegistry() && s.name != "berth-auth" && slices.Contains(o.only, "push") {
 		if err := benchPush(ctx, o, p, w, s, res); err != nil {
 			return err
 		}
@@ -309,7 +319,7 @@ func checkTools(o *options, root, tmp string) error {
 			return err
 		}
 	}
-	if slices.Contains(o.servers, "berth") {
+	if slices.ContainsFunc(o.servers, func(s string) bool { return strings.HasPrefix(s, "berth") }) {
 		if o.berth == "" {
 			o.berth, o.berthBuilt = filepath.Join(tmp, "berth"), root
 			fmt.Println("building berth ...")

@@ -19,7 +19,7 @@ import (
 // any error response or socket error counts as failed, so a registry that answers errors fast
 // cannot win.
 func benchManifests(ctx context.Context, o options, p plan, w *workload, s *server, res *results) error {
-	c := newClient(1)
+	c := s.client(1)
 	defer c.CloseIdleConnections()
 	if err := pushImage(ctx, c, s.base, w); err != nil {
 		return fmt.Errorf("pushing the small image: %w", err)
@@ -37,9 +37,13 @@ func benchManifests(ctx context.Context, o options, p plan, w *workload, s *serv
 			threads := min(o.wrkThreads, conc)
 			load := func(secs int) (loadResult, error) {
 				if method == http.MethodHead {
-					return runHeadLoadProcess(ctx, threads, conc, secs, acceptAll, url)
+					return runHeadLoadProcess(ctx, threads, conc, secs, acceptAll, s.auth, url)
 				}
-				return runWrk(ctx, o.wrk, threads, conc, secs, []string{"--timeout", "5s", "-H", "Accept: " + acceptAll}, url)
+				args := []string{"--timeout", "5s", "-H", "Accept: " + acceptAll}
+				if s.auth != "" {
+					args = append(args, "-H", "Authorization: "+s.auth)
+				}
+				return runWrk(ctx, o.wrk, threads, conc, secs, args, url)
 			}
 			if err := waitQuiet(o.quietWait); err != nil {
 				return err
@@ -67,6 +71,7 @@ func benchManifests(ctx context.Context, o options, p plan, w *workload, s *serv
 			}
 			perReq := srvCPU / float64(r.requests) * 1e6
 			res.manifest.set(conc, method, s.name, measuredBy(r.rps, others))
+			res.auth.set(conc, method, s.name, measuredBy(r.rps, others))
 			res.manifestCPU.set(conc, method, s.name, measuredBy(perReq, others))
 			fmt.Printf("   manifest %-10s %7.0f req/s, server CPU %4.0f us/req  (p50 %s, p99 %s; client %.2f cores, others %.2f cores)\n",
 				key, r.rps, perReq, r.p50, r.p99, r.clientCPU/float64(p.manDur), others)

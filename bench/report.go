@@ -76,6 +76,7 @@ type goal interface {
 
 // target is a goal for berth: a bound on a ratio berth/ref, or on berth's own value (ref "").
 type target struct {
+	of      string // the server judged; default berth
 	ref     string
 	atLeast bool // the number must be >= bound; otherwise <= (or < for absolute bounds)
 	bound   float64
@@ -88,14 +89,21 @@ func (t target) String() string {
 		op = ">="
 	}
 	if t.ref == "" {
-		return fmt.Sprintf("berth < %g %s", t.bound, t.unit)
+		return fmt.Sprintf("%s < %g %s", t.judged(), t.bound, t.unit)
 	}
-	return fmt.Sprintf("berth/%s %s %.2fx", t.ref, op, t.bound)
+	return fmt.Sprintf("%s/%s %s %.2fx", t.judged(), t.ref, op, t.bound)
+}
+
+func (t target) judged() string {
+	if t.of == "" {
+		return "berth"
+	}
+	return t.of
 }
 
 // check says whether berth meets the target, given the row's cells.
 func (t target) check(vals map[string]cell) (string, string) {
-	b := vals["berth"]
+	b := vals[t.judged()]
 	if !b.ok {
 		return "n/a", "-"
 	}
@@ -257,6 +265,8 @@ func (s *series) find(labels ...string) *row {
 // results holds every number of the run.
 type results struct {
 	manifest, manifestCPU *series
+	auth                  *series // manifest requests/s of berth with and without authentication
+	enc                   *series // download MB/s of berth with and without encryption at rest
 	download, push        *series
 	rss                   map[string]float64 // the highest of the rounds
 	pushPhases            map[int]map[string]*phaseSum
@@ -290,14 +300,23 @@ func newResults(o options, p plan) *results {
 			servers: registries,
 			key:     func(conc int, method string) []string { return []string{method, strconv.Itoa(conc)} },
 		},
+		auth: &series{
+			name:    "manifest",
+			label:   "manifest auth",
+			title:   "Manifest GET/HEAD requests/s with token authentication (berth-auth: every request carries a Bearer token) and without (berth --dev)",
+			heads:   []string{"method", "conc"},
+			servers: slices.DeleteFunc([]string{"berth", "berth-auth"}, func(s string) bool { return !slices.Contains(o.servers, s) }),
+			key:     func(conc int, method string) []string { return []string{method, strconv.Itoa(conc)} },
+		},
 		download: &series{
 			name:    "download",
 			title:   fmt.Sprintf("Blob download, %d MiB blob (Go client, %s window per point)", p.dlSize>>20, p.dlDur),
 			heads:   []string{"conc", "metric"},
-			servers: o.servers,
+			servers: slices.DeleteFunc(slices.Clone(o.servers), func(s string) bool { return s == "berth-enc" }),
 			key:     byConcMetric,
 			notes:   []string{"MB/s = 10^6 bytes/s; CPU s/GB = server utime+stime per 10^9 bytes sent (lower is better)"},
 		},
+		enc: newEncSeries(o, p),
 		push: &series{
 			name:    "push",
 			title:   fmt.Sprintf("Blob push, %d MiB distinct blobs (POST, one PATCH, PUT ?digest=)", p.pushSize>>20),
@@ -319,6 +338,7 @@ func newResults(o options, p plan) *results {
 			}
 			res.manifest.addRow(res.manifest.key(c, m), "%.0f", t)
 			res.manifestCPU.addRow(res.manifest.key(c, m), "%.0f", nil)
+			res.auth.addRow(res.manifest.key(c, m), "%.0f", &target{of: "berth-auth", ref: "berth", atLeast: true, bound: 0.8})
 		}
 	}
 	for _, c := range p.dlConc {
@@ -342,7 +362,13 @@ func (res *results) tables() []table {
 	}
 	add("manifest", res.manifest)
 	add("manifest", res.manifestCPU)
+	if slices.Contains(res.auth.servers, "berth-auth") {
+		add("manifest", res.auth)
+	}
 	add("download", res.download)
+	if res.encrypted() {
+		ts = append(ts, res.encTable())
+	}
 	if slices.Contains(res.only, "push") {
 		t := res.push.table()
 		for _, c := range slices.Sorted(maps.Keys(res.pushPhases)) {
@@ -359,6 +385,12 @@ func (res *results) tables() []table {
 	}
 
 	summed := []*series{res.manifest, res.download, res.push}
+	if slices.Contains(res.auth.servers, "berth-auth") {
+		summed = append(summed, res.auth)
+	}
+	if res.encrypted() {
+		summed = append(summed, res.enc)
+	}
 	if slices.ContainsFunc(res.only, isStandard) {
 		rss := &series{name: "rss", title: "Peak RSS after all loads (VmHWM), MiB", heads: []string{"metric"}, servers: res.servers}
 		rss.addRow([]string{"peak RSS"}, "%.1f", &target{bound: 100, unit: "MiB"})

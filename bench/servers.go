@@ -3,10 +3,12 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -97,7 +99,33 @@ type server struct {
 	cmd  *exec.Cmd
 	done chan struct{} // closed when the process has exited
 	log  string
+	// auth is the Authorization header every request sends (berth-auth: a Bearer token).
+	auth string
 }
+
+// client is newClient whose requests carry s.auth.
+func (s *server) client(conns int) *http.Client {
+	c := newClient(conns)
+	if s.auth != "" {
+		c.Transport = authTransport{c.Transport, s.auth}
+	}
+	return c
+}
+
+type authTransport struct {
+	base http.RoundTripper
+	auth string
+}
+
+func (t authTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set("Authorization", t.auth)
+	return t.base.RoundTrip(r)
+}
+
+// berthAuthConfig is berth with authentication on (as it runs by default), with tokens that
+// outlive the run so that every request of the load carries one token, as a client would.
+const berthAuthConfig = "auth:\n  token_ttl: 24h\n"
 
 func (s *server) isRegistry() bool { return s.name != "fileserver" }
 
@@ -125,7 +153,7 @@ func startServer(ctx context.Context, o options, tmp, name, dlFile string, px *p
 	s.log = filepath.Join(s.dir, "server.log")
 	switch name {
 	case "berth", "berth-ttl":
-		args := []string{"serve", "--addr", addr, "--data", data, "--log-level", "warn"}
+		args := []string{"serve", "--addr", addr, "--data", data, "--log-level", "warn", "--dev"}
 		if px != nil {
 			cfg := filepath.Join(s.dir, "berth.yaml")
 			if err := os.WriteFile(cfg, []byte(berthProxyConfig(px)), 0o644); err != nil {
@@ -136,6 +164,18 @@ func startServer(ctx context.Context, o options, tmp, name, dlFile string, px *p
 			return nil, fmt.Errorf("%s: only as a proxy", name)
 		}
 		s.cmd = exec.Command(o.berth, args...)
+	case "berth-enc":
+		key := filepath.Join(s.dir, "kek") // beside the data directory, not in it
+		if err := writeKeyFile(key); err != nil {
+			return nil, err
+		}
+		s.cmd = exec.Command(o.berth, "serve", "--addr", addr, "--data", data, "--log-level", "warn", "--dev", "--encryption-key-file", key)
+	case "berth-auth":
+		cfg := filepath.Join(s.dir, "berth.yaml")
+		if err := os.WriteFile(cfg, []byte(berthAuthConfig), 0o644); err != nil {
+			return nil, err
+		}
+		s.cmd = exec.Command(o.berth, "serve", "--addr", addr, "--data", data, "--log-level", "warn", "--config", cfg)
 	case "v3", "2.8":
 		cfg := filepath.Join(s.dir, "config.yml")
 		if err := os.WriteFile(cfg, []byte(distributionConfig(addr, data, px)), 0o644); err != nil {
@@ -171,6 +211,12 @@ func startServer(ctx context.Context, o options, tmp, name, dlFile string, px *p
 	if err := s.waitReady(ctx); err != nil {
 		s.stop()
 		return nil, err
+	}
+	if name == "berth-auth" {
+		if s.auth, err = berthToken(ctx, s.base, data); err != nil {
+			s.stop()
+			return nil, err
+		}
 	}
 	return s, nil
 }
@@ -225,7 +271,7 @@ func (s *server) waitReady(ctx context.Context) error {
 		req, _ := http.NewRequestWithContext(ctx, method, url, nil)
 		if resp, err := http.DefaultClient.Do(req); err == nil {
 			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
+			if resp.StatusCode == http.StatusOK || s.name == "berth-auth" && resp.StatusCode == http.StatusUnauthorized {
 				return nil
 			}
 			return fmt.Errorf("%s %s: status %d", method, url, resp.StatusCode)
@@ -424,4 +470,31 @@ func waitQuiet(limit time.Duration) error {
 		}
 		time.Sleep(time.Second)
 	}
+}
+
+// berthToken logs in as the admin berth created on first start and returns a Bearer token for
+// pull and push on the benchmark's repositories, as docker or crane would get one.
+func berthToken(ctx context.Context, base, data string) (string, error) {
+	pw, err := os.ReadFile(filepath.Join(data, "admin-password"))
+	if err != nil {
+		return "", err
+	}
+	q := url.Values{"service": {"berth"}}
+	for _, repo := range []string{repoSmall, repoBig, repoPush} {
+		q.Add("scope", "repository:"+repo+":pull,push")
+	}
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+"/token?"+q.Encode(), nil)
+	req.SetBasicAuth("admin", strings.TrimSpace(string(pw)))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	var tok struct {
+		Token string `json:"token"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&tok); err != nil || resp.StatusCode != http.StatusOK || tok.Token == "" {
+		return "", fmt.Errorf("token from %s: status %d, %v", base, resp.StatusCode, err)
+	}
+	return "Bearer " + tok.Token, nil
 }

@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -68,9 +69,12 @@ type berth struct {
 	Data string
 	cmd  *exec.Cmd
 	log  *syncBuffer
+	// secure: authentication on (no --dev); ready means /v2/ answers 401.
+	secure bool
 }
 
-// startBerth starts berth on a free loopback port with a fresh data directory.
+// startBerth starts berth in open mode (--dev) on a free loopback port with a fresh data
+// directory.
 func startBerth(t testing.TB, args ...string) *berth {
 	t.Helper()
 	b := &berth{t: t, Data: t.TempDir()}
@@ -79,13 +83,50 @@ func startBerth(t testing.TB, args ...string) *berth {
 	return b
 }
 
+// startSecureBerth starts berth as it runs by default: authentication on, an admin created on
+// first start.
+func startSecureBerth(t testing.TB, args ...string) *berth {
+	t.Helper()
+	b := &berth{t: t, Data: t.TempDir(), secure: true}
+	b.start(args...)
+	t.Cleanup(b.Stop)
+	return b
+}
+
+// AdminPassword is the password berth generated for admin on first start.
+func (b *berth) AdminPassword() string {
+	b.t.Helper()
+	p, err := os.ReadFile(filepath.Join(b.Data, "admin-password"))
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	return strings.TrimSpace(string(p))
+}
+
+// Admin runs a berth account command (user, robot, grant, revoke, keys) on b's data directory
+// and returns its standard output.
+func (b *berth) Admin(args ...string) string {
+	b.t.Helper()
+	var stdout, stderr bytes.Buffer
+	cmd := exec.Command(berthBin, append(args, "--data", b.Data)...)
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		b.t.Fatalf("berth %s: %v\n%s", strings.Join(args, " "), err, stderr.String())
+	}
+	return stdout.String()
+}
+
 func (b *berth) start(args ...string) {
 	b.t.Helper()
 	if b.Addr == "" {
 		b.Addr = freeAddr(b.t)
 	}
 	b.log = &syncBuffer{}
-	b.cmd = exec.Command(berthBin, append([]string{"serve", "--addr", b.Addr, "--data", b.Data}, args...)...)
+	base := []string{"serve", "--addr", b.Addr, "--data", b.Data}
+	if !b.secure {
+		base = append(base, "--dev")
+	}
+	b.cmd = exec.Command(berthBin, append(base, args...)...)
 	b.cmd.Stdout, b.cmd.Stderr = b.log, b.log
 	if err := b.cmd.Start(); err != nil {
 		b.t.Fatalf("start berth: %v", err)
@@ -95,7 +136,7 @@ func (b *berth) start(args ...string) {
 		resp, err := http.Get("http://" + b.Addr + "/v2/")
 		if err == nil {
 			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
+			if resp.StatusCode == http.StatusOK || b.secure && resp.StatusCode == http.StatusUnauthorized {
 				return
 			}
 		}

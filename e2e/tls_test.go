@@ -19,7 +19,7 @@ func startTLSBerth(t *testing.T, data string, args ...string) (addr string, stop
 	t.Helper()
 	addr = freeAddr(t)
 	log := &syncBuffer{}
-	cmd := exec.Command(berthBin, append([]string{"serve", "--addr", addr, "--data", data}, args...)...)
+	cmd := exec.Command(berthBin, append([]string{"serve", "--addr", addr, "--data", data, "--dev"}, args...)...)
 	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

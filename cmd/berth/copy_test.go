@@ -35,7 +35,7 @@ func startServer(t *testing.T) string {
 	addr := l.Addr().String()
 	l.Close()
 	cfg := config.Default()
-	cfg.Addr, cfg.Data = addr, t.TempDir()
+	cfg.Addr, cfg.Data, cfg.Dev = addr, t.TempDir(), true
 	off := false
 	cfg.Proxy.Defaults = &off
 	ctx, cancel := context.WithCancel(context.Background())

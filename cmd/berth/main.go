@@ -28,7 +28,9 @@ func rootCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(serveCmd(), upstreamsCmd(), ratelimitCmd(), copyCmd())
+	root.AddCommand(serveCmd(), upstreamsCmd(), ratelimitCmd(), copyCmd(),
+		userCmd(), robotCmd(), grantCmd(), revokeCmd(), keysCmd())
+	root.AddCommand(encryptionCmd())
 	return root
 }
 
@@ -56,6 +58,8 @@ func serveCmd() *cobra.Command {
 	f.String("tls-cert", "", "serve HTTPS with this PEM certificate (chain)")
 	f.String("tls-key", "", "the PEM private key of --tls-cert")
 	f.Bool("tls-self-signed", false, "serve HTTPS with a self-signed certificate generated in the data directory")
+	f.String("encryption-key-file", "", "encrypt blobs at rest with the key in this file (berth encryption keygen makes one)")
+	f.Bool("dev", false, "serve without authentication, on loopback only (default address 127.0.0.1:5000)")
 	return cmd
 }
 
@@ -74,8 +78,17 @@ func resolveConfig(flags *pflag.FlagSet) (config.Config, error) {
 			*dst, _ = flags.GetString(name)
 		}
 	}
+	if flags.Changed("encryption-key-file") {
+		cfg.Encryption.KeyFile, _ = flags.GetString("encryption-key-file")
+	}
 	if flags.Changed("tls-self-signed") {
 		cfg.TLS.SelfSigned, _ = flags.GetBool("tls-self-signed")
+	}
+	if flags.Changed("dev") {
+		cfg.Dev, _ = flags.GetBool("dev")
+	}
+	if cfg.Dev && cfg.Addr == config.Default().Addr {
+		cfg.Addr = "127.0.0.1" + cfg.Addr // open mode never listens beyond this machine
 	}
 	return cfg, cfg.Validate()
 }

@@ -68,6 +68,10 @@ func fetchUpstreams(cmd *cobra.Command, base string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	// berth with authentication on answers only callers with credentials.
+	if user := os.Getenv("BERTH_USERNAME"); user != "" {
+		req.SetBasicAuth(user, os.Getenv("BERTH_PASSWORD"))
+	}
 	client := &http.Client{Timeout: 30 * time.Second}
 	resp, err := client.Do(req)
 	if err != nil {
@@ -77,6 +81,9 @@ func fetchUpstreams(cmd *cobra.Command, base string) ([]byte, error) {
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
 	if err != nil {
 		return nil, fmt.Errorf("reading %s: %w", u, err)
+	}
+	if resp.StatusCode == http.StatusUnauthorized {
+		return nil, fmt.Errorf("GET %s: %s: set $BERTH_USERNAME and $BERTH_PASSWORD (a user or robot of that berth)", u, resp.Status)
 	}
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("GET %s: %s: %s", u, resp.Status, strings.TrimSpace(string(body)))

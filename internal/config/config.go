@@ -25,12 +25,20 @@ type Config struct {
 	Uploads Uploads `yaml:"uploads"`
 	Proxy   Proxy   `yaml:"proxy"`
 	TLS     TLS     `yaml:"tls"`
+	Auth    Auth    `yaml:"auth"`
+	// Dev serves without authentication, for local use; it requires a loopback Addr.
+	Dev bool `yaml:"dev"`
+
+	// Encryption is encryption at rest of blobs.
+	Encryption Encryption `yaml:"encryption"`
 }
 
 // Uploads configures upload sessions.
 type Uploads struct {
 	// MaxIdle is how long an upload session may receive nothing before it is discarded.
 	MaxIdle time.Duration `yaml:"max_idle"`
+	// MaxBlobSize bounds one blob's size in bytes (413 beyond it); 0 means no bound.
+	MaxBlobSize int64 `yaml:"max_blob_size"`
 }
 
 // Log configures logging.
@@ -78,11 +86,23 @@ func (c Config) Validate() error {
 	if c.Uploads.MaxIdle < time.Minute {
 		errs = append(errs, fmt.Errorf("uploads.max_idle %s: must be at least 1m", c.Uploads.MaxIdle))
 	}
+	if c.Uploads.MaxBlobSize < 0 {
+		errs = append(errs, fmt.Errorf("uploads.max_blob_size %d: must not be negative", c.Uploads.MaxBlobSize))
+	}
 	if err := c.TLS.validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.Encryption.validate(c.Data); err != nil {
 		errs = append(errs, err)
 	}
 	if err := c.Proxy.validate(); err != nil {
 		errs = append(errs, err)
+	}
+	if err := c.Auth.validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if c.Dev && !IsLoopback(c.Addr) {
+		errs = append(errs, fmt.Errorf("dev: serving without authentication is allowed on loopback only, not on %q (use --addr 127.0.0.1:PORT)", c.Addr))
 	}
 	if _, err := c.Log.SlogLevel(); err != nil {
 		errs = append(errs, err)

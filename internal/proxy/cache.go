@@ -16,6 +16,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/sync/singleflight"
 
+	"github.com/berth/berth/internal/auth"
 	"github.com/berth/berth/internal/metadata"
 	"github.com/berth/berth/internal/oci"
 	"github.com/berth/berth/internal/storage"
@@ -91,6 +92,25 @@ func (c *Cache) Route(ctx context.Context, name, ns string, read bool) (string, 
 	return c.mirror.Prefix + "/" + c.mirror.upstreamName(name), true
 }
 
+// Candidates lists the cached repositories that requests for name may be served from: its own
+// route, the rules it may reach as a containerd mirror (?ns=), and the root mirror. The token
+// service grants on a name what the caller may do on any of them.
+func (c *Cache) Candidates(name string) []string {
+	var out []string
+	if _, local, _, ok := route(c.rules, name, ""); ok {
+		out = append(out, local)
+	}
+	for _, r := range c.rules {
+		if len(r.Hosts) > 0 {
+			out = append(out, r.Prefix+"/"+r.upstreamName(name))
+		}
+	}
+	if c.mirror != nil {
+		out = append(out, c.mirror.Prefix+"/"+c.mirror.upstreamName(name))
+	}
+	return out
+}
+
 // Status reports every rule's upstream quota, requests and cache counters.
 func (c *Cache) Status() []Status {
 	out := make([]Status, 0, len(c.rules))
@@ -120,6 +140,14 @@ func (c *Cache) Manifest(ctx context.Context, local, ref string) (*metadata.Mani
 	cached, err := c.meta.GetManifest(ctx, local, ref)
 	if err != nil && !errors.Is(err, metadata.ErrNotFound) {
 		return nil, err
+	}
+	if auth.IsCacheOnly(ctx) {
+		// The caller may read what is cached but not make berth ask the upstream.
+		if cached == nil {
+			return nil, errNotCached(oci.ErrManifestUnknown)
+		}
+		r.stats.hits.Add(1)
+		return cached, nil
 	}
 	if oci.IsDigest(ref) {
 		if cached != nil { // digests are immutable: never asked upstream again
@@ -280,6 +308,9 @@ func (c *Cache) Tags(ctx context.Context, local string, p metadata.Page) ([]stri
 	if err != nil {
 		return nil, false, err
 	}
+	if auth.IsCacheOnly(ctx) {
+		return c.meta.Tags(ctx, local, p)
+	}
 	tags, err := r.Source.Tags(ctx, up)
 	if err != nil {
 		if KindOf(err) == KindNotFound {
@@ -297,6 +328,11 @@ func (c *Cache) Tags(ctx context.Context, local string, p metadata.Page) ([]stri
 		return tags[:p.N], true, nil
 	}
 	return tags, false, nil
+}
+
+// errNotCached answers a caller without the fetch grant who asks for what is not cached.
+func errNotCached(code oci.Code) error {
+	return oci.Errorf(code, "not in the cache, and fetching from the upstream needs the fetch grant")
 }
 
 // clientError turns an upstream failure into what the client gets when nothing cached can stand

@@ -12,6 +12,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/berth/berth/internal/auth"
 	"github.com/berth/berth/internal/oci"
 	"github.com/berth/berth/internal/storage"
 )
@@ -30,7 +31,22 @@ type fill struct {
 	done    bool
 	err     error
 	file    *os.File // read side, shared by the readers (ReadAt); closed by the last one out
-	users   int
+	// spool replaces file when the store cannot hold plaintext in a file (encryption at rest):
+	// written by run, read by every reader, closed by the last one out.
+	spool storage.Spool
+	users int
+}
+
+// closeReadSide closes what the readers read; callers hold f.mu.
+func (f *fill) closeReadSide() {
+	if f.file != nil {
+		f.file.Close()
+		f.file = nil
+	}
+	if f.spool != nil {
+		f.spool.Close()
+		f.spool = nil
+	}
 }
 
 // wakeStep is how many new bytes of a fill wake its readers.
@@ -43,6 +59,9 @@ func (c *Cache) ServeBlob(w http.ResponseWriter, r *http.Request, local string, 
 	rule, up, err := c.rule(local)
 	if err != nil {
 		return err
+	}
+	if auth.IsCacheOnly(ctx) {
+		return errNotCached(oci.ErrBlobUnknown)
 	}
 	// The bytes may already be here (another repository, an earlier fill). A free HEAD confirms
 	// that the upstream repository has the blob before it becomes visible in this one: a cache name
@@ -113,9 +132,8 @@ func (c *Cache) join(rule *Rule, local, up string, d oci.Digest) *fill {
 		c.mu.Unlock()
 		f.mu.Lock()
 		f.done, f.err = true, err
-		if f.users == 0 && f.file != nil {
-			f.file.Close()
-			f.file = nil
+		if f.users == 0 {
+			f.closeReadSide()
 		}
 		f.cond.Broadcast()
 		f.mu.Unlock()
@@ -131,9 +149,8 @@ func (c *Cache) leave(f *fill) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.users--
-	if f.users == 0 && f.done && f.file != nil {
-		f.file.Close()
-		f.file = nil
+	if f.users == 0 && f.done {
+		f.closeReadSide()
 	}
 }
 
@@ -147,6 +164,11 @@ func (c *Cache) run(f *fill, rule *Rule, local, up string, d oci.Digest) error {
 		return err
 	}
 	defer body.Close()
+	if sp, ok := c.blobs.(storage.Spooler); ok {
+		if _, plain := c.blobs.(storage.FileAdopter); !plain {
+			return c.runSpool(ctx, sp, f, body, size, local, d)
+		}
+	}
 	tmp, err := c.createTemp()
 	if err != nil {
 		return err
@@ -162,15 +184,59 @@ func (c *Cache) run(f *fill, rule *Rule, local, up string, d oci.Digest) error {
 	f.cond.Broadcast()
 	f.mu.Unlock()
 
+	written, err := pump(f, body, tmp, size, d)
+	if err != nil {
+		tmp.Close()
+		return err
+	}
+	if a, ok := c.blobs.(storage.FileAdopter); ok {
+		err = a.Adopt(ctx, d, tmp)
+	} else {
+		if _, err = tmp.Seek(0, io.SeekStart); err == nil {
+			_, err = c.blobs.Put(ctx, d, tmp)
+		}
+		tmp.Close()
+	}
+	if err != nil {
+		return err
+	}
+	return c.meta.LinkBlob(ctx, local, d, written)
+}
+
+// runSpool is run for a store that must not hold plaintext in a file (encryption at rest): the
+// blob goes into the store's Spool, which seals it as it is written and which the readers read
+// (decrypted) as it grows. The spool is closed with the read side (closeReadSide), which
+// discards it unless it was committed.
+func (c *Cache) runSpool(ctx context.Context, sp storage.Spooler, f *fill, body io.Reader, size int64, local string, d oci.Digest) error {
+	spool, err := sp.NewSpool(ctx)
+	if err != nil {
+		return err
+	}
+	f.mu.Lock()
+	f.ready, f.size, f.spool = true, size, spool
+	f.cond.Broadcast()
+	f.mu.Unlock()
+	written, err := pump(f, body, spool, size, d)
+	if err != nil {
+		return err
+	}
+	if err := spool.Commit(ctx, d); err != nil {
+		return err
+	}
+	return c.meta.LinkBlob(ctx, local, d, written)
+}
+
+// pump copies the upstream body to dst, announcing progress to the fill's readers, and verifies
+// the size and the digest.
+func pump(f *fill, body io.Reader, dst io.Writer, size int64, d oci.Digest) (int64, error) {
 	h := d.Algorithm().Hash()
 	buf := make([]byte, 256<<10)
 	var written, announced int64
 	for {
 		n, rerr := body.Read(buf)
 		if n > 0 {
-			if _, err := tmp.Write(buf[:n]); err != nil {
-				tmp.Close()
-				return err
+			if _, err := dst.Write(buf[:n]); err != nil {
+				return written, err
 			}
 			h.Write(buf[:n])
 			written += int64(n)
@@ -187,33 +253,19 @@ func (c *Cache) run(f *fill, rule *Rule, local, up string, d oci.Digest) error {
 			break
 		}
 		if rerr != nil {
-			tmp.Close()
 			if KindOf(rerr) != "" {
-				return rerr
+				return written, rerr
 			}
-			return &Error{Kind: KindInvalid, Message: fmt.Sprintf("blob body cut after %d bytes", written), Err: rerr}
+			return written, &Error{Kind: KindInvalid, Message: fmt.Sprintf("blob body cut after %d bytes", written), Err: rerr}
 		}
 	}
 	if size >= 0 && written != size {
-		tmp.Close()
-		return &Error{Kind: KindInvalid, Message: fmt.Sprintf("blob body has %d bytes, not %d", written, size)}
+		return written, &Error{Kind: KindInvalid, Message: fmt.Sprintf("blob body has %d bytes, not %d", written, size)}
 	}
 	if got := digest.NewDigest(d.Algorithm(), h); got != d {
-		tmp.Close()
-		return &Error{Kind: KindInvalid, Message: fmt.Sprintf("blob content is %s, not %s", got, d)}
+		return written, &Error{Kind: KindInvalid, Message: fmt.Sprintf("blob content is %s, not %s", got, d)}
 	}
-	if a, ok := c.blobs.(storage.FileAdopter); ok {
-		err = a.Adopt(ctx, d, tmp)
-	} else {
-		if _, err = tmp.Seek(0, io.SeekStart); err == nil {
-			_, err = c.blobs.Put(ctx, d, tmp)
-		}
-		tmp.Close()
-	}
-	if err != nil {
-		return err
-	}
-	return c.meta.LinkBlob(ctx, local, d, written)
+	return written, nil
 }
 
 func (c *Cache) createTemp() (*os.File, error) {
@@ -234,7 +286,7 @@ func serveFill(w http.ResponseWriter, r *http.Request, f *fill, d oci.Digest) er
 		f.mu.Unlock()
 		return clientError(err, oci.ErrBlobUnknown)
 	}
-	size, file := f.size, f.file
+	size, file, spool := f.size, f.file, f.spool
 	f.mu.Unlock()
 
 	h := w.Header()
@@ -248,11 +300,16 @@ func serveFill(w http.ResponseWriter, r *http.Request, f *fill, d oci.Digest) er
 		return nil
 	}
 	// A reader of its own (a new open file description of the same file, which stays valid once
-	// the file is renamed into the blob store) lets net/http send with sendfile.
+	// the file is renamed into the blob store) lets net/http send with sendfile. A spool is read
+	// through ReadAt, which decrypts.
 	var src io.Reader
-	if own, err := os.Open(fmt.Sprintf("/proc/self/fd/%d", file.Fd())); err == nil {
-		defer own.Close()
-		src = own
+	var ra io.ReaderAt = spool
+	if file != nil {
+		ra = file
+		if own, err := os.Open(fmt.Sprintf("/proc/self/fd/%d", file.Fd())); err == nil {
+			defer own.Close()
+			src = own
+		}
 	}
 	rc := http.NewResponseController(w)
 	var sent int64
@@ -274,7 +331,7 @@ func serveFill(w http.ResponseWriter, r *http.Request, f *fill, d oci.Digest) er
 			if src != nil {
 				n, err = io.CopyN(w, src, avail-sent)
 			} else {
-				n, err = io.Copy(w, io.NewSectionReader(file, sent, avail-sent))
+				n, err = io.Copy(w, io.NewSectionReader(ra, sent, avail-sent))
 			}
 			sent += n
 			if err != nil {

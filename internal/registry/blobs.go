@@ -91,6 +91,7 @@ func (rg *Registry) deleteBlob(w http.ResponseWriter, r *http.Request, rt route)
 	}
 	w.Header().Set("Content-Length", "0")
 	w.WriteHeader(http.StatusAccepted)
+	rg.audit(r, "delete blob", "repository", rt.name, "digest", rt.dgst.String())
 	return nil
 }
 

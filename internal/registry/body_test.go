@@ -1,11 +1,15 @@
 package registry_test
 
 import (
+	"bytes"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/berth/berth/internal/oci"
 )
 
 // TestStalledUploadBody: a client that stops sending in the middle of a chunk is cut off after the
@@ -36,5 +40,42 @@ func TestStalledUploadBody(t *testing.T) {
 	r := e.do(t, http.MethodGet, loc, nil)
 	if r.code != http.StatusNoContent || r.get("Range") != "0-999" {
 		t.Fatalf("upload status after the stall: %d Range %q, want 204 with 0-999", r.code, r.get("Range"))
+	}
+}
+
+func TestMaxBlobSize(t *testing.T) {
+	e := newEnv(t)
+	e.reg.SetMaxBlobSize(1000)
+	fits := bytes.Repeat([]byte("a"), 1000)
+	over := bytes.Repeat([]byte("b"), 1001)
+
+	// Monolithic: exactly the limit is fine, one byte more is 413, with or without Content-Length.
+	r := e.do(t, http.MethodPost, "/v2/big/blobs/uploads/?digest="+sha256Of(fits).String(), fits)
+	if r.code != http.StatusCreated {
+		t.Fatalf("blob of the maximum size: %d %s", r.code, r.body)
+	}
+	r = e.do(t, http.MethodPost, "/v2/big/blobs/uploads/?digest="+sha256Of(over).String(), over)
+	checkError(t, r, http.StatusRequestEntityTooLarge, oci.ErrSizeInvalid)
+	req, _ := http.NewRequest(http.MethodPost, e.url+"/v2/big/blobs/uploads/?digest="+sha256Of(over).String(),
+		io.MultiReader(bytes.NewReader(over))) // no Content-Length: caught while reading
+	req.ContentLength = -1
+	checkError(t, e.send(t, req), http.StatusRequestEntityTooLarge, oci.ErrSizeInvalid)
+	if r := e.do(t, http.MethodHead, "/v2/big/blobs/"+sha256Of(over).String(), nil); r.code != http.StatusNotFound {
+		t.Fatalf("refused blob is visible: %d", r.code)
+	}
+
+	// Chunked: the limit counts what the session already holds.
+	loc := e.startUpload(t, "big")
+	r = e.do(t, http.MethodPatch, loc, over[:600], "Content-Range", "0-599")
+	if r.code != http.StatusAccepted {
+		t.Fatalf("first chunk: %d %s", r.code, r.body)
+	}
+	r = e.do(t, http.MethodPatch, r.get("Location"), over[600:], "Content-Range", "600-1000")
+	checkError(t, r, http.StatusRequestEntityTooLarge, oci.ErrSizeInvalid)
+	// Whatever of the refused chunk was taken, the session never holds more than the limit.
+	r = e.do(t, http.MethodGet, loc, nil)
+	var end int
+	if _, err := fmt.Sscanf(r.get("Range"), "0-%d", &end); err != nil || end > 999 {
+		t.Fatalf("upload status after the refused chunk: %d Range %q", r.code, r.get("Range"))
 	}
 }

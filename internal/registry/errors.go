@@ -25,6 +25,9 @@ func (rg *Registry) writeError(w http.ResponseWriter, r *http.Request, err error
 			e = oci.Errorf(oci.ErrBlobUploadUnknown, "upload unknown to registry")
 		case errors.Is(err, storage.ErrDigestMismatch):
 			e = oci.Errorf(oci.ErrDigestInvalid, "provided digest did not match uploaded content")
+		case errors.Is(err, errBlobTooLarge):
+			e = oci.Errorf(oci.ErrSizeInvalid, "blob exceeds the registry's maximum blob size of %d bytes", rg.maxBlob).
+				WithStatus(http.StatusRequestEntityTooLarge)
 		case errors.Is(err, os.ErrDeadlineExceeded):
 			e = oci.Errorf(oci.ErrBlobUploadInvalid, "the request body stalled").WithStatus(http.StatusRequestTimeout)
 		case errors.Is(err, context.Canceled) || errors.Is(err, errResponseStarted):

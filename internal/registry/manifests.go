@@ -84,7 +84,7 @@ func (rg *Registry) putManifest(w http.ResponseWriter, r *http.Request, rt route
 	if r.ContentLength > oci.MaxManifestSize {
 		return tooLarge()
 	}
-	body, err := io.ReadAll(io.LimitReader(rg.body(w, r), oci.MaxManifestSize+1))
+	body, err := io.ReadAll(io.LimitReader(rg.body(w, r, -1), oci.MaxManifestSize+1))
 	if err != nil {
 		return err
 	}
@@ -156,6 +156,7 @@ func (rg *Registry) putManifest(w http.ResponseWriter, r *http.Request, rt route
 	}
 	h.Set("Content-Length", "0")
 	w.WriteHeader(http.StatusCreated)
+	rg.audit(r, "push", "repository", rt.name, "digest", d.String(), "tags", tags, "media_type", pm.MediaType)
 	return nil
 }
 
@@ -189,6 +190,11 @@ func (rg *Registry) deleteManifest(w http.ResponseWriter, r *http.Request, rt ro
 	}
 	w.Header().Set("Content-Length", "0")
 	w.WriteHeader(http.StatusAccepted)
+	if rt.dgst != "" {
+		rg.audit(r, "delete manifest", "repository", rt.name, "digest", rt.dgst.String())
+	} else {
+		rg.audit(r, "delete tag", "repository", rt.name, "tag", rt.ref)
+	}
 	return nil
 }
 

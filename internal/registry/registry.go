@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/berth/berth/internal/auth"
 	"github.com/berth/berth/internal/metadata"
 	"github.com/berth/berth/internal/oci"
 	"github.com/berth/berth/internal/storage"
@@ -18,12 +19,16 @@ import (
 
 // Registry is the /v2/ API as an http.Handler.
 type Registry struct {
-	blobs storage.BlobStore
-	meta  metadata.Store
-	log   *slog.Logger
-	cache Cache
+	blobs    storage.BlobStore
+	meta     metadata.Store
+	log      *slog.Logger
+	cache    Cache
+	authz    Authorizer
+	auditLog *slog.Logger
 	// bodyIdle bounds how long a request body may stall (DefaultBodyIdleTimeout when 0).
 	bodyIdle time.Duration
+	// maxBlob bounds an uploaded blob's size (0: no bound).
+	maxBlob int64
 }
 
 // Cache is a pull-through cache of upstream registries (package proxy implements it). The
@@ -40,6 +45,25 @@ type Cache interface {
 	// Tags lists the repository's tags.
 	Tags(ctx context.Context, local string, p metadata.Page) ([]string, bool, error)
 }
+
+// Authorizer decides what the caller of a request may do (package auth implements it). A
+// registry without one is open to everyone (berth serve --dev).
+type Authorizer interface {
+	// Authorize returns the caller of r and what it may do on the repository, which the client
+	// named visible and which is stored as local, if that includes need (0: any caller with
+	// credentials); else the error to answer with.
+	Authorize(r *http.Request, visible, local string, need auth.Actions) (*auth.Principal, auth.Actions, error)
+	// CanList reports whether p may see repository name in the catalog.
+	CanList(ctx context.Context, p *auth.Principal, name string) bool
+	// Can reports whether p may do need on repository name.
+	Can(ctx context.Context, p *auth.Principal, name string, need auth.Actions) bool
+}
+
+// UseAuth makes the registry ask a for every request.
+func (rg *Registry) UseAuth(a Authorizer) { rg.authz = a }
+
+// UseAudit makes the registry write one line per push and delete to l.
+func (rg *Registry) UseAudit(l *slog.Logger) { rg.auditLog = l }
 
 // UseCache makes the registry serve the repositories c routes from c. Writes to them are refused.
 func (rg *Registry) UseCache(c Cache) { rg.cache = c }
@@ -60,9 +84,21 @@ func (rg *Registry) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w = sw
 	w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
 	rt, err := parseRoute(r)
+	visible := rt.name
 	if err == nil && rg.cache != nil && rt.name != "" {
 		if local, ok := rg.cache.Route(r.Context(), rt.name, r.URL.Query().Get("ns"), mirrorable(r.Method, rt.kind)); ok {
 			rt.name, rt.cached = local, true
+		}
+	}
+	if err == nil && rg.authz != nil {
+		var p *auth.Principal
+		var may auth.Actions
+		if p, may, err = rg.authz.Authorize(r, visible, rt.name, needs(r.Method, rt.kind)); err == nil {
+			ctx := auth.WithPrincipal(r.Context(), p)
+			if rt.cached && !may.Has(auth.Fetch) {
+				ctx = auth.CacheOnly(ctx)
+			}
+			r = r.WithContext(ctx)
 		}
 	}
 	if err == nil {
@@ -123,6 +159,34 @@ func (rg *Registry) dispatch(method string, k kind) handler {
 		return rg.referrers
 	}
 	return nil
+}
+
+// audit records a change made by the caller of r.
+func (rg *Registry) audit(r *http.Request, event string, args ...any) {
+	if rg.auditLog == nil {
+		return
+	}
+	rg.auditLog.Info(event, append(args, "subject", auth.PrincipalFrom(r.Context()).String(), "addr", r.RemoteAddr)...)
+}
+
+// may reports whether the caller of r may do need on repository name.
+func (rg *Registry) may(r *http.Request, name string, need auth.Actions) bool {
+	return rg.authz == nil || rg.authz.Can(r.Context(), auth.PrincipalFrom(r.Context()), name, need)
+}
+
+// needs is what a caller must be allowed to do on the repository for a request: pull to read,
+// push to upload, delete to delete, and nothing but credentials for the base and catalog
+// endpoints (the catalog shows only what the caller may pull).
+func needs(method string, k kind) auth.Actions {
+	switch {
+	case k == kindBase || k == kindCatalog:
+		return 0
+	case method == http.MethodDelete && (k == kindManifest || k == kindBlob):
+		return auth.Delete
+	case readOnly(method, k):
+		return auth.Pull
+	}
+	return auth.Push
 }
 
 // readOnly reports whether a request only reads, which is all a cached repository allows.

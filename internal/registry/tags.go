@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"strconv"
 
+	"github.com/berth/berth/internal/auth"
 	"github.com/berth/berth/internal/metadata"
 	"github.com/berth/berth/internal/oci"
 )
@@ -43,7 +44,7 @@ func (rg *Registry) catalog(w http.ResponseWriter, r *http.Request, _ route) err
 	if err != nil {
 		return err
 	}
-	names, more, err := rg.meta.Repositories(r.Context(), p)
+	names, more, err := rg.repositories(r, p)
 	if err != nil {
 		return err
 	}
@@ -53,6 +54,38 @@ func (rg *Registry) catalog(w http.ResponseWriter, r *http.Request, _ route) err
 	return writeJSON(w, "application/json", struct {
 		Repositories []string `json:"repositories"`
 	}{names})
+}
+
+// repositories is a page of the repositories the caller may pull from.
+func (rg *Registry) repositories(r *http.Request, p metadata.Page) ([]string, bool, error) {
+	ctx := r.Context()
+	if rg.authz == nil {
+		return rg.meta.Repositories(ctx, p)
+	}
+	caller := auth.PrincipalFrom(ctx)
+	var out []string
+	for {
+		names, more, err := rg.meta.Repositories(ctx, metadata.Page{Last: p.Last, N: max(p.N, 100)})
+		if err != nil {
+			return nil, false, err
+		}
+		for i, n := range names {
+			if !rg.authz.CanList(ctx, caller, n) {
+				continue
+			}
+			if len(out) == p.N {
+				return out, true, nil
+			}
+			out = append(out, n)
+			if len(out) == p.N && i == len(names)-1 && !more {
+				return out, false, nil
+			}
+		}
+		if !more || len(names) == 0 {
+			return out, false, nil
+		}
+		p.Last = names[len(names)-1]
+	}
 }
 
 // pageOf reads n and last; without n a page is as large as maxPage.

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/berth/berth/internal/auth"
 	"github.com/berth/berth/internal/metadata"
 	"github.com/berth/berth/internal/oci"
 	"github.com/berth/berth/internal/storage"
@@ -22,7 +23,9 @@ func (rg *Registry) startUpload(w http.ResponseWriter, r *http.Request, rt route
 		if err != nil {
 			return err
 		}
-		if from := q.Get("from"); oci.ValidName(from) {
+		// Mounting reads the source repository: the caller must be allowed to pull from it, and a
+		// caller who may not gets the same new session as for a blob that is not there.
+		if from := q.Get("from"); oci.ValidName(from) && rg.may(r, from, auth.Pull) {
 			if size, err := rg.meta.BlobSize(ctx, from, d); err == nil {
 				if _, err := rg.blobs.Stat(ctx, d); err == nil {
 					if err := rg.meta.LinkBlob(ctx, rt.name, d, size); err != nil {
@@ -38,7 +41,11 @@ func (rg *Registry) startUpload(w http.ResponseWriter, r *http.Request, rt route
 		if err != nil {
 			return err
 		}
-		size, err := rg.blobs.Put(ctx, d, rg.body(w, r))
+		room, err := rg.room(r, 0)
+		if err != nil {
+			return err
+		}
+		size, err := rg.blobs.Put(ctx, d, rg.body(w, r, room))
 		if err != nil {
 			return uploadErr(err)
 		}
@@ -169,7 +176,11 @@ func (rg *Registry) appendChunk(w http.ResponseWriter, r *http.Request, rt route
 			return oci.Errorf(oci.ErrSizeInvalid, "Content-Length %d does not match Content-Range %q", r.ContentLength, cr)
 		}
 	}
-	n, err := u.AppendAt(r.Context(), rg.body(w, r), at)
+	room, err := rg.room(r, u.Size())
+	if err != nil {
+		return err
+	}
+	n, err := u.AppendAt(r.Context(), rg.body(w, r, room), at)
 	if errors.Is(err, storage.ErrOffset) {
 		setUploadHeaders(w, rt.name, u)
 		return oci.Errorf(oci.ErrBlobUploadInvalid, "chunk starts at %d but the upload has %d bytes", at, u.Size()).

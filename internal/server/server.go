@@ -14,12 +14,12 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/berth/berth/internal/auth"
 	"github.com/berth/berth/internal/config"
 	"github.com/berth/berth/internal/metadata"
 	"github.com/berth/berth/internal/metadata/sqlite"
 	"github.com/berth/berth/internal/registry"
 	"github.com/berth/berth/internal/storage"
-	"github.com/berth/berth/internal/storage/fs"
 )
 
 // Run serves cfg until ctx is done, then shuts down gracefully.
@@ -35,7 +35,11 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		return err
 	}
 	defer unlock()
-	blobs, err := fs.New(cfg.Data)
+	keys, err := LoadKeyring(cfg.Encryption)
+	if err != nil {
+		return err
+	}
+	blobs, err := openBlobs(cfg.Data, keys, log)
 	if err != nil {
 		return err
 	}
@@ -54,10 +58,27 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	defer cache.Close()
 	reg := registry.New(blobs, meta, log)
 	reg.UseCache(cache)
+	reg.SetMaxBlobSize(cfg.Uploads.MaxBlobSize)
 
+	audit, closeAudit, err := AuditLogger(cfg, log)
+	if err != nil {
+		return err
+	}
+	defer closeAudit()
+	reg.UseAudit(audit)
 	mux := http.NewServeMux()
+	var authn *auth.Service
+	if cfg.Dev {
+		log.Warn("serving WITHOUT authentication (--dev): anyone who can connect may read, push and delete", "addr", cfg.Addr)
+	} else {
+		if authn, err = newAuth(ctx, cfg, meta, sealer(keys), cache.Candidates, audit, log); err != nil {
+			return err
+		}
+		reg.UseAuth(authn)
+		mux.Handle("/token", authn)
+	}
 	mux.Handle("/v2/", reg)
-	mux.Handle("/berth/v1/upstreams", upstreamsHandler(cache))
+	mux.Handle("/berth/v1/upstreams", requireCaller(authn, upstreamsHandler(cache)))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
 	srv := &http.Server{
 		Handler:           mux,

@@ -72,3 +72,26 @@ type FileAdopter interface {
 	// It closes f.
 	Adopt(ctx context.Context, d oci.Digest, f *os.File) error
 }
+
+// Spooler is an optional capability of stores that cannot hand out plain files (the encrypted
+// filesystem store, where a plain temporary file would put plaintext on the disk): the
+// pull-through cache writes an upstream blob into a Spool, which clients read as it grows, and
+// which then becomes the blob without being copied.
+type Spooler interface {
+	// NewSpool creates an empty spool, which crash recovery (PurgeUploads) removes if it is
+	// never committed.
+	NewSpool(ctx context.Context) (Spool, error)
+}
+
+// Spool is a temporary blob that one goroutine writes while any number read it.
+type Spool interface {
+	// Write appends bytes; they can be read as soon as it returns.
+	io.Writer
+	// ReadAt reads bytes already written, at any time until Close.
+	io.ReaderAt
+	// Commit makes what was written, which the caller has verified to be d, the blob d. Nothing
+	// may be written after; what was written can still be read.
+	Commit(ctx context.Context, d oci.Digest) error
+	// Close releases the spool; one that was not committed is discarded.
+	Close() error
+}

@@ -39,6 +39,10 @@ func TestConformance(t *testing.T) {
 	metadatatest.Run(t, open)
 }
 
+func TestAccountsConformance(t *testing.T) {
+	metadatatest.RunAccounts(t, func(t *testing.T) metadata.Accounts { return open(t).(*Store) })
+}
+
 // fill stores one of everything.
 func fill(t *testing.T, s metadata.Store) *metadata.NewManifest {
 	t.Helper()

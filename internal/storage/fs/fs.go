@@ -31,20 +31,33 @@ var (
 	_ storage.FileAdopter = (*Store)(nil)
 )
 
-// New opens (creating if needed) a blob store rooted at dir.
+// New opens (creating if needed) a blob store rooted at dir. A directory that holds encrypted
+// blobs (see NewEncrypted) is an error.
 func New(dir string) (*Store, error) {
-	for _, d := range []string{"blobs", "uploads"} {
-		if err := os.MkdirAll(filepath.Join(dir, d), 0o750); err != nil {
-			return nil, fmt.Errorf("blob store: %w", err)
-		}
+	if err := makeDirs(dir); err != nil {
+		return nil, err
+	}
+	if err := refuseEncrypted(dir); err != nil {
+		return nil, err
 	}
 	return &Store{root: dir}, nil
 }
 
+func makeDirs(dir string) error {
+	for _, d := range []string{"blobs", "uploads"} {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o750); err != nil {
+			return fmt.Errorf("blob store: %w", err)
+		}
+	}
+	return nil
+}
+
+func (s *Store) blobPath(d oci.Digest) string { return blobPath(s.root, d) }
+
 // blobPath is built only from a validated digest, so it cannot leave the store.
-func (s *Store) blobPath(d oci.Digest) string {
+func blobPath(root string, d oci.Digest) string {
 	enc := d.Encoded()
-	return filepath.Join(s.root, "blobs", string(d.Algorithm()), enc[:2], enc)
+	return filepath.Join(root, "blobs", string(d.Algorithm()), enc[:2], enc)
 }
 
 func validDigest(d oci.Digest) error {
@@ -90,11 +103,13 @@ func (s *Store) Open(_ context.Context, d oci.Digest) (io.ReadSeekCloser, int64,
 }
 
 // Delete implements storage.BlobStore.
-func (s *Store) Delete(_ context.Context, d oci.Digest) error {
+func (s *Store) Delete(_ context.Context, d oci.Digest) error { return deleteBlob(s.root, d) }
+
+func deleteBlob(root string, d oci.Digest) error {
 	if err := validDigest(d); err != nil {
 		return err
 	}
-	err := os.Remove(s.blobPath(d))
+	err := os.Remove(blobPath(root, d))
 	if errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("%s: %w", d, storage.ErrNotFound)
 	}
@@ -122,7 +137,7 @@ func (s *Store) Put(ctx context.Context, d oci.Digest, r io.Reader) (int64, erro
 		f.Close()
 		return n, fmt.Errorf("%w: %s", storage.ErrDigestMismatch, d)
 	}
-	return n, s.place(f, d)
+	return n, place(s.root, f, d)
 }
 
 // CreateTemp implements storage.FileAdopter.
@@ -137,12 +152,12 @@ func (s *Store) Adopt(_ context.Context, d oci.Digest, f *os.File) error {
 		return err
 	}
 	defer os.Remove(f.Name()) // a no-op once renamed
-	return s.place(f, d)
+	return place(s.root, f, d)
 }
 
 // place makes the complete, verified file f the blob d: fsync, rename, fsync the directory. It
 // closes f. If the blob is already there, f is dropped: content-addressed files are identical.
-func (s *Store) place(f *os.File, d oci.Digest) error {
+func place(root string, f *os.File, d oci.Digest) error {
 	if err := f.Sync(); err != nil {
 		f.Close()
 		return err
@@ -150,7 +165,12 @@ func (s *Store) place(f *os.File, d oci.Digest) error {
 	if err := f.Close(); err != nil {
 		return err
 	}
-	dst := s.blobPath(d)
+	return install(root, f.Name(), d)
+}
+
+// install renames the complete, verified, fsynced file name to the blob d, unless it is there.
+func install(root, name string, d oci.Digest) error {
+	dst := blobPath(root, d)
 	if _, err := os.Stat(dst); err == nil {
 		return nil
 	}
@@ -158,7 +178,7 @@ func (s *Store) place(f *os.File, d oci.Digest) error {
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return err
 	}
-	if err := os.Rename(f.Name(), dst); err != nil {
+	if err := os.Rename(name, dst); err != nil {
 		return err
 	}
 	return syncDir(dir)

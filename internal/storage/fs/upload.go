@@ -37,6 +37,11 @@ type live struct {
 	mu   sync.Mutex
 	size int64
 	h    hash.Hash // sha256 of data[:size], or nil when it must be recomputed
+
+	// Of encrypted sessions only (encupload.go): the data key, and where the bytes are.
+	c    *segCipher
+	full int64 // full segments in the data file
+	tail int   // plaintext bytes in the tail file
 }
 
 // NewUpload implements storage.BlobStore.
@@ -172,7 +177,7 @@ func (u *upload) Commit(_ context.Context, want oci.Digest) error {
 		u.remove()
 		return fmt.Errorf("%w: got %s, want %s", storage.ErrDigestMismatch, got, want)
 	}
-	err := u.s.place(u.f, want)
+	err := place(u.s.root, u.f, want)
 	u.f = nil
 	if err != nil {
 		return err
@@ -209,7 +214,11 @@ func (u *upload) Close() error {
 // PurgeUploads implements storage.BlobStore: it removes upload sessions whose data was last
 // written before before, and the temporary files of Put that a crash left behind.
 func (s *Store) PurgeUploads(_ context.Context, before time.Time) (int, error) {
-	dir := filepath.Join(s.root, "uploads")
+	return purgeUploads(s.root, &s.live, before)
+}
+
+func purgeUploads(root string, sessions *sync.Map, before time.Time) (int, error) {
+	dir := filepath.Join(root, "uploads")
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return 0, err
@@ -231,12 +240,16 @@ func (s *Store) PurgeUploads(_ context.Context, before time.Time) (int, error) {
 			if err == nil && !fi.ModTime().Before(before) {
 				continue
 			}
-			if v, ok := s.live.Load(name); ok {
+			// An encrypted session may have received bytes that went only to its tail file.
+			if ti, terr := os.Stat(filepath.Join(dir, name, tailFile)); terr == nil && !ti.ModTime().Before(before) {
+				continue
+			}
+			if v, ok := sessions.Load(name); ok {
 				// Hold the session's lock so that no request appends while it goes.
 				l := v.(*live)
 				l.mu.Lock()
 				err = os.RemoveAll(filepath.Join(dir, name))
-				s.live.Delete(name)
+				sessions.Delete(name)
 				l.mu.Unlock()
 			} else {
 				err = os.RemoveAll(filepath.Join(dir, name))

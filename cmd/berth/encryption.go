@@ -1,0 +1,154 @@
+package main
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/berth/berth/internal/config"
+	"github.com/berth/berth/internal/crypt"
+	"github.com/berth/berth/internal/server"
+	"github.com/berth/berth/internal/storage/fs"
+)
+
+// encryptionCmd groups the commands of encryption at rest: keygen, rotate, status.
+func encryptionCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "encryption",
+		Short: "Manage encryption at rest of blobs (key files, rotation)",
+	}
+	cmd.AddCommand(keygenCmd(), rotateCmd(), encryptionStatusCmd())
+	return cmd
+}
+
+func keygenCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "keygen FILE",
+		Short: "Write a new random key-encryption key to FILE (mode 0600; never overwrites)",
+		Long: "Writes 32 random bytes as 64 hex characters to FILE, readable by its owner only. Keep it apart from the data\n" +
+			"directory and back it up: without it the blobs cannot be read. Use it as encryption.key_file (or\n" +
+			"--encryption-key-file).",
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			k, err := crypt.GenerateKeyFile(args[0])
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "wrote key %s to %s\n", k.ID(), args[0])
+			fmt.Fprintln(cmd.ErrOrStderr(), "Keep it apart from the data directory, and back it up: without it the blobs cannot be read.")
+			return nil
+		},
+	}
+}
+
+// encryptionConfig is the data directory and the keys: the configuration file's, then the flags.
+func encryptionConfig(cmd *cobra.Command) (config.Config, error) {
+	f := cmd.Flags()
+	cfg := config.Default()
+	if file, _ := f.GetString("config"); file != "" {
+		var err error
+		if cfg, err = config.Load(file); err != nil {
+			return cfg, err
+		}
+	}
+	if f.Changed("data") {
+		cfg.Data, _ = f.GetString("data")
+	}
+	if f.Lookup("key-file") != nil && f.Changed("key-file") {
+		cfg.Encryption.KeyFile, _ = f.GetString("key-file")
+	}
+	if f.Lookup("previous-key-file") != nil && f.Changed("previous-key-file") {
+		cfg.Encryption.PreviousKeyFiles, _ = f.GetStringArray("previous-key-file")
+	}
+	return cfg, nil
+}
+
+func rotateCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "rotate",
+		Short: "Re-wrap every data key under the current key (berth must be stopped)",
+		Long: "Re-wraps the data key of every blob and upload session under --key-file, without rewriting any blob:\n" +
+			"give the new key as --key-file and the old one(s) as --previous-key-file. Safe to interrupt and run again.\n" +
+			"When it reports success, the old keys are no longer needed by the data directory.",
+		Example: "  berth encryption keygen /etc/berth/kek.new\n" +
+			"  berth encryption rotate --data /var/lib/berth --key-file /etc/berth/kek.new --previous-key-file /etc/berth/kek",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := encryptionConfig(cmd)
+			if err != nil {
+				return err
+			}
+			if !cfg.Encryption.Enabled() {
+				return fmt.Errorf("no key: give the new key with --key-file (and the old one with --previous-key-file)")
+			}
+			keys, err := server.LoadKeyring(cfg.Encryption)
+			if err != nil {
+				return err
+			}
+			unlock, err := server.LockDataDir(cfg.Data)
+			if err != nil {
+				return fmt.Errorf("%w: stop it first (rotation runs offline)", err)
+			}
+			defer unlock()
+			res, err := fs.Rotate(cfg.Data, keys)
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			fmt.Fprintf(out, "re-wrapped %d data keys under %s (%d already were)", res.Rewrapped, keys.PrimaryID(), res.Current)
+			if res.Removed > 0 {
+				fmt.Fprintf(out, "; removed %d temporary files that a crash left", res.Removed)
+			}
+			fmt.Fprintln(out)
+			if len(res.Retired) > 0 {
+				fmt.Fprintf(out, "the blobs no longer need %s: it can leave encryption.previous_key_files\n", strings.Join(res.Retired, ", "))
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.String("config", "", "YAML configuration file (data directory and encryption keys; flags override it)")
+	f.String("data", config.Default().Data, "data directory")
+	f.String("key-file", "", "the key to wrap every data key with (the new key)")
+	f.StringArray("previous-key-file", nil, "a key that wraps data keys now (the old key); repeat for several")
+	return cmd
+}
+
+func encryptionStatusCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Show which keys the data directory needs and how many blobs each wraps (needs no key)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := encryptionConfig(cmd)
+			if err != nil {
+				return err
+			}
+			recorded, usage, err := fs.KeyUsage(cfg.Data)
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			if recorded == nil {
+				fmt.Fprintf(out, "%s is not encrypted\n", cfg.Data)
+				return nil
+			}
+			fmt.Fprintf(out, "%s is encrypted; it needs key %s", cfg.Data, recorded[0])
+			if len(recorded) > 1 {
+				fmt.Fprintf(out, " and, until a rotation, %s", strings.Join(recorded[1:], ", "))
+			}
+			fmt.Fprintln(out)
+			for _, id := range slices.Sorted(maps.Keys(usage)) {
+				fmt.Fprintf(out, "  %-24s %d files (blobs and upload sessions)\n", id, usage[id])
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.String("config", "", "YAML configuration file (for the data directory)")
+	f.String("data", config.Default().Data, "data directory")
+	return cmd
+}

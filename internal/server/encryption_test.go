@@ -1,0 +1,141 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/berth/berth/internal/config"
+	"github.com/berth/berth/internal/crypt"
+	"github.com/berth/berth/internal/storage/fs"
+)
+
+// encConfig is a configuration for data with the given key files (none: encryption off).
+func encConfig(t *testing.T, data string, keyFile string, previous ...string) config.Config {
+	t.Helper()
+	cfg := config.Default()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Addr = l.Addr().String()
+	l.Close()
+	cfg.Data, cfg.Dev = data, true
+	cfg.Encryption = config.Encryption{KeyFile: keyFile, PreviousKeyFiles: previous}
+	return cfg
+}
+
+// runUntilReady runs berth on cfg; it returns Run's error if it ends before it answers, or stops
+// it once it answers and returns nil.
+func runUntilReady(t *testing.T, cfg config.Config) error {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	errc := make(chan error, 1)
+	go func() { errc <- Run(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil))) }()
+	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		select {
+		case err := <-errc:
+			if err == nil {
+				t.Fatal("Run ended without an error before serving")
+			}
+			return err
+		default:
+		}
+		if resp, err := http.Get("http://" + cfg.Addr + "/healthz"); err == nil {
+			resp.Body.Close()
+			cancel()
+			if err := <-errc; err != nil {
+				t.Fatalf("Run after cancel: %v", err)
+			}
+			return nil
+		}
+	}
+	t.Fatal("berth neither served nor failed")
+	return nil
+}
+
+// TestEncryptionStartup: a missing or wrong key, or a key on a directory of unencrypted blobs, is
+// an error at start that says what to do; the right key, or a new key with the old one as a
+// previous key, starts.
+func TestEncryptionStartup(t *testing.T) {
+	keys := t.TempDir()
+	k1, k2 := filepath.Join(keys, "k1"), filepath.Join(keys, "k2")
+	key1, err := crypt.GenerateKeyFile(k1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key2, err := crypt.GenerateKeyFile(k2)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// An encrypted directory, made by a first start with k1.
+	data := t.TempDir()
+	if err := runUntilReady(t, encConfig(t, data, k1)); err != nil {
+		t.Fatalf("first start with a key: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(data, "encryption.json")); err != nil {
+		t.Fatalf("no record of the encryption: %v", err)
+	}
+	for _, c := range []struct {
+		name     string
+		cfg      config.Config
+		wantErrs []string
+	}{
+		{"no key", encConfig(t, data, ""), []string{"encrypted", key1.ID(), "encryption.key_file"}},
+		{"another key", encConfig(t, data, k2), []string{key1.ID(), key2.ID(), "not configured", "rotate"}},
+		{"missing key file", encConfig(t, data, filepath.Join(keys, "nope")), []string{"key file", "nope"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			err := runUntilReady(t, c.cfg)
+			if err == nil {
+				t.Fatal("berth started")
+			}
+			t.Logf("error: %v", err)
+			for _, want := range c.wantErrs {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("error %q does not say %q", err, want)
+				}
+			}
+		})
+	}
+	if err := runUntilReady(t, encConfig(t, data, k1)); err != nil {
+		t.Fatalf("restart with the right key: %v", err)
+	}
+	if err := runUntilReady(t, encConfig(t, data, k2, k1)); err != nil {
+		t.Fatalf("start with a new key and the old one as previous: %v", err)
+	}
+	// From now on both are needed until a rotation.
+	if err := runUntilReady(t, encConfig(t, data, k2)); err == nil || !strings.Contains(err.Error(), key1.ID()) {
+		t.Fatalf("start without the previous key before a rotation: %v", err)
+	}
+
+	// A directory of unencrypted blobs refuses a key.
+	plain := t.TempDir()
+	st, err := fs.New(plain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := []byte("plain blob")
+	if _, err := st.Put(context.Background(), digest.FromBytes(b), bytes.NewReader(b)); err != nil {
+		t.Fatal(err)
+	}
+	err = runUntilReady(t, encConfig(t, plain, k1))
+	if err == nil || !strings.Contains(err.Error(), "unencrypted") {
+		t.Fatalf("start with a key on unencrypted blobs: %v", err)
+	}
+	if err := runUntilReady(t, encConfig(t, plain, "")); err != nil {
+		t.Fatalf("the refused directory no longer starts without a key: %v", err)
+	}
+}
