@@ -30,14 +30,15 @@ import (
 
 // storeFlags adds --config and --data, which say where the metadata store is.
 func storeFlags(f *pflag.FlagSet) {
-	f.String("config", "", "YAML configuration file (for the data directory and audit log)")
+	f.String("config", "", "YAML configuration file (data directory, audit log, and the encryption key that seals the token signing keys)")
 	f.String("data", config.Default().Data, "data directory")
 }
 
 type accountsEnv struct {
-	acc   metadata.Accounts
-	audit *slog.Logger
-	close func()
+	acc    metadata.Accounts
+	sealer auth.Sealer // the encryption keyring when the configuration has one
+	audit  *slog.Logger
+	close  func()
 }
 
 func openAccounts(cmd *cobra.Command) (*accountsEnv, error) {
@@ -56,6 +57,14 @@ func openAccounts(cmd *cobra.Command) (*accountsEnv, error) {
 	if _, err := os.Stat(db); err != nil {
 		return nil, fmt.Errorf("no berth data directory at %s (use --data or --config): %w", cfg.Data, err)
 	}
+	var sealer auth.Sealer
+	if cfg.Encryption.Enabled() {
+		keys, err := server.LoadKeyring(cfg.Encryption)
+		if err != nil {
+			return nil, err
+		}
+		sealer = keys
+	}
 	st, err := sqlite.Open(cmd.Context(), db)
 	if err != nil {
 		return nil, err
@@ -69,7 +78,7 @@ func openAccounts(cmd *cobra.Command) (*accountsEnv, error) {
 	if u := os.Getenv("USER"); u != "" {
 		who = "cli:" + u
 	}
-	return &accountsEnv{acc: st, audit: audit.With("by", who), close: func() { closeAudit(); st.Close() }}, nil
+	return &accountsEnv{acc: st, sealer: sealer, audit: audit.With("by", who), close: func() { closeAudit(); st.Close() }}, nil
 }
 
 // withAccounts wraps a command body that needs the store.
@@ -365,7 +374,7 @@ func keysCmd() *cobra.Command {
 		Short: "List the token signing keys",
 		Args:  cobra.NoArgs,
 		RunE: withAccounts(func(cmd *cobra.Command, _ []string, env *accountsEnv) error {
-			keys, err := auth.ListKeys(cmd.Context(), env.acc, nil)
+			keys, err := auth.ListKeys(cmd.Context(), env.acc, env.sealer)
 			if err != nil {
 				return err
 			}
@@ -393,7 +402,7 @@ func keysCmd() *cobra.Command {
 			if overlap < 0 {
 				return errors.New("--overlap must not be negative")
 			}
-			k, err := auth.RotateKeys(cmd.Context(), env.acc, nil, overlap)
+			k, err := auth.RotateKeys(cmd.Context(), env.acc, env.sealer, overlap)
 			if err != nil {
 				return err
 			}

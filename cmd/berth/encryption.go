@@ -3,13 +3,17 @@ package main
 import (
 	"fmt"
 	"maps"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 
 	"github.com/spf13/cobra"
 
+	"github.com/berth/berth/internal/auth"
 	"github.com/berth/berth/internal/config"
 	"github.com/berth/berth/internal/crypt"
+	"github.com/berth/berth/internal/metadata/sqlite"
 	"github.com/berth/berth/internal/server"
 	"github.com/berth/berth/internal/storage/fs"
 )
@@ -97,6 +101,19 @@ func rotateCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			// Then the secrets in the metadata store (the keyring still has the old key to open them;
+			// rotate reports success only when both are done).
+			if db := filepath.Join(cfg.Data, "metadata.db"); fileExists(db) {
+				st, err := sqlite.Open(cmd.Context(), db)
+				if err != nil {
+					return err
+				}
+				err = auth.ResealKeys(cmd.Context(), st, keys)
+				st.Close()
+				if err != nil {
+					return fmt.Errorf("sealing the token signing keys under the new key: %w", err)
+				}
+			}
 			out := cmd.OutOrStdout()
 			fmt.Fprintf(out, "re-wrapped %d data keys under %s (%d already were)", res.Rewrapped, keys.PrimaryID(), res.Current)
 			if res.Removed > 0 {
@@ -151,4 +168,9 @@ func encryptionStatusCmd() *cobra.Command {
 	f.String("config", "", "YAML configuration file (for the data directory)")
 	f.String("data", config.Default().Data, "data directory")
 	return cmd
+}
+
+func fileExists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }

@@ -12,7 +12,9 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/berth/berth/internal/auth"
 	"github.com/berth/berth/internal/crypt"
+	"github.com/berth/berth/internal/metadata/sqlite"
 	"github.com/berth/berth/internal/server"
 	"github.com/berth/berth/internal/storage/fs"
 )
@@ -87,6 +89,15 @@ func TestRotateCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 	oldID, newID := ring(oldKey).PrimaryID(), ring(newKey).PrimaryID()
+	// The token signing keys in the metadata store, sealed under the old key.
+	meta, err := sqlite.Open(context.Background(), filepath.Join(data, "metadata.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := auth.ResealKeys(context.Background(), meta, ring(oldKey)); err != nil {
+		t.Fatal(err)
+	}
+	meta.Close()
 
 	if _, err := encCLI(t, "encryption", "rotate", "--data", data, "--key-file", newKey); err == nil || !strings.Contains(err.Error(), oldID) {
 		t.Errorf("rotate without the old key: %v", err)
@@ -110,6 +121,14 @@ func TestRotateCommand(t *testing.T) {
 	st2, err := fs.NewEncrypted(data, ring(newKey))
 	if err != nil {
 		t.Fatalf("the new key alone after the rotation: %v", err)
+	}
+	meta, err = sqlite.Open(context.Background(), filepath.Join(data, "metadata.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer meta.Close()
+	if _, err := auth.ListKeys(context.Background(), meta, ring(newKey)); err != nil {
+		t.Fatalf("token signing keys with the new key alone after the rotation: %v", err)
 	}
 	r, _, err := st2.Open(context.Background(), d)
 	if err != nil {

@@ -96,6 +96,9 @@ func decodeKeys(b []byte, sealer Sealer) (keys []signingKey, resealed bool, err 
 		} else if sealer != nil {
 			resealed = true
 		}
+		if c, ok := sealer.(interface{ Current(sealed []byte) bool }); ok && sk.Sealed && !c.Current(sk.Private) {
+			resealed = true // sealed under a key that is being rotated out
+		}
 		priv, err := x509.ParsePKCS8PrivateKey(der)
 		if err != nil {
 			return nil, false, fmt.Errorf("token signing key %s: %w", sk.ID, err)
@@ -149,6 +152,13 @@ func loadKeys(ctx context.Context, acc metadata.Accounts, sealer Sealer) ([]sign
 		return nil, fmt.Errorf("no current token signing key (run berth keys rotate)")
 	}
 	return keys, nil
+}
+
+// ResealKeys seals the token signing keys under the sealer's current key (after an encryption key
+// rotation), or for the first time (when encryption is turned on).
+func ResealKeys(ctx context.Context, acc metadata.Accounts, sealer Sealer) error {
+	_, err := loadKeys(ctx, acc, sealer)
+	return err
 }
 
 // current is the newest key that is not retired.

@@ -53,6 +53,13 @@ func LoadKeyring(primary string, previous []string) (*Keyring, error) {
 	return NewKeyring(p, prev...)
 }
 
+// Current reports whether sealed (from Seal) is sealed under the primary key; secrets sealed
+// under a previous key should be sealed again before that key is retired.
+func (k *Keyring) Current(sealed []byte) bool {
+	id, err := SealedKeyID(sealed)
+	return err == nil && id == k.PrimaryID()
+}
+
 // PrimaryID is the ID of the key that wraps new data keys.
 func (k *Keyring) PrimaryID() string { return k.primary.ID() }
 

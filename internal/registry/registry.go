@@ -8,7 +8,9 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/berth/berth/internal/auth"
@@ -255,13 +257,31 @@ func (s *statusWriter) ReadFrom(r io.Reader) (int64, error) {
 	}
 	var n int64
 	var err error
-	if rf, ok := s.ResponseWriter.(io.ReaderFrom); ok {
-		n, err = rf.ReadFrom(r)
+	if rf, ok := s.ResponseWriter.(io.ReaderFrom); ok && isFile(r) {
+		n, err = rf.ReadFrom(r) // sendfile
 	} else {
-		n, err = io.Copy(s.ResponseWriter, r)
+		// Anything else (a decrypting reader) goes out in large writes: net/http would copy it
+		// 32 KiB at a time, a write system call each.
+		bp := copyBufs.Get().(*[]byte)
+		n, err = io.CopyBuffer(writerOnly{s.ResponseWriter}, r, *bp)
+		copyBufs.Put(bp)
 	}
 	s.n += n
 	return n, err
+}
+
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, 1<<20); return &b }}
+
+// writerOnly hides a writer's ReadFrom, so that io.CopyBuffer uses the buffer it is given.
+type writerOnly struct{ io.Writer }
+
+// isFile reports whether r is a file, or a part of one, which the kernel can send by itself.
+func isFile(r io.Reader) bool {
+	if lr, ok := r.(*io.LimitedReader); ok {
+		r = lr.R
+	}
+	_, ok := r.(*os.File)
+	return ok
 }
 
 func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
