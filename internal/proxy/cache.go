@@ -137,6 +137,9 @@ func (c *Cache) Manifest(ctx context.Context, local, ref string) (*metadata.Mani
 	if err != nil {
 		return nil, err
 	}
+	// Taken before the store is read: an upstream answer stored after this moment is one this
+	// request could have shared (see fetchManifest and revalidate).
+	start := c.now()
 	cached, err := c.meta.GetManifest(ctx, local, ref)
 	if err != nil && !errors.Is(err, metadata.ErrNotFound) {
 		return nil, err
@@ -154,20 +157,18 @@ func (c *Cache) Manifest(ctx context.Context, local, ref string) (*metadata.Mani
 			r.stats.hits.Add(1)
 			return cached, nil
 		}
-		r.stats.misses.Add(1)
-		return c.fetchManifest(ctx, r, local, up, ref, "")
+		return c.fetchManifest(ctx, r, local, up, ref, "", start)
 	}
 	if cached == nil {
-		r.stats.misses.Add(1)
-		return c.fetchManifest(ctx, r, local, up, ref, ref)
+		return c.fetchManifest(ctx, r, local, up, ref, ref, start)
 	}
-	return c.revalidate(ctx, r, local, up, ref, cached)
+	return c.revalidate(ctx, r, local, up, ref, cached, start)
 }
 
 // revalidate decides whether the cached manifest of tag may be served, checking the upstream with
-// a manifest HEAD when the policy says so; a GET follows only when the digest changed.
-func (c *Cache) revalidate(ctx context.Context, r *Rule, local, up, tag string, cached *metadata.Manifest) (*metadata.Manifest, error) {
-	now := c.now()
+// a manifest HEAD when the policy says so; a GET follows only when the digest changed. now is when
+// the request started, before it read the store.
+func (c *Cache) revalidate(ctx context.Context, r *Rule, local, up, tag string, cached *metadata.Manifest, now time.Time) (*metadata.Manifest, error) {
 	checked, err := c.meta.TagChecked(ctx, local, tag)
 	if err != nil && !errors.Is(err, metadata.ErrNotFound) {
 		return nil, err
@@ -183,21 +184,34 @@ func (c *Cache) revalidate(ctx context.Context, r *Rule, local, up, tag string, 
 		return cached, nil
 	}
 	v, err := c.shared(ctx, r, "HEAD "+local+":"+tag, func(ctx context.Context) (any, error) {
+		// A check of the tag that another request's HEAD or GET completed after this request
+		// started, its flight already over, answers for this one as joining it would have.
+		if m, err := c.checkedSince(ctx, local, tag, now); err != nil {
+			return nil, err
+		} else if m != nil {
+			return m.Digest, nil
+		}
 		r.stats.revalidations.Add(1)
-		return r.Source.HeadManifest(ctx, up, tag)
-	})
-	if err == nil {
-		desc := v.(Descriptor)
+		desc, err := r.Source.HeadManifest(ctx, up, tag)
+		if err != nil {
+			return nil, err
+		}
 		if desc.Digest == cached.Digest {
-			if err := c.meta.SetTagChecked(ctx, local, tag, now); err != nil {
+			// Stamped with when the answer came, for every request that started before it.
+			if err := c.meta.SetTagChecked(ctx, local, tag, c.now()); err != nil {
 				return nil, err
 			}
+		}
+		return desc.Digest, nil
+	})
+	if err == nil {
+		d := v.(oci.Digest)
+		if d == cached.Digest {
 			r.stats.hits.Add(1)
 			return cached, nil
 		}
 		// The tag moved upstream: fetch the new manifest by digest (or reuse it if already here).
-		r.stats.misses.Add(1)
-		m, ferr := c.fetchManifest(ctx, r, local, up, desc.Digest.String(), tag)
+		m, ferr := c.fetchManifest(ctx, r, local, up, d.String(), tag, now)
 		if ferr == nil {
 			return m, nil
 		}
@@ -212,14 +226,38 @@ func (c *Cache) revalidate(ctx context.Context, r *Rule, local, up, tag string, 
 	return nil, clientError(err, oci.ErrManifestUnknown)
 }
 
+// fetched is what a manifest fetch's flight returns; stored says it needed no upstream GET.
+type fetched struct {
+	m      *metadata.Manifest
+	stored bool
+}
+
 // fetchManifest gets ref from the upstream (one request however many callers ask at once), stores
-// it, and points tag (if any) at it.
-func (c *Cache) fetchManifest(ctx context.Context, r *Rule, local, up, ref, tag string) (*metadata.Manifest, error) {
+// it, and points tag (if any) at it. since is when the caller started, before it read the store:
+// the flight reads the store again, so that a caller that found nothing there but reaches the
+// flight only after the one that fetched ref has ended is answered by that fetch, as it would have
+// been had it joined it.
+func (c *Cache) fetchManifest(ctx context.Context, r *Rule, local, up, ref, tag string, since time.Time) (*metadata.Manifest, error) {
 	v, err := c.shared(ctx, r, "GET "+local+":"+ref+":"+tag, func(ctx context.Context) (any, error) {
 		var m *metadata.Manifest
-		if oci.IsDigest(ref) {
+		switch {
+		case oci.IsDigest(ref):
 			m, _ = c.meta.GetManifest(ctx, local, ref)
+			if m != nil && tag == "" {
+				return fetched{m, true}, nil
+			}
+		case ref == tag:
+			// The tag is checked (stored with its check time) by every fetch and HEAD that
+			// completes: one completed since this caller started is as good as a fetch of ours.
+			m, err := c.checkedSince(ctx, local, tag, since)
+			if err != nil {
+				return nil, err
+			}
+			if m != nil {
+				return fetched{m, true}, nil
+			}
 		}
+		stored := m != nil
 		if m == nil {
 			body, mediaType, err := r.Source.GetManifest(ctx, up, ref)
 			if err != nil {
@@ -239,19 +277,46 @@ func (c *Cache) fetchManifest(ctx context.Context, r *Rule, local, up, ref, tag 
 			return nil, err
 		}
 		if tag != "" {
+			// Stamped after the store, so that a request that read the store before sees a time
+			// after its own start (checkedSince).
 			if err := c.meta.SetTagChecked(ctx, local, tag, c.now()); err != nil {
 				return nil, err
 			}
 		}
-		return m, nil
+		return fetched{m, stored}, nil
 	})
 	if err != nil {
+		r.stats.misses.Add(1)
 		if KindOf(err) != "" && KindOf(err) != KindNotFound {
 			c.log.Warn("upstream manifest fetch failed", "repository", local, "reference", ref, "err", err)
 		}
 		return nil, clientError(err, oci.ErrManifestUnknown)
 	}
-	return v.(*metadata.Manifest), nil
+	f := v.(fetched)
+	if f.stored {
+		r.stats.hits.Add(1)
+	} else {
+		r.stats.misses.Add(1)
+	}
+	return f.m, nil
+}
+
+// checkedSince returns the manifest tag points at if the tag was checked with the upstream (by a
+// GET or a HEAD that completed) at or after since; nil if not. Two indexed reads, on the paths
+// that would otherwise ask the upstream.
+func (c *Cache) checkedSince(ctx context.Context, local, tag string, since time.Time) (*metadata.Manifest, error) {
+	checked, err := c.meta.TagChecked(ctx, local, tag)
+	if errors.Is(err, metadata.ErrNotFound) || (err == nil && checked.Before(since)) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	m, err := c.meta.GetManifest(ctx, local, tag)
+	if errors.Is(err, metadata.ErrNotFound) {
+		return nil, nil
+	}
+	return m, err
 }
 
 // newManifest checks an upstream manifest body and describes it for storage.

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -13,6 +14,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/berth/berth/internal/auth"
+	"github.com/berth/berth/internal/metadata"
 	"github.com/berth/berth/internal/oci"
 	"github.com/berth/berth/internal/storage"
 )
@@ -35,6 +37,9 @@ type fill struct {
 	// written by run, read by every reader, closed by the last one out.
 	spool storage.Spool
 	users int
+	// stored: the blob was in the store when the fill began (typically a fill of the same blob
+	// that ended just before stored it) and is now linked; the readers serve it from the store.
+	stored bool
 }
 
 // closeReadSide closes what the readers read; callers hold f.mu.
@@ -63,16 +68,10 @@ func (c *Cache) ServeBlob(w http.ResponseWriter, r *http.Request, local string, 
 	if auth.IsCacheOnly(ctx) {
 		return errNotCached(oci.ErrBlobUnknown)
 	}
-	// The bytes may already be here (another repository, an earlier fill). A free HEAD confirms
-	// that the upstream repository has the blob before it becomes visible in this one: a cache name
-	// must never become a way to read a private repository's blob by its digest.
-	if size, err := c.blobs.Stat(ctx, d); err == nil {
-		if _, herr := rule.Source.HeadBlob(ctx, up, d); herr != nil {
-			return clientError(herr, oci.ErrBlobUnknown)
-		}
-		if err := c.meta.LinkBlob(ctx, local, d, size); err != nil {
-			return err
-		}
+	// The bytes may already be here (another repository, an earlier fill).
+	if ok, err := c.linkStored(ctx, rule, local, up, d); err != nil {
+		return clientError(err, oci.ErrBlobUnknown)
+	} else if ok {
 		rule.stats.hits.Add(1)
 		return c.serveLocal(w, r, d)
 	}
@@ -90,7 +89,31 @@ func (c *Cache) ServeBlob(w http.ResponseWriter, r *http.Request, local string, 
 	}
 	f := c.join(rule, local, up, d)
 	defer c.leave(f)
-	return serveFill(w, r, f, d)
+	return c.serveFill(w, r, f, d)
+}
+
+// linkStored reports whether the store holds the blob d, and if so makes sure the repository
+// local links it. A blob stored for another repository is linked only once a free upstream HEAD
+// confirms that the upstream repository has it: a cache name must never become a way to read a
+// private repository's blob by its digest. One that local links already (a fill of local that
+// ended since the caller saw the link missing) needs no HEAD.
+func (c *Cache) linkStored(ctx context.Context, rule *Rule, local, up string, d oci.Digest) (bool, error) {
+	size, err := c.blobs.Stat(ctx, d)
+	if err != nil {
+		return false, nil
+	}
+	if _, err := c.meta.BlobSize(ctx, local, d); err == nil {
+		return true, nil
+	} else if !errors.Is(err, metadata.ErrNotFound) {
+		return false, err
+	}
+	if _, err := rule.Source.HeadBlob(ctx, up, d); err != nil {
+		return false, err
+	}
+	if err := c.meta.LinkBlob(ctx, local, d, size); err != nil {
+		return false, err
+	}
+	return true, nil
 }
 
 // serveLocal serves a stored blob (once a fill is done, the registry's own path does this).
@@ -108,6 +131,10 @@ func (c *Cache) serveLocal(w http.ResponseWriter, r *http.Request, d oci.Digest)
 
 // join returns the fill of d for the repository local in flight, or starts one. Fills are per
 // repository: a request joins only a download that the upstream confirmed for its own repository.
+//
+// A fill leaves c.fills only once its blob is stored and linked (or it failed). A request that saw
+// the blob missing may come here after the fill of it left, so a new fill looks at the store
+// before it downloads anything (run); with the fill in c.fills meanwhile, later requests join it.
 func (c *Cache) join(rule *Rule, local, up string, d oci.Digest) *fill {
 	key := local + "@" + d.String()
 	c.mu.Lock()
@@ -119,7 +146,6 @@ func (c *Cache) join(rule *Rule, local, up string, d oci.Digest) *fill {
 		rule.stats.coalesced.Add(1)
 		return f
 	}
-	rule.stats.misses.Add(1)
 	f := &fill{size: -1, users: 1}
 	f.cond = sync.NewCond(&f.mu)
 	c.fills[key] = f
@@ -155,10 +181,21 @@ func (c *Cache) leave(f *fill) {
 }
 
 // run downloads d into a temporary file, verifies it and stores it; its context belongs to no
-// client, so the fill completes even if the client that started it leaves.
+// client, so the fill completes even if the client that started it leaves. A blob that is stored
+// already (see join) is not downloaded: the fill ends marked stored.
 func (c *Cache) run(f *fill, rule *Rule, local, up string, d oci.Digest) error {
 	ctx, cancel := context.WithTimeout(c.base, blobTimeout)
 	defer cancel()
+	if ok, err := c.linkStored(ctx, rule, local, up, d); err != nil {
+		return err
+	} else if ok {
+		f.mu.Lock()
+		f.stored = true
+		f.mu.Unlock()
+		rule.stats.hits.Add(1)
+		return nil
+	}
+	rule.stats.misses.Add(1)
 	body, size, err := rule.Source.GetBlob(ctx, up, d)
 	if err != nil {
 		return err
@@ -276,10 +313,14 @@ func (c *Cache) createTemp() (*os.File, error) {
 }
 
 // serveFill streams a fill to one client as it arrives.
-func serveFill(w http.ResponseWriter, r *http.Request, f *fill, d oci.Digest) error {
+func (c *Cache) serveFill(w http.ResponseWriter, r *http.Request, f *fill, d oci.Digest) error {
 	f.mu.Lock()
 	for !f.ready && !f.done {
 		f.cond.Wait()
+	}
+	if f.stored {
+		f.mu.Unlock()
+		return c.serveLocal(w, r, d)
 	}
 	if f.done && f.err != nil && f.written == 0 {
 		err := f.err
