@@ -15,11 +15,12 @@ import (
 	"time"
 )
 
-// benchDownload pushes the download blob (untimed), downloads it once checking its sha256 (which
-// also warms the page cache), then at each concurrency downloads it over and over for a fixed
-// window: MB/s is the bytes received in the window over its length, CPU s/GB the server's
-// utime+stime over the window per GB received. Every download that completes must have exactly the
-// blob's size; those the end of the window cuts off count for their bytes.
+// benchDownload pushes the download blob (untimed), downloads it once alone and timed ("first
+// MB/s": for berth-enc, the download that decrypts the blob into its memory cache), once more
+// checking its sha256, then at each concurrency downloads it over and over for a fixed window:
+// MB/s is the bytes received in the window over its length, CPU s/GB the server's utime+stime
+// over the window per GB received. Every download that completes must have exactly the blob's
+// size; those the end of the window cuts off count for their bytes.
 func benchDownload(ctx context.Context, o options, p plan, w *workload, s *server, res *results) error {
 	url := s.base + "/blob"
 	if s.isRegistry() {
@@ -36,6 +37,14 @@ func benchDownload(ctx context.Context, o options, p plan, w *workload, s *serve
 		}
 		url = s.base + "/v2/" + repoBig + "/blobs/" + w.dlDigest
 	}
+	mbs, err := firstDownload(ctx, url, w.dlSize)
+	if err != nil {
+		return err
+	}
+	for _, ser := range res.downloadSeries(s.name) {
+		ser.set(1, "first MB/s", s.name, value(mbs))
+	}
+	fmt.Printf("   first download: %6.0f MB/s\n", mbs)
 	if err := verifyDownload(ctx, url, w); err != nil {
 		return err
 	}
@@ -60,6 +69,24 @@ func benchDownload(ctx context.Context, o options, p plan, w *workload, s *serve
 			conc, mbs, cpuGB, n, p.dlDur, others)
 	}
 	return nil
+}
+
+// firstDownload downloads the blob once, alone, and checks its length: MB/s from the request to
+// the last byte.
+func firstDownload(ctx context.Context, url string, size int64) (float64, error) {
+	c := newClient(1)
+	defer c.CloseIdleConnections()
+	var received atomic.Int64
+	start := time.Now()
+	n, err := downloadOnce(ctx, c, url, make([]byte, 1<<20), &received)
+	elapsed := time.Since(start)
+	if err != nil {
+		return 0, err
+	}
+	if n != size {
+		return 0, fmt.Errorf("GET %s: %d bytes, want %d", url, n, size)
+	}
+	return float64(n) / elapsed.Seconds() / 1e6, nil
 }
 
 // verifyDownload downloads the blob once and checks its length and sha256.

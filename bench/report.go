@@ -314,7 +314,8 @@ func newResults(o options, p plan) *results {
 			heads:   []string{"conc", "metric"},
 			servers: slices.DeleteFunc(slices.Clone(o.servers), func(s string) bool { return s == "berth-enc" }),
 			key:     byConcMetric,
-			notes:   []string{"MB/s = 10^6 bytes/s; CPU s/GB = server utime+stime per 10^9 bytes sent (lower is better)"},
+			notes: []string{"MB/s = 10^6 bytes/s; CPU s/GB = server utime+stime per 10^9 bytes sent (lower is better)",
+				"first MB/s: the first download after the push, one client alone (one sample); the other rows download the blob again and again"},
 		},
 		enc: newEncSeries(o, p),
 		push: &series{
@@ -341,6 +342,7 @@ func newResults(o options, p plan) *results {
 			res.auth.addRow(res.manifest.key(c, m), "%.0f", &target{of: "berth-auth", ref: "berth", atLeast: true, bound: 0.8})
 		}
 	}
+	res.download.addRow(byConcMetric(1, "first MB/s"), "%.0f", nil)
 	for _, c := range p.dlConc {
 		res.download.addRow(byConcMetric(c, "MB/s"), "%.0f", &target{ref: "fileserver", atLeast: true, bound: 0.95})
 		res.download.addRow(byConcMetric(c, "CPU s/GB"), "%.3f", &target{ref: "fileserver", bound: 1.2})

@@ -52,10 +52,11 @@ type Log struct {
 // Default returns the configuration used where neither file nor flags say otherwise.
 func Default() Config {
 	return Config{
-		Addr:    ":5000",
-		Data:    "./berth-data",
-		Log:     Log{Level: "info", Format: "text"},
-		Uploads: Uploads{MaxIdle: 24 * time.Hour},
+		Addr:       ":5000",
+		Data:       "./berth-data",
+		Log:        Log{Level: "info", Format: "text"},
+		Uploads:    Uploads{MaxIdle: 24 * time.Hour},
+		Encryption: Encryption{MemoryCache: DefaultMemoryCache},
 	}
 }
 

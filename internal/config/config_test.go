@@ -25,7 +25,7 @@ func writeFile(t *testing.T, content string) string {
 func TestDefault(t *testing.T) {
 	c := Default()
 	want := Config{Addr: ":5000", Data: "./berth-data", Log: Log{Level: "info", Format: "text"},
-		Uploads: Uploads{MaxIdle: 24 * time.Hour}}
+		Uploads: Uploads{MaxIdle: 24 * time.Hour}, Encryption: Encryption{MemoryCache: 512 << 20}}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("Default() = %+v, want %+v", c, want)
 	}
@@ -58,7 +58,7 @@ log:
 uploads:
   max_idle: 90m
 `, Config{Addr: "127.0.0.1:5001", Data: "/var/lib/berth", Log: Log{Level: "debug", Format: "json"},
-			Uploads: Uploads{MaxIdle: 90 * time.Minute}}},
+			Uploads: Uploads{MaxIdle: 90 * time.Minute}, Encryption: Encryption{MemoryCache: DefaultMemoryCache}}},
 		{"partial keeps the other defaults", "log:\n  format: json\n",
 			with(func(c *Config) { c.Log.Format = "json" })},
 		{"only addr", "addr: \"[::1]:80\"\n", with(func(c *Config) { c.Addr = "[::1]:80" })},

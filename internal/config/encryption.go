@@ -16,7 +16,14 @@ type Encryption struct {
 	// PreviousKeyFiles are keys that still unwrap data keys wrapped before a rotation, until
 	// `berth encryption rotate` has re-wrapped them all under KeyFile.
 	PreviousKeyFiles []string `yaml:"previous_key_files"`
+	// MemoryCache is how many bytes of memory keep the plaintext of recently downloaded blobs,
+	// so that downloading them again costs no decryption (sendfile from memory); 0 turns it off.
+	// The plaintext stays off the disk (memfds), but may reach swap if the machine swaps.
+	MemoryCache int64 `yaml:"memory_cache"`
 }
+
+// DefaultMemoryCache is the default of encryption.memory_cache: 512 MiB.
+const DefaultMemoryCache = 512 << 20
 
 // Enabled reports whether blobs are encrypted.
 func (e Encryption) Enabled() bool { return e.KeyFile != "" }
@@ -25,6 +32,9 @@ func (e Encryption) validate(data string) error {
 	var errs []error
 	if e.KeyFile == "" && len(e.PreviousKeyFiles) > 0 {
 		errs = append(errs, errors.New("encryption.previous_key_files: needs encryption.key_file (the key new data is encrypted with)"))
+	}
+	if e.MemoryCache < 0 {
+		errs = append(errs, fmt.Errorf("encryption.memory_cache %d: must not be negative (0 turns the cache off)", e.MemoryCache))
 	}
 	seen := map[string]bool{}
 	for i, f := range append([]string{e.KeyFile}, e.PreviousKeyFiles...) {

@@ -30,6 +30,15 @@ encryption:
 	if Default().Encryption.Enabled() {
 		t.Error("encryption is on by default")
 	}
+	if c.Encryption.MemoryCache != 512<<20 || Default().Encryption.MemoryCache != 536870912 {
+		t.Errorf("memory_cache = %d by default, want 512 MiB", c.Encryption.MemoryCache)
+	}
+	for in, want := range map[string]int64{"0": 0, "1073741824": 1 << 30} {
+		c, err := Load(writeFile(t, "encryption:\n  key_file: /k\n  memory_cache: "+in+"\n"))
+		if err != nil || c.Encryption.MemoryCache != want {
+			t.Errorf("memory_cache: %s = %d, %v; want %d", in, c.Encryption.MemoryCache, err, want)
+		}
+	}
 
 	data := t.TempDir()
 	for _, c := range []struct {
@@ -44,6 +53,7 @@ encryption:
 		{"data itself", Encryption{KeyFile: "/k", PreviousKeyFiles: []string{data}}, "inside the data directory"},
 		{"beside data", Encryption{KeyFile: data + "-keys/kek"}, ""},
 		{"off", Encryption{}, ""},
+		{"negative cache", Encryption{KeyFile: "/k", MemoryCache: -1}, "memory_cache -1: must not be negative"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			cfg := with(func(cfg *Config) { cfg.Data, cfg.Encryption = data, c.enc })

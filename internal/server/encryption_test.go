@@ -31,7 +31,7 @@ func encConfig(t *testing.T, data string, keyFile string, previous ...string) co
 	cfg.Addr = l.Addr().String()
 	l.Close()
 	cfg.Data, cfg.Dev = data, true
-	cfg.Encryption = config.Encryption{KeyFile: keyFile, PreviousKeyFiles: previous}
+	cfg.Encryption.KeyFile, cfg.Encryption.PreviousKeyFiles = keyFile, previous
 	return cfg
 }
 
@@ -137,5 +137,39 @@ func TestEncryptionStartup(t *testing.T) {
 	}
 	if err := runUntilReady(t, encConfig(t, plain, "")); err != nil {
 		t.Fatalf("the refused directory no longer starts without a key: %v", err)
+	}
+}
+
+// TestOpenBlobsMemoryCache: encryption.memory_cache reaches the encrypted store (0: off), and a
+// cache larger than half of the memory berth may use is warned about.
+func TestOpenBlobsMemoryCache(t *testing.T) {
+	k := filepath.Join(t.TempDir(), "k")
+	if _, err := crypt.GenerateKeyFile(k); err != nil {
+		t.Fatal(err)
+	}
+	keys, err := LoadKeyring(config.Encryption{KeyFile: k})
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := t.TempDir()
+	limit, _ := memoryLimit()
+	if limit <= 0 {
+		t.Fatal("memoryLimit() found no limit, not even the machine's memory")
+	}
+	for _, c := range []struct {
+		size     int64
+		wantWarn bool
+	}{{config.DefaultMemoryCache, limit < 2*config.DefaultMemoryCache}, {0, false}, {limit, true}} {
+		var logs bytes.Buffer
+		st, err := openBlobs(data, keys, c.size, slog.New(slog.NewTextHandler(&logs, nil)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, _, err := st.(*fs.EncryptedStore).MemoryCacheInfo(); got != c.size || err != nil {
+			t.Errorf("memory_cache %d: the store's cache is %d bytes (%v)", c.size, got, err)
+		}
+		if warned := strings.Contains(logs.String(), "more than half of the memory"); warned != c.wantWarn {
+			t.Errorf("memory_cache %d (limit %d): warned %v, want %v:\n%s", c.size, limit, warned, c.wantWarn, logs.String())
+		}
 	}
 }

@@ -68,27 +68,53 @@ func (k *testKeys) UnwrapDEK(id string, w []byte) ([]byte, error) {
 	return k.aead(id).Open(nil, w[:12], w[12:], []byte(id))
 }
 
+// testCache is the memory cache of the encrypted stores of the tests.
+const testCache = 64 << 20
+
 func newEncStore(t *testing.T) storage.BlobStore {
 	t.Helper()
-	s, err := NewEncrypted(filepath.Join(t.TempDir(), "data"), keysOf("k1"))
+	return newEncStoreOpts(t, MemoryCache(testCache))
+}
+
+func newEncStoreOpts(t *testing.T, opts ...EncryptedOption) *EncryptedStore {
+	t.Helper()
+	s, err := NewEncrypted(filepath.Join(t.TempDir(), "data"), keysOf("k1"), opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { checkNoTempFiles(t, s.root) })
+	t.Cleanup(func() {
+		if s.cache != nil {
+			s.cache.wait()
+		}
+		checkNoTempFiles(t, s.root)
+	})
 	return s
 }
 
 func reopenEnc(t *testing.T, s storage.BlobStore) storage.BlobStore {
 	t.Helper()
-	s2, err := NewEncrypted(s.(*EncryptedStore).root, keysOf("k1"))
+	s2, err := NewEncrypted(s.(*EncryptedStore).root, keysOf("k1"), MemoryCache(testCache))
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(s2.cache.wait)
 	return s2
 }
 
 func TestEncryptedConformance(t *testing.T) {
 	storagetest.RunOptions(t, newEncStore, storagetest.Options{Reopen: reopenEnc})
+}
+
+func TestEncryptedConformanceNoCache(t *testing.T) {
+	newStore := func(t *testing.T) storage.BlobStore { return newEncStoreOpts(t) }
+	reopen := func(t *testing.T, s storage.BlobStore) storage.BlobStore {
+		s2, err := NewEncrypted(s.(*EncryptedStore).root, keysOf("k1"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s2
+	}
+	storagetest.RunOptions(t, newStore, storagetest.Options{Reopen: reopen})
 }
 
 // pattern is recognizable plaintext: a line that names its offset, repeated.
@@ -280,7 +306,7 @@ func readAll(s storage.BlobStore, d oci.Digest) ([]byte, error) {
 // extended file, a blob file moved into another blob's place: an error, never other bytes.
 func TestEncryptedTamper(t *testing.T) {
 	ctx := context.Background()
-	s := newEncStore(t).(*EncryptedStore)
+	s := newEncStoreOpts(t) // no memory cache: every read decrypts (TestMemCacheCorrupt has one)
 	S := segmentSize
 	b := pattern(3*S + 1000)
 	d := digest.FromBytes(b)

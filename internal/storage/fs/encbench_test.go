@@ -80,6 +80,26 @@ func BenchmarkEncryptedRead(b *testing.B) {
 	readBench(b, func() (io.ReadCloser, error) { r, _, err := s.Open(context.Background(), d); return r, err })
 }
 
+// BenchmarkEncryptedFirstRead reads the blob as BenchmarkEncryptedRead does, but with a memory
+// cache that does not hold it yet (cold): the read follows the fill that decrypts it into memory.
+func BenchmarkEncryptedFirstRead(b *testing.B) {
+	s, _, d := benchStores(b)
+	c, err := newMemCache(512<<20, s.openSealed, s.exists)
+	if err != nil {
+		b.Fatal(err)
+	}
+	s.cache = c
+	readBench(b, func() (io.ReadCloser, error) {
+		c.wait()
+		c.drop(d)
+		r, _, err := s.Open(context.Background(), d)
+		if _, ok := r.(*fillReader); err == nil && !ok {
+			b.Fatalf("Open = %T, want a reader of a fill", r)
+		}
+		return r, err
+	})
+}
+
 // BenchmarkPlainRead is the same from the plain store (read, not sendfile).
 func BenchmarkPlainRead(b *testing.B) {
 	_, p, d := benchStores(b)
@@ -92,15 +112,25 @@ func BenchmarkPlainRead(b *testing.B) {
 	})
 }
 
-// BenchmarkEncryptedServe serves the blob with http.ServeContent over loopback, as the registry does.
+// BenchmarkEncryptedServe serves the blob with http.ServeContent over loopback, as the registry
+// does: decrypted, from the memory cache (hot: sendfile from memory), and from the plain store.
 func BenchmarkEncryptedServe(b *testing.B) {
 	s, p, d := benchStores(b)
+	cached, err := NewEncrypted(s.root, keysOf("bench"), MemoryCache(512<<20))
+	if err != nil {
+		b.Fatal(err)
+	}
+	if r, _, err := cached.Open(context.Background(), d); err == nil { // a read fills the cache
+		r.Read(make([]byte, 1))
+		r.Close()
+	}
+	cached.cache.wait()
 	for _, c := range []struct {
 		name string
 		st   interface {
 			Open(context.Context, oci.Digest) (io.ReadSeekCloser, int64, error)
 		}
-	}{{"enc", s}, {"plain", p}} {
+	}{{"enc", s}, {"enc-cached", cached}, {"plain", p}} {
 		b.Run(c.name, func(b *testing.B) {
 			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				f, _, err := c.st.Open(r.Context(), d)

@@ -197,6 +197,27 @@ func (r *segReader) prefetch() {
 	}()
 }
 
+// each calls fn with the whole plaintext in order, a window of segments at a time (off is where p
+// starts in the blob), decrypting and verifying every segment, as sequential reads do but without
+// copying. It stops at the first error, of decryption or of fn. p is valid during the call only.
+func (r *segReader) each(fn func(p []byte, off int64) error) error {
+	seg := int64(r.c.seg)
+	for off := int64(0); off < r.size; {
+		if !r.cur.has(off, r.c.seg) {
+			if err := r.advance(off / seg); err != nil {
+				return err
+			}
+		}
+		start := r.cur.first * seg
+		p := r.cur.pt[off-start : r.cur.end-start]
+		if err := fn(p, off); err != nil {
+			return err
+		}
+		off += int64(len(p))
+	}
+	return nil
+}
+
 // Seek implements io.Seeker.
 func (r *segReader) Seek(offset int64, whence int) (int64, error) {
 	switch whence {

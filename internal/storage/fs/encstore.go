@@ -23,7 +23,8 @@ import (
 // 64 KiB segments under a data key of its own, wrapped by the keys of Keys (encformat.go).
 // Blobs stay addressed by the digest of their plaintext, and reads decrypt only the segments
 // they touch. No plaintext of a blob reaches the disk: upload sessions and the temporary files of
-// Put and of pull-through fills (NewSpool) are sealed the same way.
+// Put and of pull-through fills (NewSpool) are sealed the same way. With a MemoryCache, the
+// plaintext of recently read blobs is kept in memory, never on disk (encmemcache.go).
 //
 // It is deliberately not a storage.FileAdopter: a plain temporary file would hold plaintext.
 type EncryptedStore struct {
@@ -31,6 +32,8 @@ type EncryptedStore struct {
 	keys     Keys
 	live     sync.Map // upload id -> *live
 	previous []string
+	cache    *memCache // nil: off
+	cacheErr error     // why the cache asked for is off
 }
 
 var (
@@ -38,11 +41,32 @@ var (
 	_ storage.Spooler   = (*EncryptedStore)(nil)
 )
 
+// EncryptedOption is an option of NewEncrypted.
+type EncryptedOption func(*encryptedOptions)
+
+type encryptedOptions struct {
+	memoryCache int64
+}
+
+// MemoryCache keeps the plaintext of recently read blobs in up to bytes of memory (memfds, never
+// on disk), so that repeated reads of a blob are sent with sendfile instead of decrypted again
+// (encmemcache.go). 0, the default, turns it off.
+func MemoryCache(bytes int64) EncryptedOption {
+	return func(o *encryptedOptions) { o.memoryCache = bytes }
+}
+
 // NewEncrypted opens (creating if needed) an encrypted blob store rooted at dir. A new directory
 // is recorded as encrypted under keys' primary key (encryption.json); an encrypted directory must
 // be opened with every key its record lists (see openMarker), and a directory that already holds
 // unencrypted blobs is an error.
-func NewEncrypted(dir string, keys Keys) (*EncryptedStore, error) {
+//
+// A memory cache that the system cannot provide (no memfd_create, no /proc) is left off, not an
+// error: MemoryCacheInfo says so.
+func NewEncrypted(dir string, keys Keys, opts ...EncryptedOption) (*EncryptedStore, error) {
+	var o encryptedOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
 	if err := makeDirs(dir); err != nil {
 		return nil, err
 	}
@@ -50,7 +74,20 @@ func NewEncrypted(dir string, keys Keys) (*EncryptedStore, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &EncryptedStore{root: dir, keys: keys, previous: previous}, nil
+	s := &EncryptedStore{root: dir, keys: keys, previous: previous}
+	if o.memoryCache > 0 {
+		s.cache, s.cacheErr = newMemCache(o.memoryCache, s.openSealed, s.exists)
+	}
+	return s, nil
+}
+
+// MemoryCacheInfo reports the size of the memory cache in bytes (0: off) and the largest blob it
+// keeps, or why a cache that was asked for is off.
+func (s *EncryptedStore) MemoryCacheInfo() (size, perBlob int64, err error) {
+	if s.cache == nil {
+		return 0, 0, s.cacheErr
+	}
+	return s.cache.max, s.cache.perBlob, nil
 }
 
 // PreviousKeysInUse lists the keys other than the primary that may still wrap data keys in the
@@ -79,27 +116,54 @@ func (s *EncryptedStore) Stat(_ context.Context, d oci.Digest) (int64, error) {
 // Open implements storage.BlobStore: a reader of the plaintext that decrypts the segments it
 // reads. The final segment, which binds the file to its size and digest, is verified here, so a
 // truncated, extended or misplaced blob fails before anything is served.
+//
+// With the memory cache, a blob it holds is an *os.File onto its plaintext in memory (which
+// net/http sends with sendfile), and a blob it does not hold yet is read while a fill puts it
+// there (encmemcache.go).
 func (s *EncryptedStore) Open(_ context.Context, d oci.Digest) (io.ReadSeekCloser, int64, error) {
 	if err := validDigest(d); err != nil {
 		return nil, 0, err
 	}
-	f, err := os.Open(blobPath(s.root, d))
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, 0, fmt.Errorf("%s: %w", d, storage.ErrNotFound)
+	if f, size, ok := s.cache.get(d); ok {
+		return f, size, nil
 	}
+	r, err := s.openSealed(d)
 	if err != nil {
 		return nil, 0, err
+	}
+	return s.cache.reader(d, r), r.size, nil
+}
+
+// openSealed opens a reader of the blob d that decrypts it.
+func (s *EncryptedStore) openSealed(d oci.Digest) (*segReader, error) {
+	f, err := os.Open(blobPath(s.root, d))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%s: %w", d, storage.ErrNotFound)
+	}
+	if err != nil {
+		return nil, err
 	}
 	r, err := newSegReader(f, s.keys, d)
 	if err != nil {
 		f.Close()
-		return nil, 0, fmt.Errorf("blob %s: %w", d, err)
+		return nil, fmt.Errorf("blob %s: %w", d, err)
 	}
-	return r, r.size, nil
+	return r, nil
 }
 
-// Delete implements storage.BlobStore.
-func (s *EncryptedStore) Delete(_ context.Context, d oci.Digest) error { return deleteBlob(s.root, d) }
+// exists reports whether the blob d is in the store.
+func (s *EncryptedStore) exists(d oci.Digest) bool {
+	_, err := os.Stat(blobPath(s.root, d))
+	return err == nil
+}
+
+// Delete implements storage.BlobStore. It drops the blob from the memory cache too; readers that
+// have it open keep reading it, as they keep reading a deleted file.
+func (s *EncryptedStore) Delete(_ context.Context, d oci.Digest) error {
+	err := deleteBlob(s.root, d)
+	s.cache.drop(d)
+	return err
+}
 
 // Put implements storage.BlobStore.
 func (s *EncryptedStore) Put(_ context.Context, d oci.Digest, r io.Reader) (int64, error) {
