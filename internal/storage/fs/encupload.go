@@ -83,11 +83,7 @@ func (s *EncryptedStore) ResumeUpload(_ context.Context, id string) (storage.Upl
 	if !validID(id) {
 		return nil, fmt.Errorf("%q: %w", id, storage.ErrUploadUnknown)
 	}
-	dir := filepath.Join(s.root, "uploads", id)
-	f, err := os.OpenFile(filepath.Join(dir, "data"), os.O_RDWR, 0)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("%s: %w", id, storage.ErrUploadUnknown)
-	}
+	dir, f, err := openSession(s.root, id, os.O_RDWR)
 	if err != nil {
 		return nil, err
 	}
@@ -113,16 +109,8 @@ func (u *encUpload) sync() error {
 	if u.f == nil {
 		return fmt.Errorf("%s: %w", u.id, storage.ErrUploadUnknown)
 	}
-	// As in the plain store: only the current data file is the upload (not one committed or
-	// cancelled through another handle).
-	fi, err := u.f.Stat()
-	if err != nil {
-		return err
-	}
-	cur, err := os.Stat(filepath.Join(u.dir, "data"))
-	if errors.Is(err, fs.ErrNotExist) || (err == nil && !os.SameFile(fi, cur)) {
-		return fmt.Errorf("%s: %w", u.id, storage.ErrUploadUnknown)
-	}
+	// As in the plain store: only the current data file is the upload.
+	fi, err := current(u.id, u.dir, u.f)
 	if err != nil {
 		return err
 	}

@@ -65,16 +65,37 @@ func (s *Store) ResumeUpload(_ context.Context, id string) (storage.Upload, erro
 	if !validID(id) {
 		return nil, fmt.Errorf("%q: %w", id, storage.ErrUploadUnknown)
 	}
-	dir := filepath.Join(s.root, "uploads", id)
-	f, err := os.OpenFile(filepath.Join(dir, "data"), os.O_WRONLY, 0)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("%s: %w", id, storage.ErrUploadUnknown)
-	}
+	dir, f, err := openSession(s.root, id, os.O_WRONLY)
 	if err != nil {
 		return nil, err
 	}
 	v, _ := s.live.LoadOrStore(id, &live{size: -1})
 	return &upload{s: s, id: id, dir: dir, live: v.(*live), f: f}, nil
+}
+
+// openSession opens the data file of upload session id (checked by the caller) with flag.
+func openSession(root, id string, flag int) (dir string, f *os.File, err error) {
+	dir = filepath.Join(root, "uploads", id)
+	f, err = os.OpenFile(filepath.Join(dir, "data"), flag, 0)
+	if errors.Is(err, fs.ErrNotExist) {
+		return "", nil, fmt.Errorf("%s: %w", id, storage.ErrUploadUnknown)
+	}
+	return dir, f, err
+}
+
+// current checks that f is still session id's data file, and returns its FileInfo: the session
+// may have ended through another handle, committed (f is now the blob, which must never change)
+// or cancelled.
+func current(id, dir string, f *os.File) (os.FileInfo, error) {
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	cur, err := os.Stat(filepath.Join(dir, "data"))
+	if errors.Is(err, fs.ErrNotExist) || (err == nil && !os.SameFile(fi, cur)) {
+		return nil, fmt.Errorf("%s: %w", id, storage.ErrUploadUnknown)
+	}
+	return fi, err
 }
 
 func (u *upload) ID() string { return u.id }
@@ -95,17 +116,7 @@ func (u *upload) sync() error {
 	if u.f == nil {
 		return fmt.Errorf("%s: %w", u.id, storage.ErrUploadUnknown)
 	}
-	// The session may have ended through another handle: committed (this handle's file is now
-	// the blob, which must never change) or cancelled. Only the current data file is the upload.
-	fi, err := u.f.Stat()
-	if err != nil {
-		return err
-	}
-	cur, err := os.Stat(filepath.Join(u.dir, "data"))
-	if errors.Is(err, fs.ErrNotExist) || (err == nil && !os.SameFile(fi, cur)) {
-		return fmt.Errorf("%s: %w", u.id, storage.ErrUploadUnknown)
-	}
-	if err != nil {
+	if _, err := current(u.id, u.dir, u.f); err != nil {
 		return err
 	}
 	end, err := u.f.Seek(0, io.SeekEnd)
