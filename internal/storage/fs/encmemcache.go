@@ -404,20 +404,7 @@ func (r *fillReader) Read(p []byte) (int, error) {
 
 // Seek implements io.Seeker.
 func (r *fillReader) Seek(offset int64, whence int) (int64, error) {
-	switch whence {
-	case io.SeekStart:
-	case io.SeekCurrent:
-		offset += r.pos
-	case io.SeekEnd:
-		offset += r.size
-	default:
-		return 0, errors.New("seek: invalid whence")
-	}
-	if offset < 0 {
-		return 0, errors.New("seek: negative position")
-	}
-	r.pos = offset
-	return offset, nil
+	return seek(&r.pos, r.size, offset, whence)
 }
 
 // Close implements io.Closer.

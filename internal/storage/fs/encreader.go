@@ -220,19 +220,24 @@ func (r *segReader) each(fn func(p []byte, off int64) error) error {
 
 // Seek implements io.Seeker.
 func (r *segReader) Seek(offset int64, whence int) (int64, error) {
+	return seek(&r.pos, r.size, offset, whence)
+}
+
+// seek moves *pos in a reader of size bytes as io.Seeker says.
+func seek(pos *int64, size, offset int64, whence int) (int64, error) {
 	switch whence {
 	case io.SeekStart:
 	case io.SeekCurrent:
-		offset += r.pos
+		offset += *pos
 	case io.SeekEnd:
-		offset += r.size
+		offset += size
 	default:
 		return 0, errors.New("seek: invalid whence")
 	}
 	if offset < 0 {
 		return 0, errors.New("seek: negative position")
 	}
-	r.pos = offset
+	*pos = offset
 	return offset, nil
 }
 
