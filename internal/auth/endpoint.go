@@ -89,12 +89,12 @@ func (s *Service) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		case "password":
 			account = r.PostForm.Get("username")
 			offline = r.PostForm.Get("access_type") == "offline"
-			p, err = s.login(r.Context(), account, r.PostForm.Get("password"), clientAddr(r))
+			p, err = s.login(r.Context(), account, r.PostForm.Get("password"), s.clientAddr(r))
 		case "refresh_token":
-			p, account, err = s.refresh(r.Context(), r.PostForm.Get("refresh_token"), clientAddr(r))
+			p, account, err = s.refresh(r.Context(), r.PostForm.Get("refresh_token"), s.clientAddr(r))
 		case grantExchange:
 			account = OIDCUser
-			p, err = s.login(r.Context(), OIDCUser, r.PostForm.Get("subject_token"), clientAddr(r))
+			p, err = s.login(r.Context(), OIDCUser, r.PostForm.Get("subject_token"), s.clientAddr(r))
 		default:
 			writeTokenError(w, http.StatusBadRequest, "unsupported_grant_type", fmt.Sprintf("grant_type %q is not supported", gt))
 			return
@@ -158,7 +158,7 @@ func (s *Service) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	s.audit("token issued", "subject", p.Subject, "account", account, "addr", clientAddr(r),
+	s.audit("token issued", "subject", p.Subject, "account", account, "addr", s.clientAddr(r),
 		"scope", strings.Join(scopeStrings(scope), " "), "refresh", resp.RefreshToken != "")
 	w.Header().Set("Content-Type", "application/json")
 	json.NewEncoder(w).Encode(resp)

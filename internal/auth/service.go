@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"sync"
 	"time"
@@ -38,6 +39,9 @@ type Options struct {
 	// may do on "docker-hub/library/nginx".
 	Candidates func(name string) []string
 	Audit      *slog.Logger // one line per login failure and token issued; nil: none
+	// TrustedProxies are the load balancers in front of berth: for requests from them the
+	// client's address (for login throttling and the audit log) comes from X-Forwarded-For.
+	TrustedProxies []netip.Prefix
 }
 
 // Federation verifies identity tokens of trusted OIDC issuers (package oidc).
@@ -188,13 +192,46 @@ func (e *ThrottledError) Error() string {
 	return fmt.Sprintf("too many failed logins; try again in %s", e.RetryAfter.Round(time.Second))
 }
 
-// clientAddr is the address a request came from, for throttling and the audit log.
-func clientAddr(r *http.Request) string {
+// clientAddr is the address a request came from, for throttling and the audit log: the peer, or
+// behind trusted proxies the nearest address in X-Forwarded-For that is not one of them (the
+// entries left of it are the client's to write, so they cannot be believed).
+func (s *Service) clientAddr(r *http.Request) string {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
-		return r.RemoteAddr
+		host = r.RemoteAddr
+	}
+	if !s.trusted(host) {
+		return host
+	}
+	var hops []string
+	for _, h := range r.Header.Values("X-Forwarded-For") {
+		hops = append(hops, strings.Split(h, ",")...)
+	}
+	for i := len(hops) - 1; i >= 0; i-- {
+		hop := strings.TrimSpace(hops[i])
+		if _, err := netip.ParseAddr(hop); err != nil {
+			return host // garbage: keep the proxy's own address
+		}
+		if !s.trusted(hop) {
+			return hop
+		}
+		host = hop
 	}
 	return host
+}
+
+func (s *Service) trusted(addr string) bool {
+	a, err := netip.ParseAddr(addr)
+	if err != nil {
+		return false
+	}
+	a = a.Unmap()
+	for _, p := range s.opt.TrustedProxies {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
 }
 
 // Authenticate returns the caller of r: Anonymous without credentials, the account of Basic
@@ -211,7 +248,7 @@ func (s *Service) Authenticate(r *http.Request) (*Principal, error) {
 		if !ok {
 			return nil, errMalformed
 		}
-		return s.login(r.Context(), user, pass, clientAddr(r))
+		return s.login(r.Context(), user, pass, s.clientAddr(r))
 	case "bearer":
 		v, err := s.tokens.verify(r.Context(), strings.TrimSpace(cred))
 		if err != nil {

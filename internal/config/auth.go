@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"net/url"
 	"time"
 
@@ -24,6 +25,26 @@ type Auth struct {
 	OIDC []oidc.Trust `yaml:"oidc"`
 	// AuditLog is a file to which audit lines are appended as JSON; default: the main log.
 	AuditLog string `yaml:"audit_log"`
+	// TrustedProxies are addresses or CIDR prefixes of load balancers in front of berth, whose
+	// X-Forwarded-For berth believes for the client's address (login throttling, audit).
+	TrustedProxies []string `yaml:"trusted_proxies"`
+}
+
+// Proxies parses TrustedProxies; a bare address is a prefix of one address.
+func (a Auth) Proxies() ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, s := range a.TrustedProxies {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			addr, aerr := netip.ParseAddr(s)
+			if aerr != nil {
+				return nil, fmt.Errorf("auth.trusted_proxies: %q is neither an address nor a CIDR prefix", s)
+			}
+			p = netip.PrefixFrom(addr.Unmap(), addr.Unmap().BitLen())
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
 }
 
 func (a Auth) validate() error {
@@ -35,6 +56,9 @@ func (a Auth) validate() error {
 	}
 	if a.TokenTTL != 0 && (a.TokenTTL < 30*time.Second || a.TokenTTL > 24*time.Hour) {
 		errs = append(errs, fmt.Errorf("auth.token_ttl %s: want 30s to 24h", a.TokenTTL))
+	}
+	if _, err := a.Proxies(); err != nil {
+		errs = append(errs, err)
 	}
 	if a.RefreshTTL < 0 {
 		errs = append(errs, fmt.Errorf("auth.refresh_ttl %s: must not be negative", a.RefreshTTL))

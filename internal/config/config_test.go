@@ -146,6 +146,14 @@ func TestValidate(t *testing.T) {
 		{"one minute idle", func(c *Config) { c.Uploads.MaxIdle = time.Minute }, nil},
 		{"short idle", func(c *Config) { c.Uploads.MaxIdle = time.Second }, []string{"uploads.max_idle"}},
 		{"no idle", func(c *Config) { c.Uploads.MaxIdle = 0 }, []string{"uploads.max_idle"}},
+		{"dev on loopback", func(c *Config) { c.Dev, c.Addr = true, "127.0.0.1:5000" }, nil},
+		{"dev on every interface", func(c *Config) { c.Dev = true }, []string{"dev"}},
+		{"max blob size", func(c *Config) { c.Uploads.MaxBlobSize = 1 << 30 }, nil},
+		{"negative max blob size", func(c *Config) { c.Uploads.MaxBlobSize = -1 }, []string{"uploads.max_blob_size"}},
+		{"trusted proxies", func(c *Config) { c.Auth.TrustedProxies = []string{"10.0.0.0/8", "192.0.2.1", "2001:db8::/32"} }, nil},
+		{"bad trusted proxy", func(c *Config) { c.Auth.TrustedProxies = []string{"10.0.0.0/33"} }, []string{"auth.trusted_proxies"}},
+		{"token ttl", func(c *Config) { c.Auth.TokenTTL = time.Second }, []string{"auth.token_ttl"}},
+		{"realm", func(c *Config) { c.Auth.Realm = "ftp://x/token" }, []string{"auth.realm"}},
 		{"everything wrong", func(c *Config) {
 			*c = Config{Addr: "nope", Data: "", Log: Log{Level: "loud", Format: "yaml"}, Uploads: Uploads{MaxIdle: -1}}
 		}, []string{"addr", "data", "log.level", "log.format", "uploads.max_idle"}},

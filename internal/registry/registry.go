@@ -168,7 +168,11 @@ func (rg *Registry) audit(r *http.Request, event string, args ...any) {
 	if rg.auditLog == nil {
 		return
 	}
-	rg.auditLog.Info(event, append(args, "subject", auth.PrincipalFrom(r.Context()).String(), "addr", r.RemoteAddr)...)
+	args = append(args, "subject", auth.PrincipalFrom(r.Context()).String(), "addr", r.RemoteAddr)
+	if xff := r.Header.Values("X-Forwarded-For"); len(xff) > 0 {
+		args = append(args, "forwarded_for", strings.Join(xff, ", "))
+	}
+	rg.auditLog.Info(event, args...)
 }
 
 // may reports whether the caller of r may do need on repository name.

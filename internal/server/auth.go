@@ -27,8 +27,13 @@ func newAuth(ctx context.Context, cfg config.Config, acc metadata.Accounts, seal
 	if err := firstAdmin(ctx, cfg.Data, acc, audit, log); err != nil {
 		return nil, err
 	}
+	proxies, err := cfg.Auth.Proxies()
+	if err != nil {
+		return nil, err
+	}
 	opt := auth.Options{
-		Accounts: acc, Sealer: sealer, Service: cfg.Auth.Service, Realm: cfg.Auth.Realm,
+		TrustedProxies: proxies,
+		Accounts:       acc, Sealer: sealer, Service: cfg.Auth.Service, Realm: cfg.Auth.Realm,
 		TokenTTL: cfg.Auth.TokenTTL, RefreshTTL: cfg.Auth.RefreshTTL, Candidates: candidates, Audit: audit,
 	}
 	if len(cfg.Auth.OIDC) > 0 {
