@@ -280,7 +280,7 @@ func rmCmd(kind string) *cobra.Command {
 				return err
 			}
 			env.audit.Info("account removed", "account", a.Name, "kind", kind)
-			fmt.Fprintf(cmd.ErrOrStderr(), "removed %s %s (tokens it already holds expire within minutes)\n", kind, a.Name)
+			fmt.Fprintf(cmd.ErrOrStderr(), "removed %s %s (a running berth refuses its tokens within seconds)\n", kind, a.Name)
 			return nil
 		}),
 	}

@@ -420,8 +420,55 @@ func TestPolicyReload(t *testing.T) {
 		t.Fatal(err)
 	}
 	// As if policyReload had passed.
-	e.svc.mu.Lock()
-	e.svc.polAt = time.Now().Add(-2 * policyReload)
-	e.svc.mu.Unlock()
+	old := *e.svc.snap.Load()
+	old.at = time.Now().Add(-2 * policyReload)
+	e.svc.snap.Store(&old)
 	wantStatus(t, "after the grant", e.check(t, basic("alice", pw), "team/a", "", "pull"), 200, "")
+}
+
+// A token is judged against the grants and accounts of now, not only of when it was issued: a
+// revoke, a removed robot or a robot past its expiry stops a token already handed out within
+// policyReload, and a robot created a moment ago is not refused for being newer than the snapshot.
+func TestTokenRevocation(t *testing.T) {
+	e := newEnv(t, Options{})
+	expire := func() { // as if policyReload had passed
+		old := *e.svc.snap.Load()
+		old.at = time.Now().Add(-2 * policyReload)
+		e.svc.snap.Store(&old)
+	}
+	e.svc.current(bg) // a snapshot older than the robots below
+	ci := e.robot(t, "ci", time.Time{})
+	cd := e.robot(t, "cd", time.Time{})
+	if err := e.st.AddGrant(bg, grantOf("robot:ci", "team/*", "pull")); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.st.AddGrant(bg, grantOf("robot:cd", "team/*", "pull")); err != nil {
+		t.Fatal(err)
+	}
+	e.svc.snap.Store(nil) // the token endpoint sees the grants
+	ciTok := bearer(e.token(t, basic("ci", ci), "repository:team/a:pull"))
+	cdTok := bearer(e.token(t, basic("cd", cd), "repository:team/a:pull"))
+	wantStatus(t, "ci's token", e.check(t, ciTok, "team/a", "", "pull"), 200, "")
+
+	if err := e.st.RevokeGrant(bg, "robot:ci", "team/*"); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.st.DeleteAccount(bg, "cd"); err != nil {
+		t.Fatal(err)
+	}
+	expire()
+	wantStatus(t, "ci's token after the revoke", e.check(t, ciTok, "team/a", "", "pull"), 404, "NAME_UNKNOWN")
+	wantStatus(t, "cd's token after robot rm", e.check(t, cdTok, "team/a", "", "pull"), 404, "NAME_UNKNOWN")
+
+	// A robot newer than the snapshot is looked up, not refused.
+	fresh := e.robot(t, "fresh", time.Time{})
+	if err := e.st.AddGrant(bg, grantOf("robot:fresh", "team/*", "pull")); err != nil {
+		t.Fatal(err)
+	}
+	e.svc.snap.Store(nil)
+	freshTok := bearer(e.token(t, basic("fresh", fresh), "repository:team/a:pull"))
+	old := *e.svc.snap.Load()
+	delete(old.accounts, "robot:fresh")
+	e.svc.snap.Store(&old)
+	wantStatus(t, "a robot newer than the snapshot", e.check(t, freshTok, "team/a", "", "pull"), 200, "")
 }

@@ -213,9 +213,7 @@ func (e *env) grant(t *testing.T, subject, pattern string, actions ...string) {
 	if err := e.st.AddGrant(bg, metadata.Grant{Subject: subject, Pattern: pattern, Actions: actions}); err != nil {
 		t.Fatalf("AddGrant: %v", err)
 	}
-	e.svc.mu.Lock()
-	e.svc.policy = nil
-	e.svc.mu.Unlock()
+	e.svc.snap.Store(nil)
 }
 
 // forgetLogins empties the cache of verified passwords, as 10 seconds would.

@@ -15,6 +15,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/berth/berth/internal/metadata"
@@ -66,12 +67,27 @@ type Service struct {
 	tokens   *tokens
 	throttle *throttle
 
-	mu      sync.Mutex
-	policy  *Policy
-	polAt   time.Time
-	logins  map[[32]byte]cachedLogin
-	loginMu sync.Mutex
+	snap     atomic.Pointer[snapshot]
+	reloadMu sync.Mutex
+	logins   map[[32]byte]cachedLogin
+	loginMu  sync.Mutex
 }
+
+// snapshot is the grants and accounts as the store had them at a moment: every request is judged
+// against it, so that a revoke or a removed account takes effect within policyReload, for tokens
+// already handed out too.
+type snapshot struct {
+	policy   *Policy
+	accounts map[string]accountState
+	at       time.Time
+}
+
+type accountState struct {
+	subjects []string // the grant subjects of the account: itself, its groups, anonymous
+	expires  time.Time
+}
+
+func (a accountState) live(now time.Time) bool { return a.expires.IsZero() || now.Before(a.expires) }
 
 type cachedLogin struct {
 	p       *Principal
@@ -154,18 +170,79 @@ func federatedPrincipal(f *Federated) *Principal {
 	return p
 }
 
+// current returns the snapshot of grants and accounts, reloading it when it may be out of date.
+// The hot path is an atomic load.
+func (s *Service) current(ctx context.Context) (*snapshot, error) {
+	if sn := s.snap.Load(); sn != nil && time.Since(sn.at) <= policyReload {
+		return sn, nil
+	}
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
+	if sn := s.snap.Load(); sn != nil && time.Since(sn.at) <= policyReload {
+		return sn, nil
+	}
+	grants, err := s.opt.Accounts.Grants(ctx)
+	if err != nil {
+		return nil, err
+	}
+	accounts, err := s.opt.Accounts.ListAccounts(ctx, "")
+	if err != nil {
+		return nil, err
+	}
+	sn := &snapshot{policy: NewPolicy(grants), accounts: make(map[string]accountState, len(accounts)), at: time.Now()}
+	for i := range accounts {
+		p := accountPrincipal(&accounts[i])
+		sn.accounts[p.Subject] = accountState{subjects: p.subjects, expires: accounts[i].Expires}
+	}
+	s.snap.Store(sn)
+	return sn, nil
+}
+
 // currentPolicy returns the grants, reloading them when they may have changed.
 func (s *Service) currentPolicy(ctx context.Context) (*Policy, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.policy == nil || time.Since(s.polAt) > policyReload {
-		grants, err := s.opt.Accounts.Grants(ctx)
-		if err != nil {
-			return nil, err
-		}
-		s.policy, s.polAt = NewPolicy(grants), time.Now()
+	sn, err := s.current(ctx)
+	if err != nil {
+		return nil, err
 	}
-	return s.policy, nil
+	return sn.policy, nil
+}
+
+// tokenAllows is what a token allows on repository name now: what it carries, less what its
+// subject may no longer do (a revoked grant, a removed or expired account). OIDC callers' grants
+// come from the configuration, which does not change while berth runs.
+func (s *Service) tokenAllows(ctx context.Context, p *Principal, name string) (Actions, error) {
+	have := p.token.scope.Repos[name].effective()
+	if have == 0 || strings.HasPrefix(p.Subject, "oidc:") {
+		return have, nil
+	}
+	sn, err := s.current(ctx)
+	if err != nil {
+		return 0, err
+	}
+	subjects := []string{"anonymous"}
+	if p.Subject != "anonymous" {
+		a, ok := sn.accounts[p.Subject]
+		if !ok {
+			// Created after the snapshot (or removed): ask the store.
+			_, name, _ := strings.Cut(p.Subject, ":")
+			acct, err := s.opt.Accounts.Account(ctx, name)
+			if errors.Is(err, metadata.ErrNotFound) {
+				return 0, nil
+			} else if err != nil {
+				return 0, err
+			}
+			if acct.Kind+":"+acct.Name != p.Subject {
+				return 0, nil // the name now belongs to an account of the other kind
+			}
+			ap := accountPrincipal(acct)
+			a = accountState{subjects: ap.subjects, expires: acct.Expires}
+		}
+		if !a.live(time.Now()) {
+			return 0, nil
+		}
+		subjects = a.subjects
+	}
+	return have & sn.policy.Allowed(subjects, name), nil
 }
 
 // allowed is what p's identity (not its token) may do on repository name.
@@ -361,7 +438,10 @@ func (s *Service) Authorize(r *http.Request, visible, local string, need Actions
 	}
 	var have Actions
 	if p.token != nil {
-		have = p.token.scope.Repos[local].effective()
+		have, err = s.tokenAllows(r.Context(), p, local)
+		if err != nil {
+			return nil, 0, err
+		}
 	} else {
 		have, err = s.allowed(r.Context(), p, local)
 		if err != nil {
@@ -400,7 +480,7 @@ func (s *Service) subjectAllowed(ctx context.Context, subject, name string) (Act
 // (a token's own scope for OIDC callers, whose grants live in their trust).
 func (s *Service) CanList(ctx context.Context, p *Principal, name string) bool {
 	if p.token != nil {
-		if p.token.scope.Repos[name].Has(Pull) {
+		if a, err := s.tokenAllows(ctx, p, name); err == nil && a.Has(Pull) {
 			return true
 		}
 		if !strings.HasPrefix(p.Subject, "user:") && !strings.HasPrefix(p.Subject, "robot:") {
@@ -423,10 +503,13 @@ func (s *Service) CanList(ctx context.Context, p *Principal, name string) bool {
 
 // Can reports whether p may do need on repository name (a mount's source, for example).
 func (s *Service) Can(ctx context.Context, p *Principal, name string, need Actions) bool {
+	var a Actions
+	var err error
 	if p.token != nil {
-		return p.token.scope.Repos[name].Has(need)
+		a, err = s.tokenAllows(ctx, p, name)
+	} else {
+		a, err = s.allowed(ctx, p, name)
 	}
-	a, err := s.allowed(ctx, p, name)
 	return err == nil && a.Has(need)
 }
 
