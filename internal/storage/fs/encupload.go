@@ -44,11 +44,8 @@ const (
 
 // encUpload is an upload session of an EncryptedStore.
 type encUpload struct {
-	s    *EncryptedStore
-	id   string
-	dir  string
-	live *live
-	f    *os.File // data, read-write
+	session // f is opened read-write
+	s       *EncryptedStore
 }
 
 // NewUpload implements storage.BlobStore.
@@ -75,7 +72,7 @@ func (s *EncryptedStore) NewUpload(_ context.Context) (storage.Upload, error) {
 	}
 	l := &live{h: sha256.New(), c: c}
 	s.live.Store(id, l)
-	return &encUpload{s: s, id: id, dir: dir, live: l, f: f}, nil
+	return &encUpload{s: s, session: session{sessions: &s.live, id: id, dir: dir, live: l, f: f}}, nil
 }
 
 // ResumeUpload implements storage.BlobStore.
@@ -88,10 +85,8 @@ func (s *EncryptedStore) ResumeUpload(_ context.Context, id string) (storage.Upl
 		return nil, err
 	}
 	v, _ := s.live.LoadOrStore(id, &live{size: -1})
-	return &encUpload{s: s, id: id, dir: dir, live: v.(*live), f: f}, nil
+	return &encUpload{s: s, session: session{sessions: &s.live, id: id, dir: dir, live: v.(*live), f: f}}, nil
 }
-
-func (u *encUpload) ID() string { return u.id }
 
 // Size implements storage.Upload.
 func (u *encUpload) Size() int64 {
@@ -364,30 +359,4 @@ func (u *encUpload) hashStored(alg digest.Algorithm) (digest.Digest, error) {
 		clear(pt)
 	}
 	return digest.NewDigest(alg, h), nil
-}
-
-// Cancel implements storage.Upload.
-func (u *encUpload) Cancel(_ context.Context) error {
-	u.live.mu.Lock()
-	defer u.live.mu.Unlock()
-	return u.remove()
-}
-
-func (u *encUpload) remove() error {
-	if u.f != nil {
-		u.f.Close()
-		u.f = nil
-	}
-	u.s.live.Delete(u.id)
-	return os.RemoveAll(u.dir)
-}
-
-// Close implements storage.Upload.
-func (u *encUpload) Close() error {
-	if u.f == nil {
-		return nil
-	}
-	err := u.f.Close()
-	u.f = nil
-	return err
 }

@@ -25,11 +25,46 @@ import (
 // It is deliberately not persisted: after a restart the data is rehashed once at commit, so even
 // bytes lost from the page cache by a power failure can never be committed under the wrong digest.
 type upload struct {
-	s    *Store
-	id   string
-	dir  string
-	live *live
-	f    *os.File
+	session
+	s *Store
+}
+
+// session is what both kinds of upload (plain and encrypted) hold: the session's directory, its
+// data file, and its live state in the store's map of them.
+type session struct {
+	sessions *sync.Map // the store's live states, by upload id
+	id       string
+	dir      string
+	live     *live
+	f        *os.File
+}
+
+func (u *session) ID() string { return u.id }
+
+// Cancel implements storage.Upload.
+func (u *session) Cancel(_ context.Context) error {
+	u.live.mu.Lock()
+	defer u.live.mu.Unlock()
+	return u.remove()
+}
+
+func (u *session) remove() error {
+	if u.f != nil {
+		u.f.Close()
+		u.f = nil
+	}
+	u.sessions.Delete(u.id)
+	return os.RemoveAll(u.dir)
+}
+
+// Close implements storage.Upload.
+func (u *session) Close() error {
+	if u.f == nil {
+		return nil
+	}
+	err := u.f.Close()
+	u.f = nil
+	return err
 }
 
 // live is the in-process state of an upload; mu serializes the requests that touch it.
@@ -57,7 +92,7 @@ func (s *Store) NewUpload(_ context.Context) (storage.Upload, error) {
 	}
 	l := &live{h: sha256.New()}
 	s.live.Store(id, l)
-	return &upload{s: s, id: id, dir: dir, live: l, f: f}, nil
+	return &upload{s: s, session: session{sessions: &s.live, id: id, dir: dir, live: l, f: f}}, nil
 }
 
 // ResumeUpload implements storage.BlobStore.
@@ -70,7 +105,7 @@ func (s *Store) ResumeUpload(_ context.Context, id string) (storage.Upload, erro
 		return nil, err
 	}
 	v, _ := s.live.LoadOrStore(id, &live{size: -1})
-	return &upload{s: s, id: id, dir: dir, live: v.(*live), f: f}, nil
+	return &upload{s: s, session: session{sessions: &s.live, id: id, dir: dir, live: v.(*live), f: f}}, nil
 }
 
 // openSession opens the data file of upload session id (checked by the caller) with flag.
@@ -97,8 +132,6 @@ func current(id, dir string, f *os.File) (os.FileInfo, error) {
 	}
 	return fi, err
 }
-
-func (u *upload) ID() string { return u.id }
 
 // Size implements storage.Upload.
 func (u *upload) Size() int64 {
@@ -194,32 +227,6 @@ func (u *upload) Commit(_ context.Context, want oci.Digest) error {
 		return err
 	}
 	return u.remove()
-}
-
-// Cancel implements storage.Upload.
-func (u *upload) Cancel(_ context.Context) error {
-	u.live.mu.Lock()
-	defer u.live.mu.Unlock()
-	return u.remove()
-}
-
-func (u *upload) remove() error {
-	if u.f != nil {
-		u.f.Close()
-		u.f = nil
-	}
-	u.s.live.Delete(u.id)
-	return os.RemoveAll(u.dir)
-}
-
-// Close implements storage.Upload.
-func (u *upload) Close() error {
-	if u.f == nil {
-		return nil
-	}
-	err := u.f.Close()
-	u.f = nil
-	return err
 }
 
 // PurgeUploads implements storage.BlobStore: it removes upload sessions whose data was last
