@@ -9,7 +9,6 @@ package e2e
 
 import (
 	"bytes"
-	"context"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -17,7 +16,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -307,36 +305,17 @@ func authClientEnv(dir string) []string {
 
 // authExec runs a client in dir with authClientEnv and a timeout.
 func authExec(dir, bin string, args ...string) (stdout, stderr string, err error) {
-	ctx, cancel := context.WithTimeout(context.Background(), clCmdTimeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, args...)
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), authClientEnv(dir)...)
-	var o, e bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &o, &e
-	err = cmd.Run()
-	if ctx.Err() != nil {
-		err = fmt.Errorf("timed out after %v: %w", clCmdTimeout, err)
-	}
-	return o.String(), e.String(), err
+	return clExecEnv(dir, authClientEnv(dir), bin, args...)
 }
 
 func authRun(t *testing.T, dir, bin string, args ...string) string {
 	t.Helper()
-	out, errOut, err := authExec(dir, bin, args...)
-	if err != nil {
-		t.Fatalf("%s %s: %v\nstdout:\n%s\nstderr:\n%s", filepath.Base(bin), strings.Join(args, " "), err, out, errOut)
-	}
-	return out
+	return mustRun(t, authExec, dir, bin, args...)
 }
 
 func authRunFails(t *testing.T, dir, bin string, args ...string) string {
 	t.Helper()
-	out, errOut, err := authExec(dir, bin, args...)
-	if err == nil {
-		t.Fatalf("%s %s succeeded, want an error; output:\n%s%s", filepath.Base(bin), strings.Join(args, " "), out, errOut)
-	}
-	return out + errOut
+	return mustFail(t, authExec, dir, bin, args...)
 }
 
 // authMentions fails unless out mentions one of words (case-insensitive).

@@ -51,11 +51,16 @@ func clStep(t *testing.T, name string, fn func(t *testing.T)) {
 // clExec runs a client with HOME=dir (as runEnv does) and a timeout, returning stdout and stderr
 // apart: several clients print the digest on stdout and their progress on stderr.
 func clExec(dir, bin string, args ...string) (stdout, stderr string, err error) {
+	return clExecEnv(dir, []string{"HOME=" + dir, "DOCKER_CONFIG=" + filepath.Join(dir, ".docker")}, bin, args...)
+}
+
+// clExecEnv is clExec with env added to the environment.
+func clExecEnv(dir string, env []string, bin string, args ...string) (stdout, stderr string, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), clCmdTimeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, args...)
 	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "HOME="+dir, "DOCKER_CONFIG="+filepath.Join(dir, ".docker"))
+	cmd.Env = append(os.Environ(), env...)
 	var o, e bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &o, &e
 	err = cmd.Run()
@@ -65,20 +70,33 @@ func clExec(dir, bin string, args ...string) (stdout, stderr string, err error) 
 	return o.String(), e.String(), err
 }
 
+// execFunc runs a client in dir: clExec, or another environment's.
+type execFunc func(dir, bin string, args ...string) (stdout, stderr string, err error)
+
 // clRun runs a client that must succeed and returns its stdout.
 func clRun(t *testing.T, dir, bin string, args ...string) string {
 	t.Helper()
-	out, errOut, err := clExec(dir, bin, args...)
+	return mustRun(t, clExec, dir, bin, args...)
+}
+
+// clRunFails runs a client that must fail and returns what it printed.
+func clRunFails(t *testing.T, dir, bin string, args ...string) string {
+	t.Helper()
+	return mustFail(t, clExec, dir, bin, args...)
+}
+
+func mustRun(t *testing.T, run execFunc, dir, bin string, args ...string) string {
+	t.Helper()
+	out, errOut, err := run(dir, bin, args...)
 	if err != nil {
 		t.Fatalf("%s %s: %v\nstdout:\n%s\nstderr:\n%s", filepath.Base(bin), strings.Join(args, " "), err, out, errOut)
 	}
 	return out
 }
 
-// clRunFails runs a client that must fail and returns what it printed.
-func clRunFails(t *testing.T, dir, bin string, args ...string) string {
+func mustFail(t *testing.T, run execFunc, dir, bin string, args ...string) string {
 	t.Helper()
-	out, errOut, err := clExec(dir, bin, args...)
+	out, errOut, err := run(dir, bin, args...)
 	if err == nil {
 		t.Fatalf("%s %s succeeded, want an error; output:\n%s%s", filepath.Base(bin), strings.Join(args, " "), out, errOut)
 	}
