@@ -476,6 +476,9 @@ func readPassword(cmd *cobra.Command) (password string, generated bool, err erro
 	if len(password) < 12 {
 		return "", false, errors.New("a password needs at least 12 characters")
 	}
+	if err := auth.ValidPassword(password); err != nil {
+		return "", false, err
+	}
 	return password, false, nil
 }
 

@@ -31,7 +31,11 @@ func BenchmarkAuthorizeBearer(b *testing.B) {
 	if err := st.AddGrant(ctx, metadata.Grant{Subject: "user:a", Pattern: "bench/*", Actions: []string{"pull"}}); err != nil {
 		b.Fatal(err)
 	}
-	tok, err := s.tokens.issue(ctx, "user:a", Scope{Repos: map[string]Actions{"bench/small": Pull}}, time.Now().Add(time.Hour))
+	a, err := st.Account(ctx, "a")
+	if err != nil {
+		b.Fatal(err)
+	}
+	tok, err := s.tokens.issue(ctx, "user:a", a.ID, Scope{Repos: map[string]Actions{"bench/small": Pull}}, time.Now().Add(time.Hour))
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/berth/berth/internal/metadata"
 )
 
 // wantChallenge checks a 401 with a Bearer challenge for scope ("" for none) and error.
@@ -468,7 +470,70 @@ func TestTokenRevocation(t *testing.T) {
 	e.svc.snap.Store(nil)
 	freshTok := bearer(e.token(t, basic("fresh", fresh), "repository:team/a:pull"))
 	old := *e.svc.snap.Load()
-	delete(old.accounts, "robot:fresh")
+	delete(old.accounts, "fresh")
 	e.svc.snap.Store(&old)
 	wantStatus(t, "a robot newer than the snapshot", e.check(t, freshTok, "team/a", "", "pull"), 200, "")
+}
+
+// Basic credentials are judged against the accounts of now, like tokens: a removed user, one
+// taken out of a group, or a changed password stops within policyReload, even while the
+// verified login is remembered (item 6 of issue 8: Basic lagged 10 s behind).
+func TestBasicFollowsAccountChanges(t *testing.T) {
+	e := newEnv(t, Options{})
+	expire := func() { // as if policyReload had passed
+		old := *e.svc.snap.Load()
+		old.at = time.Now().Add(-2 * policyReload)
+		e.svc.snap.Store(&old)
+	}
+	bob := e.user(t, "bob", "devs")
+	carol := e.user(t, "carol", "devs")
+	dave := e.user(t, "dave")
+	e.grant(t, "group:devs", "team/*", "pull")
+	e.grant(t, "user:dave", "team/*", "pull")
+	for _, c := range []struct{ who, pw string }{{"bob", bob}, {"carol", carol}, {"dave", dave}} {
+		wantStatus(t, c.who+" before", e.check(t, basic(c.who, c.pw), "team/a", "", "pull"), 200, "")
+	}
+	// bob leaves the group; carol is removed; dave's password changes.
+	if err := e.st.UpdateAccount(bg, &metadata.Account{Name: "bob", Kind: metadata.KindUser, Secret: cheapHash(t, bob)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.st.DeleteAccount(bg, "carol"); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.st.UpdateAccount(bg, &metadata.Account{Name: "dave", Kind: metadata.KindUser, Secret: cheapHash(t, "a new password")}); err != nil {
+		t.Fatal(err)
+	}
+	expire()
+	wantStatus(t, "bob out of the group (Basic)", e.check(t, basic("bob", bob), "team/a", "", "pull"), 404, "NAME_UNKNOWN")
+	wantStatus(t, "carol removed (Basic)", e.check(t, basic("carol", carol), "team/a", "", "pull"), 401, "UNAUTHORIZED")
+	wantStatus(t, "dave's old password (Basic)", e.check(t, basic("dave", dave), "team/a", "", "pull"), 401, "UNAUTHORIZED")
+	wantStatus(t, "dave's new password (Basic)", e.check(t, basic("dave", "a new password"), "team/a", "", "pull"), 200, "")
+	// Back in the group: at once too.
+	if err := e.st.UpdateAccount(bg, &metadata.Account{Name: "bob", Kind: metadata.KindUser, Secret: cheapHash(t, bob), Groups: []string{"devs"}}); err != nil {
+		t.Fatal(err)
+	}
+	expire()
+	wantStatus(t, "bob back in the group (Basic)", e.check(t, basic("bob", bob), "team/a", "", "pull"), 200, "")
+}
+
+// A token belongs to the account it was issued to, never to a later account of the same name
+// (item 7 of issue 8: a deleted account's token revived when its name was taken again).
+func TestTokenNotInherited(t *testing.T) {
+	e := newEnv(t, Options{})
+	e.user(t, "alice")
+	e.grant(t, "user:alice", "team/*", "pull,push")
+	old := bearer(e.token(t, basic("alice", "pw-alice"), "repository:team/a:pull,push"))
+	wantStatus(t, "alice's token", e.check(t, old, "team/a", "", "push"), 200, "")
+	if err := e.st.DeleteAccount(bg, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	e.user(t, "alice") // the same name, the same password, the same grants
+	e.grant(t, "user:alice", "team/*", "pull,push")
+	wantStatus(t, "the deleted alice's token (pull)", e.check(t, old, "team/a", "", "pull"), 404, "NAME_UNKNOWN")
+	wantStatus(t, "the deleted alice's token (push)", e.check(t, old, "team/a", "", "push"), 403, "DENIED")
+	tok := bearer(e.token(t, basic("alice", "pw-alice"), "repository:team/a:pull,push"))
+	wantStatus(t, "the new alice's own token", e.check(t, tok, "team/a", "", "push"), 200, "")
+	if e.svc.CanList(bg, &Principal{Subject: "user:alice", account: "an old ID"}, "team/a") {
+		t.Error("CanList lists for a principal of another account of the name")
+	}
 }

@@ -141,7 +141,7 @@ func (s *Service) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !p.expiry.IsZero() && p.expiry.Before(expiry) {
 		expiry = p.expiry // an OIDC caller's access ends with its OIDC token, a robot's with the robot
 	}
-	tok, err := s.tokens.issue(r.Context(), p.Subject, scope, expiry)
+	tok, err := s.tokens.issue(r.Context(), p.Subject, p.account, scope, expiry)
 	if err != nil {
 		writeTokenError(w, http.StatusInternalServerError, "server_error", "internal error")
 		return
@@ -152,7 +152,7 @@ func (s *Service) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		resp.Token, resp.TokenType = "", "Bearer"
 		resp.Scope = strings.Join(scopeStrings(scope), " ")
 	}
-	if offline && (strings.HasPrefix(p.Subject, "user:") || strings.HasPrefix(p.Subject, "robot:")) {
+	if offline && p.isAccount() {
 		if resp.RefreshToken, err = s.newRefreshToken(r.Context(), p); err != nil {
 			writeTokenError(w, http.StatusInternalServerError, "server_error", "internal error")
 			return
@@ -211,7 +211,7 @@ func (s *Service) grantScope(ctx context.Context, p *Principal, scopes []string)
 			// checks the one it serves from), so that a grant on a cache's repositories never
 			// spills onto a local repository of the same name.
 			for _, n := range append([]string{name}, s.opt.Candidates(name)...) {
-				have, err := s.allowed(ctx, p, n)
+				have, err := s.identity(ctx, p, n)
 				if err != nil {
 					return sc, err
 				}
@@ -253,10 +253,12 @@ func (s *Service) newRefreshToken(ctx context.Context, p *Principal) (string, er
 	return tok, s.opt.Accounts.CreateRefreshToken(ctx, hashToken(tok), name, time.Now().Add(s.opt.RefreshTTL))
 }
 
-// refresh authenticates by a refresh token; a wrong one counts as a failed login of its address.
+// refresh authenticates by a refresh token; a wrong one counts as a guess from its address.
 func (s *Service) refresh(ctx context.Context, tok, addr string) (*Principal, string, error) {
-	if d := s.throttle.wait("", addr); d > 0 {
-		return nil, "", &ThrottledError{RetryAfter: d}
+	res, wait := s.guard.reserve("", addr)
+	if wait > 0 {
+		s.audit("login throttled", "addr", addr, "reason", "refresh token")
+		return nil, "", &ThrottledError{RetryAfter: wait}
 	}
 	name, err := s.opt.Accounts.RefreshToken(ctx, hashToken(tok))
 	if err == nil {
@@ -265,14 +267,15 @@ func (s *Service) refresh(ctx context.Context, tok, addr string) (*Principal, st
 			if !a.Expires.IsZero() && time.Now().After(a.Expires) {
 				err = metadata.ErrNotFound
 			} else {
+				res.refund()
 				return accountPrincipal(a), name, nil
 			}
 		}
 	}
 	if errors.Is(err, metadata.ErrNotFound) {
-		s.throttle.fail("", addr)
 		s.audit("login failed", "addr", addr, "reason", "unknown or expired refresh token")
 		return nil, "", ErrBadCredentials
 	}
+	res.refund()
 	return nil, "", err
 }

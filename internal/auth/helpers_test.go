@@ -120,7 +120,7 @@ func newEnv(t *testing.T, opt Options) *env {
 		opt.Audit = slog.New(slog.NewJSONHandler(e.audit, nil))
 	}
 	e.svc = newService(t, opt)
-	e.svc.throttle.now = e.clock.now
+	e.svc.guard.now = e.clock.now
 	mux := http.NewServeMux()
 	mux.Handle("/token", e.svc)
 	mux.HandleFunc("/check", func(w http.ResponseWriter, r *http.Request) {
@@ -207,6 +207,16 @@ func (e *env) robot(t *testing.T, name string, expires time.Time) string {
 	return secret
 }
 
+// accountID is the ID of account name.
+func (e *env) accountID(t *testing.T, name string) string {
+	t.Helper()
+	a, err := e.st.Account(bg, name)
+	if err != nil {
+		t.Fatalf("Account(%s): %v", name, err)
+	}
+	return a.ID
+}
+
 // grant adds a grant and makes the service see it at once.
 func (e *env) grant(t *testing.T, subject, pattern string, actions ...string) {
 	t.Helper()
@@ -218,9 +228,9 @@ func (e *env) grant(t *testing.T, subject, pattern string, actions ...string) {
 
 // forgetLogins empties the cache of verified passwords, as 10 seconds would.
 func (e *env) forgetLogins() {
-	e.svc.loginMu.Lock()
-	clear(e.svc.logins)
-	e.svc.loginMu.Unlock()
+	e.svc.logins.mu.Lock()
+	clear(e.svc.logins.cache)
+	e.svc.logins.mu.Unlock()
 }
 
 func basic(user, pass string) string {

@@ -46,7 +46,7 @@ func TestClientAddr(t *testing.T) {
 func TestThrottleBehindProxy(t *testing.T) {
 	e := newEnv(t, Options{TrustedProxies: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}})
 	var secrets []string
-	for i := range freeFailsAddr + 2 {
+	for i := range int(addrBudget.burst) + 2 {
 		secrets = append(secrets, e.robot(t, fmt.Sprint("r", i), time.Time{}))
 	}
 	get := func(client, user, pass string) int {
@@ -58,16 +58,16 @@ func TestThrottleBehindProxy(t *testing.T) {
 		e.svc.ServeHTTP(w, req)
 		return w.Code
 	}
-	for i := range freeFailsAddr + 1 {
+	for i := range int(addrBudget.burst) {
 		if code := get("198.51.100.7", fmt.Sprint("r", i), "wrong"); code != 401 {
 			t.Fatalf("failure %d: %d", i, code)
 		}
 	}
-	last := fmt.Sprint("r", freeFailsAddr+1)
-	if code := get("198.51.100.7", last, secrets[freeFailsAddr+1]); code != 429 {
+	last := fmt.Sprint("r", int(addrBudget.burst)+1)
+	if code := get("198.51.100.7", last, secrets[int(addrBudget.burst)+1]); code != 429 {
 		t.Errorf("the guessing client: %d, want 429", code)
 	}
-	if code := get("203.0.113.9", last, secrets[freeFailsAddr+1]); code != 200 {
+	if code := get("203.0.113.9", last, secrets[int(addrBudget.burst)+1]); code != 200 {
 		t.Errorf("another client behind the same balancer: %d, want 200", code)
 	}
 }

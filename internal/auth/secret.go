@@ -49,6 +49,35 @@ func NewRobotSecret() (secret, hash string, err error) {
 	return secret, hashRobotSecret(secret), nil
 }
 
+// robotSecretLen is the length of a robot secret: the prefix and 32 bytes in unpadded base64url.
+var robotSecretLen = len(RobotPrefix) + base64.RawURLEncoding.EncodedLen(32)
+
+// IsRobotSecret reports whether s has the shape of a robot secret. Logins check such secrets
+// with SHA-256 and everything else with argon2id, whatever the account is, so that the time a
+// check takes depends on what the caller sent, not on the account; and user passwords of this
+// shape are refused (ValidPassword), so that no user needs the fast check.
+func IsRobotSecret(s string) bool {
+	if len(s) != robotSecretLen || !strings.HasPrefix(s, RobotPrefix) {
+		return false
+	}
+	_, err := base64.RawURLEncoding.DecodeString(s[len(RobotPrefix):])
+	return err == nil
+}
+
+// ValidPassword checks a new user password: not empty, not longer than 1024 bytes, and not
+// starting with the robot secret prefix.
+func ValidPassword(p string) error {
+	switch {
+	case p == "":
+		return errors.New("the password is empty")
+	case len(p) > 1024:
+		return errors.New("the password is longer than 1024 bytes")
+	case strings.HasPrefix(p, RobotPrefix):
+		return fmt.Errorf("a password must not start with %q, which marks robot secrets", RobotPrefix)
+	}
+	return nil
+}
+
 func hashRobotSecret(secret string) string {
 	sum := sha256.Sum256([]byte(secret))
 	return "$sha256$" + hex.EncodeToString(sum[:])

@@ -6,7 +6,6 @@ package auth
 
 import (
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -63,42 +62,45 @@ const OIDCUser = "oidc"
 
 // Service authenticates and authorizes requests and serves the token endpoint.
 type Service struct {
-	opt      Options
-	tokens   *tokens
-	throttle *throttle
+	opt    Options
+	tokens *tokens
+	guard  *guard
+	logins *logins
 
 	snap     atomic.Pointer[snapshot]
 	reloadMu sync.Mutex
-	logins   map[[32]byte]cachedLogin
-	loginMu  sync.Mutex
 }
 
 // snapshot is the grants and accounts as the store had them at a moment: every request is judged
-// against it, so that a revoke or a removed account takes effect within policyReload, for tokens
-// already handed out too.
+// against it, whether it carries a token, Basic credentials or nothing, so that a revoke, a
+// removed account, a changed password or group takes effect within policyReload everywhere.
 type snapshot struct {
 	policy   *Policy
-	accounts map[string]accountState
+	accounts map[string]*accountState // by name
 	at       time.Time
 }
 
+// accountState is what a decision needs of an account.
 type accountState struct {
+	ID       string
+	subject  string   // user:NAME or robot:NAME
+	secret   string   // the stored hash: a login verified against another one is stale
 	subjects []string // the grant subjects of the account: itself, its groups, anonymous
-	expires  time.Time
+	Expires  time.Time
 }
 
-func (a accountState) live(now time.Time) bool { return a.expires.IsZero() || now.Before(a.expires) }
+func (a *accountState) live(now time.Time) bool { return a.Expires.IsZero() || now.Before(a.Expires) }
 
-type cachedLogin struct {
-	p       *Principal
-	expires time.Time
+func newAccountState(a *metadata.Account) *accountState {
+	st := &accountState{ID: a.ID, subject: a.Kind + ":" + a.Name, secret: a.Secret, Expires: a.Expires}
+	st.subjects = append(st.subjects, st.subject, "anonymous")
+	for _, g := range a.Groups {
+		st.subjects = append(st.subjects, "group:"+g)
+	}
+	return st
 }
 
-const (
-	policyReload = 2 * time.Second  // grants changed by the CLI take effect within this
-	loginCache   = 10 * time.Second // a verified password is remembered this long
-	maxLogins    = 10000
-)
+const policyReload = 2 * time.Second // grant and account changes take effect within this
 
 // New returns a service; it loads (creating on first start) the token signing keys.
 func New(ctx context.Context, opt Options) (*Service, error) {
@@ -115,10 +117,10 @@ func New(ctx context.Context, opt Options) (*Service, error) {
 		opt.Candidates = func(string) []string { return nil }
 	}
 	s := &Service{
-		opt:      opt,
-		tokens:   &tokens{acc: opt.Accounts, sealer: opt.Sealer, issuer: opt.Service, service: opt.Service, verified: map[string]*verifiedToken{}},
-		throttle: newThrottle(),
-		logins:   map[[32]byte]cachedLogin{},
+		opt:    opt,
+		tokens: newTokens(opt.Accounts, opt.Sealer, opt.Service),
+		guard:  newGuard(),
+		logins: newLogins(),
 	}
 	if err := s.tokens.reload(ctx); err != nil {
 		return nil, err
@@ -130,16 +132,14 @@ func New(ctx context.Context, opt Options) (*Service, error) {
 type Principal struct {
 	// Subject names the caller: user:NAME, robot:NAME, oidc:TRUST:SUB, or anonymous.
 	Subject string
-	// subjects are the grant subjects that apply: the caller, its groups, and anonymous.
-	subjects []string
-	rules    []rule         // an OIDC caller's grants, from its trust
-	token    *verifiedToken // when the request carried a token: what the token allows
-	expiry   time.Time      // when the identity ends (an OIDC token's or a robot's expiry)
-	listAs   *Principal     // for a token's subject: its account, for catalog filtering
+	account string         // for user: and robot: subjects, the account's ID
+	rules   []rule         // an OIDC caller's grants, from its trust
+	token   *verifiedToken // when the request carried a token: what the token allows
+	expiry  time.Time      // when the identity ends (an OIDC token's or a robot's expiry)
 }
 
 // Anonymous is the caller of a request without credentials.
-var Anonymous = &Principal{Subject: "anonymous", subjects: []string{"anonymous"}}
+var Anonymous = &Principal{Subject: "anonymous"}
 
 // IsAnonymous reports whether the caller presented no identity.
 func (p *Principal) IsAnonymous() bool { return p == nil || p.Subject == "anonymous" }
@@ -151,17 +151,17 @@ func (p *Principal) String() string {
 	return p.Subject
 }
 
+// isAccount reports whether the caller is a user or robot account (not OIDC, not anonymous).
+func (p *Principal) isAccount() bool {
+	return strings.HasPrefix(p.Subject, "user:") || strings.HasPrefix(p.Subject, "robot:")
+}
+
 func accountPrincipal(a *metadata.Account) *Principal {
-	p := &Principal{Subject: a.Kind + ":" + a.Name, expiry: a.Expires}
-	p.subjects = append(p.subjects, p.Subject, "anonymous")
-	for _, g := range a.Groups {
-		p.subjects = append(p.subjects, "group:"+g)
-	}
-	return p
+	return &Principal{Subject: a.Kind + ":" + a.Name, account: a.ID, expiry: a.Expires}
 }
 
 func federatedPrincipal(f *Federated) *Principal {
-	p := &Principal{Subject: "oidc:" + f.Trust + ":" + f.Subject, subjects: []string{"anonymous"}, expiry: f.Expiry}
+	p := &Principal{Subject: "oidc:" + f.Trust + ":" + f.Subject, expiry: f.Expiry}
 	for _, g := range f.Grants {
 		if a, err := ParseActions(g.Actions...); err == nil {
 			p.rules = append(p.rules, rule{g.Pattern, a})
@@ -181,6 +181,7 @@ func (s *Service) current(ctx context.Context) (*snapshot, error) {
 	if sn := s.snap.Load(); sn != nil && time.Since(sn.at) <= policyReload {
 		return sn, nil
 	}
+	at := time.Now()
 	grants, err := s.opt.Accounts.Grants(ctx)
 	if err != nil {
 		return nil, err
@@ -189,69 +190,69 @@ func (s *Service) current(ctx context.Context) (*snapshot, error) {
 	if err != nil {
 		return nil, err
 	}
-	sn := &snapshot{policy: NewPolicy(grants), accounts: make(map[string]accountState, len(accounts)), at: time.Now()}
+	sn := &snapshot{policy: NewPolicy(grants), accounts: make(map[string]*accountState, len(accounts)), at: at}
 	for i := range accounts {
-		p := accountPrincipal(&accounts[i])
-		sn.accounts[p.Subject] = accountState{subjects: p.subjects, expires: accounts[i].Expires}
+		sn.accounts[accounts[i].Name] = newAccountState(&accounts[i])
 	}
 	s.snap.Store(sn)
 	return sn, nil
 }
 
-// currentPolicy returns the grants, reloading them when they may have changed.
-func (s *Service) currentPolicy(ctx context.Context) (*Policy, error) {
+// account returns the account name as it is now: from the snapshot, or from the store for one
+// created after it. nil when there is none.
+func (s *Service) account(ctx context.Context, name string) (*accountState, error) {
 	sn, err := s.current(ctx)
 	if err != nil {
 		return nil, err
 	}
-	return sn.policy, nil
+	if a := sn.accounts[name]; a != nil {
+		return a, nil
+	}
+	a, err := s.opt.Accounts.Account(ctx, name)
+	if errors.Is(err, metadata.ErrNotFound) {
+		return nil, nil
+	} else if err != nil {
+		return nil, err
+	}
+	return newAccountState(a), nil
 }
 
-// tokenAllows is what a token allows on repository name now: what it carries, less what its
-// subject may no longer do (a revoked grant, a removed or expired account). OIDC callers' grants
-// come from the configuration, which does not change while berth runs.
-func (s *Service) tokenAllows(ctx context.Context, p *Principal, name string) (Actions, error) {
-	have := p.token.scope.Repos[name].effective()
-	if have == 0 || strings.HasPrefix(p.Subject, "oidc:") {
-		return have, nil
-	}
+// identity is what p's identity may do on repository name now, whatever its token says: the
+// grants of its account as it is now (nothing when the account is gone, expired, or another
+// account has its name now), of anonymous, and of its OIDC trust.
+func (s *Service) identity(ctx context.Context, p *Principal, name string) (Actions, error) {
 	sn, err := s.current(ctx)
 	if err != nil {
 		return 0, err
 	}
 	subjects := []string{"anonymous"}
-	if p.Subject != "anonymous" {
-		a, ok := sn.accounts[p.Subject]
-		if !ok {
-			// Created after the snapshot (or removed): ask the store.
-			_, name, _ := strings.Cut(p.Subject, ":")
-			acct, err := s.opt.Accounts.Account(ctx, name)
-			if errors.Is(err, metadata.ErrNotFound) {
-				return 0, nil
-			} else if err != nil {
-				return 0, err
-			}
-			if acct.Kind+":"+acct.Name != p.Subject {
-				return 0, nil // the name now belongs to an account of the other kind
-			}
-			ap := accountPrincipal(acct)
-			a = accountState{subjects: ap.subjects, expires: acct.Expires}
+	if p.isAccount() {
+		_, acct, _ := strings.Cut(p.Subject, ":")
+		a, err := s.account(ctx, acct)
+		if err != nil {
+			return 0, err
 		}
-		if !a.live(time.Now()) {
+		if a == nil || a.subject != p.Subject || a.ID != p.account || !a.live(time.Now()) {
 			return 0, nil
 		}
 		subjects = a.subjects
 	}
-	return have & sn.policy.Allowed(subjects, name), nil
+	return sn.policy.Allowed(subjects, name) | allowedBy(p.rules, name).effective(), nil
 }
 
-// allowed is what p's identity (not its token) may do on repository name.
-func (s *Service) allowed(ctx context.Context, p *Principal, name string) (Actions, error) {
-	pol, err := s.currentPolicy(ctx)
-	if err != nil {
-		return 0, err
+// allows is the one decision: what the caller p may do on repository name now. A caller with a
+// token may do what the token carries and its identity still may; an OIDC token's grants come
+// from the configuration, which does not change while berth runs, so its scope stands alone.
+func (s *Service) allows(ctx context.Context, p *Principal, name string) (Actions, error) {
+	if p.token == nil {
+		return s.identity(ctx, p, name)
 	}
-	return pol.Allowed(p.subjects, name) | allowedBy(p.rules, name).effective(), nil
+	have := p.token.scope.Repos[name].effective()
+	if have == 0 || strings.HasPrefix(p.Subject, "oidc:") {
+		return have, nil
+	}
+	now, err := s.identity(ctx, p, name)
+	return have & now, err
 }
 
 // Errors of authentication, which the token endpoint and the registry answer differently.
@@ -331,86 +332,10 @@ func (s *Service) Authenticate(r *http.Request) (*Principal, error) {
 		if err != nil {
 			return nil, err
 		}
-		return &Principal{Subject: v.sub, token: v}, nil
+		return &Principal{Subject: v.sub, account: v.account, token: v}, nil
 	}
 	return nil, errMalformed
 }
-
-// login checks a user name and password (or robot secret, or OIDC token for user "oidc").
-func (s *Service) login(ctx context.Context, user, pass, addr string) (*Principal, error) {
-	name := user
-	if user == OIDCUser && s.opt.Federation != nil {
-		name = "" // see throttle.wait
-	}
-	if d := s.throttle.wait(name, addr); d > 0 {
-		s.audit("login throttled", "user", user, "addr", addr)
-		return nil, &ThrottledError{RetryAfter: d}
-	}
-	key := sha256.Sum256([]byte(user + "\x00" + pass))
-	s.loginMu.Lock()
-	c, ok := s.logins[key]
-	s.loginMu.Unlock()
-	if ok && time.Now().Before(c.expires) {
-		return c.p, nil
-	}
-	p, expires, err := s.verifyLogin(ctx, user, pass)
-	if err != nil {
-		if errors.Is(err, ErrBadCredentials) {
-			s.throttle.fail(name, addr)
-			s.audit("login failed", "user", user, "addr", addr, "reason", err.Error())
-		}
-		return nil, err
-	}
-	s.throttle.succeed(name)
-	s.loginMu.Lock()
-	if len(s.logins) >= maxLogins {
-		clear(s.logins)
-	}
-	if until := time.Now().Add(loginCache); until.Before(expires) {
-		expires = until
-	}
-	s.logins[key] = cachedLogin{p, expires}
-	s.loginMu.Unlock()
-	return p, nil
-}
-
-func (s *Service) verifyLogin(ctx context.Context, user, pass string) (*Principal, time.Time, error) {
-	far := time.Now().Add(time.Hour)
-	if user == OIDCUser && s.opt.Federation != nil {
-		f, err := s.opt.Federation.Exchange(ctx, pass)
-		if errors.Is(err, ErrUnavailable) {
-			return nil, time.Time{}, err
-		}
-		if err != nil {
-			return nil, time.Time{}, fmt.Errorf("%w: %v", ErrBadCredentials, err)
-		}
-		return federatedPrincipal(f), f.Expiry, nil
-	}
-	a, err := s.opt.Accounts.Account(ctx, user)
-	if errors.Is(err, metadata.ErrNotFound) {
-		// Spend the time a password check takes, so that timing does not tell which accounts exist.
-		verifySecret(dummyHash, pass)
-		return nil, time.Time{}, ErrBadCredentials
-	} else if err != nil {
-		return nil, time.Time{}, err
-	}
-	ok, err := verifySecret(a.Secret, pass)
-	if err != nil {
-		return nil, time.Time{}, fmt.Errorf("account %s: %w", a.Name, err)
-	}
-	if !ok {
-		return nil, time.Time{}, ErrBadCredentials
-	}
-	if !a.Expires.IsZero() && time.Now().After(a.Expires) {
-		return nil, time.Time{}, fmt.Errorf("%w: account expired", ErrBadCredentials)
-	}
-	if !a.Expires.IsZero() && a.Expires.Before(far) {
-		far = a.Expires
-	}
-	return accountPrincipal(a), far, nil
-}
-
-var dummyHash, _ = HashPassword("berth dummy password")
 
 func (s *Service) audit(msg string, args ...any) {
 	if s.opt.Audit != nil {
@@ -428,101 +353,108 @@ func (s *Service) audit(msg string, args ...any) {
 func (s *Service) Authorize(r *http.Request, visible, local string, need Actions) (*Principal, Actions, error) {
 	p, err := s.Authenticate(r)
 	if err != nil {
-		return nil, 0, s.authError(r, err, visible, need)
+		return nil, 0, s.authError(r, err, visible, local, need)
 	}
 	if need == 0 {
 		if p.IsAnonymous() {
-			return nil, 0, s.challenge(r, "", need, "authentication required")
+			return nil, 0, s.challenge(r, "", "", need, "authentication required")
 		}
 		return p, 0, nil
 	}
-	var have Actions
-	if p.token != nil {
-		have, err = s.tokenAllows(r.Context(), p, local)
-		if err != nil {
-			return nil, 0, err
-		}
-	} else {
-		have, err = s.allowed(r.Context(), p, local)
-		if err != nil {
-			return nil, 0, err
-		}
+	have, err := s.allows(r.Context(), p, local)
+	if err != nil {
+		return nil, 0, err
 	}
 	if have.Has(need) {
 		return p, have, nil
 	}
 	if p.IsAnonymous() {
-		return nil, 0, s.challenge(r, visible, need, "authentication required")
+		return nil, 0, s.challenge(r, visible, local, need, "authentication required")
 	}
 	// A token without the scope, for a caller whose grants allow it: the client asks for a new token.
-	if p.token != nil && (strings.HasPrefix(p.Subject, "user:") || strings.HasPrefix(p.Subject, "robot:")) {
-		if a, err := s.subjectAllowed(r.Context(), p.Subject, local); err == nil && a.Has(need) {
-			return nil, 0, s.challenge(r, visible, need, "insufficient_scope")
+	if p.token != nil && p.isAccount() {
+		if a, err := s.identity(r.Context(), p, local); err == nil && a.Has(need) {
+			return nil, 0, s.challenge(r, visible, local, need, "insufficient_scope")
 		}
 	}
 	if have.Has(Pull) || need&Pull == 0 {
-		return nil, 0, oci.Errorf(oci.ErrDenied, "requested access to the resource is denied")
+		return nil, 0, oci.Errorf(oci.ErrDenied, "requested access to the resource is denied%s", grantHint(visible, local))
 	}
-	return nil, 0, oci.Errorf(oci.ErrNameUnknown, "repository name not known to registry")
+	return nil, 0, oci.Errorf(oci.ErrNameUnknown, "repository name not known to registry%s", grantHint(visible, local))
 }
 
-// subjectAllowed is what the account behind a token subject may do now.
-func (s *Service) subjectAllowed(ctx context.Context, subject, name string) (Actions, error) {
-	_, acct, _ := strings.Cut(subject, ":")
-	a, err := s.opt.Accounts.Account(ctx, acct)
-	if err != nil {
-		return 0, err
+// grantHint says which repository a request was authorized on, when it is not the one the client
+// named (the root mirror and containerd's ?ns= requests: grants on the rule's prefix apply).
+func grantHint(visible, local string) string {
+	if visible == "" || visible == local {
+		return ""
 	}
-	return s.allowed(ctx, accountPrincipal(a), name)
+	return fmt.Sprintf(" (requests for %s are served from the pull-through cache as %s, and grants on %s apply)", visible, local, local)
 }
+
+// Pushing reports whether the request carries a token that may push to repository name: its
+// client is working on berth's own repository of that name (a push asks whether a manifest is
+// there yet), so its reads of that name must not go to the pull-through cache's root mirror.
+func (s *Service) Pushing(r *http.Request, name string) bool {
+	p, err := s.Authenticate(r)
+	if err != nil || p.token == nil {
+		return false
+	}
+	a, err := s.allows(r.Context(), p, name)
+	return err == nil && a.Has(Push)
+}
+
+// ClientAddr is the address a request came from: the peer, or behind auth.trusted_proxies the
+// client's address from X-Forwarded-For.
+func (s *Service) ClientAddr(r *http.Request) string { return s.clientAddr(r) }
 
 // CanList reports whether p may see repository name in the catalog: what its identity may pull
-// (a token's own scope for OIDC callers, whose grants live in their trust).
+// now (a token's own scope for OIDC callers, whose grants live in their trust).
 func (s *Service) CanList(ctx context.Context, p *Principal, name string) bool {
-	if p.token != nil {
-		if a, err := s.tokenAllows(ctx, p, name); err == nil && a.Has(Pull) {
-			return true
-		}
-		if !strings.HasPrefix(p.Subject, "user:") && !strings.HasPrefix(p.Subject, "robot:") {
-			return false
-		}
-		// The account's grants, looked up once per request (a catalog asks for every repository).
-		if p.listAs == nil {
-			_, acct, _ := strings.Cut(p.Subject, ":")
-			a, err := s.opt.Accounts.Account(ctx, acct)
-			if err != nil {
-				return false
-			}
-			p.listAs = accountPrincipal(a)
-		}
-		p = p.listAs
+	var a Actions
+	var err error
+	if p.token != nil && !p.isAccount() {
+		a, err = s.allows(ctx, p, name)
+	} else {
+		a, err = s.identity(ctx, p, name)
 	}
-	a, err := s.allowed(ctx, p, name)
 	return err == nil && a.Has(Pull)
 }
 
 // Can reports whether p may do need on repository name (a mount's source, for example).
 func (s *Service) Can(ctx context.Context, p *Principal, name string, need Actions) bool {
-	var a Actions
-	var err error
-	if p.token != nil {
-		a, err = s.tokenAllows(ctx, p, name)
-	} else {
-		a, err = s.allowed(ctx, p, name)
-	}
+	a, err := s.allows(ctx, p, name)
 	return err == nil && a.Has(need)
 }
 
-func (s *Service) authError(r *http.Request, err error, name string, need Actions) error {
+// IsAdmin reports whether the caller of r is allowed admin on every repository of the pattern
+// (for example "*" or "docker-hub/*"): what berth's own endpoints outside /v2/ ask.
+func (s *Service) IsAdmin(r *http.Request, pattern string) (bool, error) {
+	p, err := s.Authenticate(r)
+	if err != nil {
+		return false, s.authError(r, err, "", "", 0)
+	}
+	if p.IsAnonymous() {
+		return false, s.challenge(r, "", "", 0, "authentication required")
+	}
+	if p.token != nil {
+		return false, nil // tokens carry repository scopes, not berth's own endpoints
+	}
+	// A pattern is matched as if it were a name: '*' in it is matched only by a '*' in a grant.
+	a, err := s.identity(r.Context(), p, pattern)
+	return err == nil && a.Has(Admin), err
+}
+
+func (s *Service) authError(r *http.Request, err error, name, local string, need Actions) error {
 	var te *ThrottledError
 	switch {
 	case errors.As(err, &te):
 		secs := int(te.RetryAfter/time.Second) + 1
 		return oci.Errorf(oci.ErrTooManyRequests, "%s", te.Error()).WithHeader("Retry-After", fmt.Sprint(secs))
 	case errors.Is(err, ErrBadCredentials), errors.Is(err, errMalformed):
-		return s.challenge(r, name, need, "invalid credentials")
+		return s.challenge(r, name, local, need, "invalid credentials")
 	case errors.Is(err, errInvalidToken):
-		return s.challenge(r, name, need, "invalid_token")
+		return s.challenge(r, name, local, need, "invalid_token")
 	case errors.Is(err, ErrUnavailable):
 		return oci.Errorf(oci.ErrUnavailable, "%s", err.Error())
 	}
@@ -530,7 +462,7 @@ func (s *Service) authError(r *http.Request, err error, name string, need Action
 }
 
 // challenge is a 401 telling the client where to get a token for name and need.
-func (s *Service) challenge(r *http.Request, name string, need Actions, reason string) *oci.Error {
+func (s *Service) challenge(r *http.Request, name, local string, need Actions, reason string) *oci.Error {
 	h := fmt.Sprintf(`Bearer realm=%q,service=%q`, s.realm(r), s.opt.Service)
 	if name != "" {
 		var acts []string
@@ -553,7 +485,7 @@ func (s *Service) challenge(r *http.Request, name string, need Actions, reason s
 	if reason == "invalid credentials" || reason == "invalid_token" {
 		msg = "invalid credentials"
 	}
-	return oci.Errorf(oci.ErrUnauthorized, "%s", msg).WithHeader("WWW-Authenticate", h)
+	return oci.Errorf(oci.ErrUnauthorized, "%s%s", msg, grantHint(name, local)).WithHeader("WWW-Authenticate", h)
 }
 
 func (s *Service) realm(r *http.Request) string {

@@ -3,9 +3,11 @@ package auth
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -25,6 +27,9 @@ type access struct {
 type tokenClaims struct {
 	jwt.Claims
 	Access []access `json:"access"`
+	// Account is the ID of the account the token was issued to (user: and robot: subjects): a
+	// token never passes to a later account that takes a deleted one's name.
+	Account string `json:"berth_account,omitempty"`
 }
 
 // Scope is what a token lets its bearer do: actions per repository, and whether it may list the
@@ -53,31 +58,43 @@ func nonEmpty(s []string) []string {
 }
 
 // tokens signs and verifies the registry's JWTs (ES256) and remembers tokens it verified, so
-// that a request with a known token costs a map lookup rather than an ECDSA verification.
+// that a request with a known token costs a map lookup rather than an ECDSA verification. The
+// memory of verified tokens is bounded in bytes, not entries: tokens can be large (many scopes).
 type tokens struct {
 	acc     metadata.Accounts
 	sealer  Sealer
 	issuer  string
 	service string
 
+	reloadMu sync.Mutex // one reload at a time
 	mu       sync.RWMutex
 	keys     []signingKey
 	loaded   time.Time
-	verified map[string]*verifiedToken
+	verified map[[32]byte]*verifiedToken // by SHA-256 of the token
+	size     int                         // bytes of verified, estimated
 }
 
 type verifiedToken struct {
-	sub    string
-	scope  Scope
-	expiry time.Time
+	sub     string
+	account string // the account's ID, for user: and robot: subjects
+	kid     string // the key that signed it: a token is good only while its key is
+	scope   Scope
+	expiry  time.Time
+	size    int
 }
 
 const (
 	keyReload       = time.Minute      // how often to look for rotated keys
 	keyReloadUnseen = 5 * time.Second  // at most this often when a token names an unknown key
 	clockLeeway     = 30 * time.Second // for clocks of replicas that disagree a little
-	maxVerified     = 10000
+	// maxVerifiedBytes bounds the memory of verified tokens; a 5-minute token with a handful of
+	// scopes takes a few hundred bytes, so this holds tens of thousands.
+	maxVerifiedBytes = 16 << 20
 )
+
+func newTokens(acc metadata.Accounts, sealer Sealer, service string) *tokens {
+	return &tokens{acc: acc, sealer: sealer, issuer: service, service: service, verified: map[[32]byte]*verifiedToken{}}
+}
 
 func (t *tokens) reload(ctx context.Context) error {
 	keys, err := loadKeys(ctx, t.acc, t.sealer)
@@ -90,14 +107,28 @@ func (t *tokens) reload(ctx context.Context) error {
 	return nil
 }
 
-func (t *tokens) signer(ctx context.Context) (*signingKey, error) {
+// fresh reloads the keys when they are older than maxAge, once for all callers.
+func (t *tokens) fresh(ctx context.Context, maxAge time.Duration) error {
 	t.mu.RLock()
-	stale := time.Since(t.loaded) > keyReload
+	stale := time.Since(t.loaded) > maxAge
 	t.mu.RUnlock()
-	if stale {
-		if err := t.reload(ctx); err != nil {
-			return nil, err
-		}
+	if !stale {
+		return nil
+	}
+	t.reloadMu.Lock()
+	defer t.reloadMu.Unlock()
+	t.mu.RLock()
+	stale = time.Since(t.loaded) > maxAge
+	t.mu.RUnlock()
+	if !stale {
+		return nil // another caller reloaded meanwhile
+	}
+	return t.reload(ctx)
+}
+
+func (t *tokens) signer(ctx context.Context) (*signingKey, error) {
+	if err := t.fresh(ctx, keyReload); err != nil {
+		return nil, err
 	}
 	t.mu.RLock()
 	defer t.mu.RUnlock()
@@ -109,7 +140,7 @@ func (t *tokens) signer(ctx context.Context) (*signingKey, error) {
 }
 
 // issue signs a token for sub with scope, valid until expiry.
-func (t *tokens) issue(ctx context.Context, sub string, scope Scope, expiry time.Time) (string, error) {
+func (t *tokens) issue(ctx context.Context, sub, account string, scope Scope, expiry time.Time) (string, error) {
 	k, err := t.signer(ctx)
 	if err != nil {
 		return "", err
@@ -130,20 +161,32 @@ func (t *tokens) issue(ctx context.Context, sub string, scope Scope, expiry time
 		NotBefore: jwt.NewNumericDate(now.Add(-time.Second)),
 		IssuedAt:  jwt.NewNumericDate(now),
 		ID:        hex.EncodeToString(id),
-	}, Access: scope.claims()}
+	}, Access: scope.claims(), Account: account}
 	return jwt.Signed(signer).Claims(c).Serialize()
 }
 
 var errInvalidToken = errors.New("invalid token")
 
-// verify checks a token's signature, issuer, audience and times, and returns what it grants.
+// verify checks a token's signature, issuer, audience and times, and returns what it grants. A
+// token verified before is looked up by its hash, and is good while it has not expired and its
+// signing key is neither retired nor gone.
 func (t *tokens) verify(ctx context.Context, raw string) (*verifiedToken, error) {
+	sum := sha256.Sum256([]byte(raw))
 	t.mu.RLock()
-	v := t.verified[raw]
+	v := t.verified[sum]
 	t.mu.RUnlock()
 	if v != nil {
 		if time.Now().After(v.expiry.Add(clockLeeway)) {
 			return nil, fmt.Errorf("%w: expired", errInvalidToken)
+		}
+		if err := t.fresh(ctx, keyReload); err != nil {
+			return nil, err
+		}
+		t.mu.RLock()
+		k := findKey(t.keys, v.kid)
+		t.mu.RUnlock()
+		if k == nil {
+			return nil, fmt.Errorf("%w: unknown or retired signing key", errInvalidToken)
 		}
 		return v, nil
 	}
@@ -173,7 +216,13 @@ func (t *tokens) verify(ctx context.Context, raw string) (*verifiedToken, error)
 	if c.Expiry == nil || c.Subject == "" {
 		return nil, fmt.Errorf("%w: no expiry or subject", errInvalidToken)
 	}
-	v = &verifiedToken{sub: c.Subject, expiry: c.Expiry.Time(), scope: Scope{Repos: map[string]Actions{}}}
+	if c.Account == "" && (strings.HasPrefix(c.Subject, "user:") || strings.HasPrefix(c.Subject, "robot:")) {
+		// Issued before tokens named their account's ID: the client logs in again.
+		return nil, fmt.Errorf("%w: no account ID", errInvalidToken)
+	}
+	v = &verifiedToken{sub: c.Subject, account: c.Account, kid: k.ID, expiry: c.Expiry.Time(), scope: Scope{Repos: map[string]Actions{}}}
+	// What the entry holds, roughly: the struct, the strings, and a map entry per repository.
+	v.size = 256 + len(c.Subject) + len(c.Account) + len(k.ID)
 	for _, a := range c.Access {
 		switch {
 		case a.Type == "repository":
@@ -182,56 +231,80 @@ func (t *tokens) verify(ctx context.Context, raw string) (*verifiedToken, error)
 				return nil, fmt.Errorf("%w: %v", errInvalidToken, err)
 			}
 			v.scope.Repos[a.Name] |= acts
+			v.size += 64 + len(a.Name)
 		case a.Type == "registry" && a.Name == "catalog":
 			v.scope.Catalog = true
 		}
 	}
+	t.remember(sum, v)
+	return v, nil
+}
+
+// remember keeps a verified token, making room when the memory of them is full: expired ones go
+// first, then any (they are verified again when they come back).
+func (t *tokens) remember(sum [32]byte, v *verifiedToken) {
+	if v.size > maxVerifiedBytes/64 {
+		return // too large to be worth keeping
+	}
 	t.mu.Lock()
-	if len(t.verified) >= maxVerified {
+	defer t.mu.Unlock()
+	if t.size+v.size > maxVerifiedBytes {
 		now := time.Now()
 		for k, old := range t.verified {
 			if now.After(old.expiry.Add(clockLeeway)) {
 				delete(t.verified, k)
+				t.size -= old.size
 			}
 		}
-		if len(t.verified) >= maxVerified {
-			clear(t.verified)
+		for k, old := range t.verified { // in Go's random order
+			if t.size+v.size <= maxVerifiedBytes*3/4 {
+				break
+			}
+			delete(t.verified, k)
+			t.size -= old.size
 		}
 	}
-	t.verified[raw] = v
-	t.mu.Unlock()
-	return v, nil
+	if old := t.verified[sum]; old != nil {
+		t.size -= old.size
+	}
+	t.verified[sum] = v
+	t.size += v.size
+}
+
+// findKey returns the key kid unless it is unknown or retired.
+func findKey(keys []signingKey, kid string) *signingKey {
+	for i := range keys {
+		k := &keys[i]
+		if k.ID == kid {
+			if !k.RetireAfter.IsZero() && time.Now().After(k.RetireAfter) {
+				return nil
+			}
+			return k
+		}
+	}
+	return nil
 }
 
 // key finds the verification key kid, reloading the keys (not too often) when it is unknown:
 // another replica or `berth keys rotate` may have made it. Keys older than keyReload are
 // reloaded too, so that a replica that only verifies sees a key retired by a rotation.
 func (t *tokens) key(ctx context.Context, kid string) (*signingKey, error) {
-	t.mu.RLock()
-	stale := time.Since(t.loaded) > keyReload
-	t.mu.RUnlock()
-	if stale {
-		if err := t.reload(ctx); err != nil {
-			return nil, err
-		}
+	if err := t.fresh(ctx, keyReload); err != nil {
+		return nil, err
 	}
-	find := func() (*signingKey, bool) {
+	find := func() (k *signingKey, known bool) {
 		t.mu.RLock()
 		defer t.mu.RUnlock()
 		for i := range t.keys {
-			k := &t.keys[i]
-			if k.ID == kid {
-				if !k.RetireAfter.IsZero() && time.Now().After(k.RetireAfter) {
-					return nil, true
-				}
-				return k, true
+			if t.keys[i].ID == kid {
+				return findKey(t.keys, kid), true
 			}
 		}
-		return nil, time.Since(t.loaded) < keyReloadUnseen
+		return nil, false
 	}
-	k, settled := find()
-	if k == nil && !settled {
-		if err := t.reload(ctx); err != nil {
+	k, known := find()
+	if k == nil && !known {
+		if err := t.fresh(ctx, keyReloadUnseen); err != nil {
 			return nil, err
 		}
 		k, _ = find()

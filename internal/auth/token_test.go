@@ -7,12 +7,14 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -64,14 +66,21 @@ func sign(t *testing.T, alg jose.SignatureAlgorithm, key any, kid string, claims
 	return raw
 }
 
-// claimsFor are the claims berth would issue for sub with access.
-func claimsFor(sub string, access ...access) tokenClaims {
+// claimsFor are the claims berth would issue for sub with access (with the ID of sub's account
+// in st, when it has one).
+func claimsFor(st metadata.Accounts, sub string, access ...access) tokenClaims {
 	now := time.Now()
+	var id string
+	if _, name, ok := strings.Cut(sub, ":"); ok {
+		if a, err := st.Account(bg, name); err == nil {
+			id = a.ID
+		}
+	}
 	return tokenClaims{Claims: jwt.Claims{
 		Issuer: "berth", Subject: sub, Audience: jwt.Audience{"berth"},
 		Expiry: jwt.NewNumericDate(now.Add(5 * time.Minute)), NotBefore: jwt.NewNumericDate(now.Add(-time.Second)),
 		IssuedAt: jwt.NewNumericDate(now), ID: "test",
-	}, Access: access}
+	}, Access: access, Account: id}
 }
 
 func pullAccess(name string) access {
@@ -130,7 +139,7 @@ func TestTokenAttacks(t *testing.T) {
 	key := currentKey(t, e.st)
 
 	// Crafting with the registry's own key works: the checks below fail for the reason they name.
-	forged := sign(t, jose.ES256, key.priv, key.ID, claimsFor("robot:ci", pullAccess("team/a")))
+	forged := sign(t, jose.ES256, key.priv, key.ID, claimsFor(e.st, "robot:ci", pullAccess("team/a")))
 	wantStatus(t, "a token signed with the real key", e.check(t, bearer(forged), "team/a", "", "pull"), 200, "")
 
 	t.Run("tampered payload", func(t *testing.T) {
@@ -148,7 +157,7 @@ func TestTokenAttacks(t *testing.T) {
 	})
 
 	t.Run("alg none", func(t *testing.T) {
-		c := claimsFor("user:admin", pullAccess("team/a"))
+		c := claimsFor(e.st, "user:admin", pullAccess("team/a"))
 		for _, alg := range []string{"none", "None", "NONE"} {
 			h := b64json(t, map[string]string{"alg": alg, "typ": "JWT", "kid": key.ID})
 			p := b64json(t, c)
@@ -171,7 +180,7 @@ func TestTokenAttacks(t *testing.T) {
 		for name, secret := range map[string][]byte{"DER": der, "PEM": pemKey, "point": uncompressed} {
 			for _, alg := range []jose.SignatureAlgorithm{jose.HS256, jose.HS512} {
 				wantInvalidToken(t, e, string(alg)+" keyed with the "+name+" public key",
-					sign(t, alg, secret, key.ID, claimsFor("user:admin", pullAccess("team/a"))))
+					sign(t, alg, secret, key.ID, claimsFor(e.st, "user:admin", pullAccess("team/a"))))
 			}
 		}
 	})
@@ -181,7 +190,7 @@ func TestTokenAttacks(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		c := claimsFor("robot:ci", pullAccess("team/a"))
+		c := claimsFor(e.st, "robot:ci", pullAccess("team/a"))
 		wantInvalidToken(t, e, "another ES256 key with the real kid", sign(t, jose.ES256, other, key.ID, c))
 		wantInvalidToken(t, e, "another ES256 key with its own kid", sign(t, jose.ES256, other, "attacker", c))
 		wantInvalidToken(t, e, "the real key without a kid", sign(t, jose.ES256, key.priv, "", c))
@@ -215,16 +224,16 @@ func TestTokenAttacks(t *testing.T) {
 				c.Access = []access{{Type: "repository", Name: "team/a", Actions: []string{"pull", "teleport"}}}
 			}},
 		} {
-			cl := claimsFor("robot:ci", pullAccess("team/a"))
+			cl := claimsFor(e.st, "robot:ci", pullAccess("team/a"))
 			c.edit(&cl)
 			wantInvalidToken(t, e, c.what, sign(t, jose.ES256, key.priv, key.ID, cl))
 		}
 		// Within the leeway for replicas' clocks: still good.
-		cl := claimsFor("robot:ci", pullAccess("team/a"))
+		cl := claimsFor(e.st, "robot:ci", pullAccess("team/a"))
 		cl.Expiry = jwt.NewNumericDate(now.Add(-clockLeeway / 3))
 		wantStatus(t, "expired within the leeway", e.check(t, bearer(sign(t, jose.ES256, key.priv, key.ID, cl)), "team/a", "", "pull"), 200, "")
 		// Several audiences, one of them ours.
-		cl = claimsFor("robot:ci", pullAccess("team/a"))
+		cl = claimsFor(e.st, "robot:ci", pullAccess("team/a"))
 		cl.Audience = jwt.Audience{"other", "berth"}
 		wantStatus(t, "one of several audiences", e.check(t, bearer(sign(t, jose.ES256, key.priv, key.ID, cl)), "team/a", "", "pull"), 200, "")
 	})
@@ -233,7 +242,7 @@ func TestTokenAttacks(t *testing.T) {
 		// A second registry on the same database with another service name: same keys, but
 		// its tokens are not for us.
 		other := newService(t, Options{Accounts: e.st, Service: "staging"})
-		tok, err := other.tokens.issue(bg, "robot:ci", Scope{Repos: map[string]Actions{"team/a": Pull}}, time.Now().Add(time.Minute))
+		tok, err := other.tokens.issue(bg, "robot:ci", e.accountID(t, "ci"), Scope{Repos: map[string]Actions{"team/a": Pull}}, time.Now().Add(time.Minute))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -244,7 +253,7 @@ func TestTokenAttacks(t *testing.T) {
 	})
 
 	t.Run("size", func(t *testing.T) {
-		big := claimsFor("robot:ci", pullAccess("team/a"))
+		big := claimsFor(e.st, "robot:ci", pullAccess("team/a"))
 		for i := range 3000 {
 			big.Access = append(big.Access, access{Type: "repository", Name: "pad/" + strings.Repeat("x", 10) + string(rune('a'+i%26)), Actions: []string{"pull"}})
 		}
@@ -275,7 +284,7 @@ func TestVerifiedCacheExpiry(t *testing.T) {
 	tok := e.token(t, basic("ci", secret), "repository:team/a:pull")
 	wantStatus(t, "fresh token", e.check(t, bearer(tok), "team/a", "", "pull"), 200, "")
 	e.svc.tokens.mu.Lock()
-	v := e.svc.tokens.verified[tok]
+	v := e.svc.tokens.verified[sha256.Sum256([]byte(tok))]
 	if v == nil {
 		e.svc.tokens.mu.Unlock()
 		t.Fatal("a verified token is not cached")
@@ -283,20 +292,50 @@ func TestVerifiedCacheExpiry(t *testing.T) {
 	v.expiry = time.Now().Add(-2 * clockLeeway) // as if the token's time had passed
 	e.svc.tokens.mu.Unlock()
 	wantStatus(t, "expired cached token", e.check(t, bearer(tok), "team/a", "", "pull"), 401, "UNAUTHORIZED")
+}
 
-	// The cache is bounded.
-	e.svc.tokens.mu.Lock()
-	for i := range maxVerified {
-		e.svc.tokens.verified[fmt.Sprint("filler-", i)] = &verifiedToken{expiry: time.Now().Add(time.Hour)}
+// The memory of verified tokens is bounded in bytes: many large distinct tokens (each up to the
+// 64 KiB limit, with hundreds of scopes) do not pin their size in memory.
+func TestVerifiedCacheBounded(t *testing.T) {
+	e := newEnv(t, Options{})
+	e.robot(t, "ci", time.Time{})
+	key := currentKey(t, e.st)
+	const n = 600
+	toks := make([]string, n)
+	for i := range toks {
+		cl := claimsFor(e.st, "robot:ci")
+		for j := range 180 {
+			cl.Access = append(cl.Access, access{Type: "repository", Name: fmt.Sprintf("big/%03d/%0200d", i, j), Actions: []string{"pull"}})
+		}
+		toks[i] = sign(t, jose.ES256, key.priv, key.ID, cl)
 	}
-	e.svc.tokens.mu.Unlock()
-	tok2 := e.token(t, basic("ci", secret), "repository:team/a:pull")
-	wantStatus(t, "a token verified while the cache is full", e.check(t, bearer(tok2), "team/a", "", "pull"), 200, "")
-	e.svc.tokens.mu.RLock()
-	n := len(e.svc.tokens.verified)
-	e.svc.tokens.mu.RUnlock()
-	if n > maxVerified {
-		t.Errorf("%d verified tokens cached, want at most %d", n, maxVerified)
+	if len(toks[0]) < 60<<10 || len(toks[0]) > 64<<10 {
+		t.Fatalf("a token of %d bytes, want just under 64 KiB", len(toks[0]))
+	}
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	for _, tok := range toks {
+		if _, err := e.svc.tokens.verify(bg, tok); err != nil {
+			t.Fatal(err)
+		}
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	grew := int64(after.HeapAlloc) - int64(before.HeapAlloc)
+	t.Logf("%d tokens of %d KiB verified: the heap grew by %d MiB; the cache holds %d of them, %d MiB by its estimate",
+		n, len(toks[0])>>10, grew>>20, len(e.svc.tokens.verified), e.svc.tokens.size>>20)
+	if e.svc.tokens.size > maxVerifiedBytes {
+		t.Errorf("the cache's estimate is %d bytes, over its bound %d", e.svc.tokens.size, maxVerifiedBytes)
+	}
+	// The tokens' own bytes are 36 MiB, and their decoded scopes as much again: a cache bounded
+	// by count would keep them all. Bounded in bytes it keeps about maxVerifiedBytes.
+	if grew > 2*maxVerifiedBytes {
+		t.Errorf("the heap grew by %d MiB, want at most %d", grew>>20, 2*maxVerifiedBytes>>20)
+	}
+	// Evicted tokens are verified again: they still work.
+	if _, err := e.svc.tokens.verify(bg, toks[0]); err != nil {
+		t.Errorf("an evicted token: %v", err)
 	}
 }
 
@@ -346,7 +385,7 @@ func TestKeyRotation(t *testing.T) {
 		t.Errorf("a new replica refuses an old token during the overlap: %v", err)
 	}
 	// The replica signs with the new key.
-	newTok, err := replica.tokens.issue(bg, "robot:ci", Scope{Repos: map[string]Actions{"team/a": Pull}}, time.Now().Add(time.Minute))
+	newTok, err := replica.tokens.issue(bg, "robot:ci", e.accountID(t, "ci"), Scope{Repos: map[string]Actions{"team/a": Pull}}, time.Now().Add(time.Minute))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -371,6 +410,8 @@ func TestKeyRetirement(t *testing.T) {
 	e.grant(t, "robot:ci", "team/*", "pull")
 	tok := e.token(t, basic("ci", secret), "repository:team/a:pull")
 	k1 := kidOf(t, tok)
+	// Used once, so that it is in the cache of verified tokens.
+	wantStatus(t, "a token before its key is retired", e.check(t, bearer(tok), "team/a", "", "pull"), 200, "")
 	// No overlap: the old key is retired at once (a compromised key).
 	k2, err := RotateKeys(bg, e.st, nil, -time.Second)
 	if err != nil {
@@ -379,7 +420,7 @@ func TestKeyRetirement(t *testing.T) {
 	if err := e.svc.tokens.reload(bg); err != nil {
 		t.Fatal(err)
 	}
-	wantInvalidToken(t, e, "a token of a retired key", tok)
+	wantInvalidToken(t, e, "a token of a retired key (verified before)", tok)
 	replica := newService(t, Options{Accounts: e.st})
 	if _, err := replica.tokens.verify(bg, tok); !errors.Is(err, errInvalidToken) {
 		t.Errorf("a new replica accepts a token of a retired key: %v", err)
@@ -428,7 +469,7 @@ func TestUnknownKIDReloadIsRateLimited(t *testing.T) {
 	start := time.Now()
 	const n = 50
 	for i := range n {
-		tok := sign(t, jose.ES256, other, "kid-"+string(rune('a'+i%26))+string(rune('a'+i/26)), claimsFor("robot:ci"))
+		tok := sign(t, jose.ES256, other, "kid-"+string(rune('a'+i%26))+string(rune('a'+i/26)), claimsFor(acc, "robot:ci"))
 		if _, err := svc.tokens.verify(bg, tok); !errors.Is(err, errInvalidToken) {
 			t.Fatalf("verify of an unknown kid: %v", err)
 		}
@@ -476,7 +517,7 @@ func TestSealedKeys(t *testing.T) {
 	st := openStore(t)
 	// Keys made before an encryption key was configured are sealed when one is.
 	plain := newService(t, Options{Accounts: st})
-	tok, err := plain.tokens.issue(bg, "robot:ci", Scope{}, time.Now().Add(time.Minute))
+	tok, err := plain.tokens.issue(bg, "robot:ci", "0123456789abcdef", Scope{}, time.Now().Add(time.Minute))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -547,7 +588,7 @@ func TestFirstKeyRace(t *testing.T) {
 				errs[i] = err
 				return
 			}
-			tok, err := s.tokens.issue(bg, "robot:x", Scope{}, time.Now().Add(time.Minute))
+			tok, err := s.tokens.issue(bg, "robot:x", "0123456789abcdef", Scope{}, time.Now().Add(time.Minute))
 			if err != nil {
 				errs[i] = err
 				return
@@ -587,7 +628,7 @@ func TestRetiredKeySeenByVerifyingReplica(t *testing.T) {
 	e.svc.tokens.mu.Lock()
 	e.svc.tokens.loaded = time.Now().Add(-2 * keyReload)
 	e.svc.tokens.mu.Unlock()
-	leaked := sign(t, jose.ES256, old.priv, old.ID, claimsFor("robot:ci", pullAccess("team/a")))
+	leaked := sign(t, jose.ES256, old.priv, old.ID, claimsFor(e.st, "robot:ci", pullAccess("team/a")))
 	wantInvalidToken(t, e, "a token of a key retired a minute ago", leaked)
 }
 

@@ -18,6 +18,9 @@ const (
 // Account is a user (a person with a password) or a robot account (a long random secret for CI
 // and runtimes). Users and robots share one namespace of login names.
 type Account struct {
+	// ID is unique among all accounts there ever were: a new account that takes a deleted
+	// account's name gets a new ID (set by CreateAccount).
+	ID          string
 	Name        string
 	Kind        string
 	Secret      string // the encoded hash of the password or robot secret, never the secret

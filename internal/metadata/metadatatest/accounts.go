@@ -70,6 +70,9 @@ func wantAccount(t *testing.T, got, want *metadata.Account) {
 	if got.Created.IsZero() {
 		t.Errorf("account %s: Created is zero", want.Name)
 	}
+	if len(got.ID) < 16 {
+		t.Errorf("account %s: ID %q, want one of at least 16 characters", want.Name, got.ID)
+	}
 }
 
 func grants(t *testing.T, st metadata.Accounts) []metadata.Grant {
@@ -218,7 +221,7 @@ func (s accountsSuite) update(t *testing.T) {
 	}
 	createAccount(t, st, &metadata.Account{Name: "ci", Kind: metadata.KindRobot, Secret: "old",
 		Groups: []string{"builders"}, Description: "before", Expires: second(time.Now().Add(time.Hour))})
-	created := getAccount(t, st, "ci").Created
+	created, id := getAccount(t, st, "ci").Created, getAccount(t, st, "ci").ID
 
 	want := &metadata.Account{Name: "ci", Kind: metadata.KindRobot, Secret: "new",
 		Groups: []string{"deployers", "readers"}, Description: "after", Expires: second(time.Now().Add(48 * time.Hour))}
@@ -229,6 +232,9 @@ func (s accountsSuite) update(t *testing.T) {
 	wantAccount(t, got, want)
 	if !got.Created.Equal(created) {
 		t.Errorf("UpdateAccount changed Created from %v to %v", created, got.Created)
+	}
+	if got.ID != id {
+		t.Errorf("UpdateAccount changed the ID from %q to %q", id, got.ID)
 	}
 
 	// Clearing: no groups, no description, no expiry.
@@ -292,6 +298,7 @@ func (s accountsSuite) delete(t *testing.T) {
 	addGrant(t, st, "anonymous", "public/*", "pull")    // everyone's
 	addGrant(t, st, "user:bob", "user:alice", "delete") // a pattern that looks like the subject
 
+	oldID := getAccount(t, st, "alice").ID
 	if err := st.DeleteAccount(ctx, "alice"); err != nil {
 		t.Fatalf("DeleteAccount(alice): %v", err)
 	}
@@ -327,6 +334,10 @@ func (s accountsSuite) delete(t *testing.T) {
 
 	// The name is free again, and a new alice starts with no grants or tokens.
 	createAccount(t, st, &metadata.Account{Name: "alice", Kind: metadata.KindRobot, Secret: "new"})
+	// ...and an ID of its own: what was handed out to the old alice is not the new one's.
+	if got := getAccount(t, st, "alice"); got.ID == oldID || got.ID == "" {
+		t.Errorf("the new alice has ID %q, the deleted one had %q: want a new one", got.ID, oldID)
+	}
 	if got := getAccount(t, st, "alice"); got.Kind != metadata.KindRobot || got.Secret != "new" {
 		t.Errorf("recreated alice = %s %q", got.Kind, got.Secret)
 	}

@@ -36,8 +36,9 @@ func (s *Store) CreateAccount(ctx context.Context, a *metadata.Account) error {
 		return err
 	}
 	return s.write(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `INSERT INTO accounts (name, kind, secret, groups_json, description, expires, created)
-			VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
+		// The ID is new for every account, also for one that takes the name of a deleted one.
+		res, err := tx.ExecContext(ctx, `INSERT INTO accounts (name, kind, secret, groups_json, description, expires, created, id)
+			VALUES (?, ?, ?, ?, ?, ?, ?, lower(hex(randomblob(16)))) ON CONFLICT DO NOTHING`,
 			a.Name, a.Kind, a.Secret, string(groups), a.Description, unixNano(a.Expires), now())
 		if err != nil {
 			return err
@@ -58,13 +59,13 @@ func nonNil(s []string) []string {
 	return s
 }
 
-const accountCols = `name, kind, secret, groups_json, description, expires, created`
+const accountCols = `name, kind, secret, groups_json, description, expires, created, id`
 
 func scanAccount(row interface{ Scan(...any) error }) (*metadata.Account, error) {
 	var a metadata.Account
 	var groups string
 	var expires, created int64
-	if err := row.Scan(&a.Name, &a.Kind, &a.Secret, &groups, &a.Description, &expires, &created); err != nil {
+	if err := row.Scan(&a.Name, &a.Kind, &a.Secret, &groups, &a.Description, &expires, &created, &a.ID); err != nil {
 		return nil, err
 	}
 	if err := json.Unmarshal([]byte(groups), &a.Groups); err != nil {

@@ -1,0 +1,210 @@
+package auth
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/berth/berth/internal/metadata"
+)
+
+// Logins: a user name and a secret (a password, a robot secret, or for the user "oidc" an OIDC
+// token), from Basic credentials or the token endpoint's password grant.
+//
+// What a login costs an attacker and berth:
+//   - The guard (guard.go) reserves a guess before anything is checked, so no more guesses are
+//     checked than its budgets allow, however many arrive at once.
+//   - The check is chosen by the shape of the secret, never by the account: a robot-shaped secret
+//     (berth_rbt_ and 43 characters) is hashed with SHA-256 and compared, anything else runs
+//     argon2id against the user's hash, or against a dummy hash when the name is a robot or
+//     nobody. So the time a wrong secret takes tells nothing about what the name is.
+//   - argon2id (19 MiB, ~25 ms of a core) runs at most argonSlots at once, and one at a time per
+//     client address, the others waiting their turn: a flood of wrong passwords costs bounded
+//     memory, and a client at another address waits behind at most one check per flooding
+//     address, not behind the whole flood.
+//   - A verified login is remembered (by a hash of name and secret) for loginCache, and checked
+//     against the accounts of now on every use: a removed account, a changed password, new
+//     groups take effect as fast as for tokens (policyReload).
+
+const (
+	loginCache = 5 * time.Minute // a verified secret is remembered this long
+	maxLogins  = 10000
+)
+
+// argonSlots is how many argon2id checks run at once: one per core, at most 4 (76 MiB).
+var argonSlots = min(max(runtime.GOMAXPROCS(0), 1), 4)
+
+type cachedLogin struct {
+	id, secret string // the account's ID and stored hash when the secret was verified
+	expires    time.Time
+}
+
+// logins holds the cache of verified logins and the argon2id gate.
+type logins struct {
+	mu    sync.Mutex
+	cache map[[32]byte]cachedLogin
+	slots chan struct{} // argon2id checks running
+	lmu   sync.Mutex
+	lanes map[string]chan struct{} // per client address: the one check it may have running or queued
+
+	argonRuns atomic.Int64 // argon2id checks done (tests count them)
+}
+
+func newLogins() *logins {
+	return &logins{cache: map[[32]byte]cachedLogin{}, slots: make(chan struct{}, argonSlots),
+		lanes: map[string]chan struct{}{}}
+}
+
+func loginKey(user, pass string) [32]byte { return sha256.Sum256([]byte(user + "\x00" + pass)) }
+
+// argon runs fn (an argon2id check) when it is addr's turn and a slot is free.
+func (l *logins) argon(ctx context.Context, addr string, fn func() (bool, error)) (bool, error) {
+	addr = addrKey(addr)
+	l.lmu.Lock()
+	lane := l.lanes[addr]
+	if lane == nil {
+		lane = make(chan struct{}, 1)
+		l.lanes[addr] = lane
+	}
+	l.lmu.Unlock()
+	select {
+	case lane <- struct{}{}:
+	case <-ctx.Done():
+		return false, ctx.Err()
+	}
+	defer func() {
+		<-lane
+		l.lmu.Lock()
+		if len(lane) == 0 && l.lanes[addr] == lane {
+			delete(l.lanes, addr)
+		}
+		l.lmu.Unlock()
+	}()
+	select {
+	case l.slots <- struct{}{}:
+	case <-ctx.Done():
+		return false, ctx.Err()
+	}
+	defer func() { <-l.slots }()
+	l.argonRuns.Add(1)
+	return fn()
+}
+
+// login checks a user name and secret from addr and returns the caller. A client that leaves
+// while its check waits for its turn ends the wait (ctx).
+func (s *Service) login(ctx context.Context, user, pass, addr string) (*Principal, error) {
+	if user == OIDCUser && s.opt.Federation != nil {
+		return s.loginOIDC(ctx, pass, addr)
+	}
+	key := loginKey(user, pass)
+	if p, ok := s.cachedLogin(ctx, key, user); ok {
+		return p, nil
+	}
+	res, wait := s.guard.reserve(user, addr)
+	if wait > 0 {
+		s.audit("login throttled", "user", user, "addr", addr)
+		return nil, &ThrottledError{RetryAfter: wait}
+	}
+	a, err := s.checkSecret(ctx, user, pass, addr)
+	if err != nil {
+		if errors.Is(err, ErrBadCredentials) {
+			s.audit("login failed", "user", user, "addr", addr, "reason", err.Error())
+		} else {
+			res.refund() // not a guess that was judged
+		}
+		return nil, err
+	}
+	res.refund()
+	s.guard.succeeded(user, addr)
+	s.logins.mu.Lock()
+	if len(s.logins.cache) >= maxLogins {
+		clear(s.logins.cache)
+	}
+	s.logins.cache[key] = cachedLogin{id: a.ID, secret: a.Secret, expires: time.Now().Add(loginCache)}
+	s.logins.mu.Unlock()
+	return accountPrincipal(a), nil
+}
+
+// cachedLogin returns the caller of a login verified before, if its account is still the one
+// that was verified, with the same secret, and live.
+func (s *Service) cachedLogin(ctx context.Context, key [32]byte, user string) (*Principal, bool) {
+	s.logins.mu.Lock()
+	c, ok := s.logins.cache[key]
+	s.logins.mu.Unlock()
+	if !ok || time.Now().After(c.expires) {
+		return nil, false
+	}
+	a, err := s.account(ctx, user)
+	if err != nil || a == nil || a.ID != c.id || a.secret != c.secret || !a.live(time.Now()) {
+		return nil, false
+	}
+	return &Principal{Subject: a.subject, account: a.ID, expiry: a.Expires}, true
+}
+
+// checkSecret verifies a secret for user; it picks the check by the secret's shape (see above).
+func (s *Service) checkSecret(ctx context.Context, user, pass, addr string) (*metadata.Account, error) {
+	a, err := s.opt.Accounts.Account(ctx, user)
+	if errors.Is(err, metadata.ErrNotFound) {
+		a = nil
+	} else if err != nil {
+		return nil, err
+	}
+	var ok bool
+	if IsRobotSecret(pass) {
+		hash := dummyRobotHash
+		if a != nil && a.Kind == metadata.KindRobot {
+			hash = a.Secret
+		}
+		ok, err = verifySecret(hash, pass)
+	} else {
+		hash := dummyHash
+		if a != nil && a.Kind == metadata.KindUser {
+			hash = a.Secret
+		}
+		ok, err = s.logins.argon(ctx, addr, func() (bool, error) { return verifySecret(hash, pass) })
+	}
+	switch {
+	case err != nil && a != nil:
+		return nil, fmt.Errorf("account %s: %w", a.Name, err)
+	case err != nil:
+		return nil, err
+	case !ok || a == nil || (a.Kind != metadata.KindUser && a.Kind != metadata.KindRobot):
+		return nil, ErrBadCredentials
+	case !a.Expires.IsZero() && time.Now().After(a.Expires):
+		return nil, fmt.Errorf("%w: account expired", ErrBadCredentials)
+	}
+	return a, nil
+}
+
+// loginOIDC exchanges an OIDC token for a caller. Only the address's budget counts: the user
+// name is the same for every CI job, and a token cannot be guessed.
+func (s *Service) loginOIDC(ctx context.Context, raw, addr string) (*Principal, error) {
+	res, wait := s.guard.reserve("", addr)
+	if wait > 0 {
+		s.audit("login throttled", "user", OIDCUser, "addr", addr)
+		return nil, &ThrottledError{RetryAfter: wait}
+	}
+	f, err := s.opt.Federation.Exchange(ctx, raw)
+	if errors.Is(err, ErrUnavailable) {
+		res.refund()
+		return nil, err
+	}
+	if err != nil {
+		s.audit("login failed", "user", OIDCUser, "addr", addr, "reason", err.Error())
+		return nil, fmt.Errorf("%w: %v", ErrBadCredentials, err)
+	}
+	res.refund()
+	return federatedPrincipal(f), nil
+}
+
+// The hashes that wrong secrets for robots, users and unknown names are checked against, so
+// that every wrong secret of a shape costs the same.
+var (
+	dummyHash, _   = HashPassword("berth dummy password")
+	dummyRobotHash = hashRobotSecret(RobotPrefix + "berth-dummy-robot-secret-berth-dummy-robot-s")
+)
