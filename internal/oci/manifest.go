@@ -51,6 +51,9 @@ func ParseManifest(contentType string, body []byte) (*Manifest, error) {
 	if err := json.Unmarshal(body, &m); err != nil {
 		return nil, Errorf(ErrManifestInvalid, "manifest is not valid JSON: %v", err)
 	}
+	if err := checkKeys(body); err != nil {
+		return nil, Errorf(ErrManifestInvalid, "manifest is ambiguous: %v", err)
+	}
 	if contentType == MediaTypeDockerSchema1 || contentType == MediaTypeDockerSchema1S ||
 		m.MediaType == MediaTypeDockerSchema1 || m.MediaType == MediaTypeDockerSchema1S ||
 		(m.SchemaVersion != nil && *m.SchemaVersion == 1) || m.FSLayers != nil {

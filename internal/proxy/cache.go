@@ -78,18 +78,16 @@ func (c *Cache) SetMirror(prefix string) error {
 
 // Route implements registry.Cache: it reports whether name (with the ns query parameter of
 // containerd mirrors) is a cached repository, and the local repository that holds it. Only reads
-// (read) may reach the root mirror, so that pushes to new private repositories stay local.
-func (c *Cache) Route(ctx context.Context, name, ns string, read bool) (string, bool) {
+// (read) may reach the root mirror; mirror marks that route, which the registry takes only for
+// names that are not its own repositories, so that pushes and berth's own repositories stay local.
+func (c *Cache) Route(name, ns string, read bool) (local string, mirror, ok bool) {
 	if _, local, _, ok := route(c.rules, name, ns); ok {
-		return local, true
+		return local, false, true
 	}
 	if c.mirror == nil || !read {
-		return "", false
+		return "", false, false
 	}
-	if _, _, err := c.meta.Tags(ctx, name, metadata.Page{N: 0}); !errors.Is(err, metadata.ErrRepoUnknown) {
-		return "", false // a repository of berth's own
-	}
-	return c.mirror.Prefix + "/" + c.mirror.upstreamName(name), true
+	return c.mirror.Prefix + "/" + c.mirror.upstreamName(name), true, true
 }
 
 // Candidates lists the cached repositories that requests for name may be served from: its own

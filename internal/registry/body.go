@@ -7,15 +7,21 @@ import (
 	"time"
 )
 
-// DefaultBodyIdleTimeout is how long a request body may send nothing before berth gives up on it:
-// a client that opens an upload and stalls must not hold a connection and a session forever.
+// DefaultBodyIdleTimeout is how long a request body may go without sending minBodyProgress bytes
+// before berth gives up on it: a client that opens an upload and stalls, or trickles a byte now
+// and then, must not hold a connection and a session forever.
 const DefaultBodyIdleTimeout = time.Minute
+
+// minBodyProgress is how many bytes a body must send within every idle timeout (32 KiB a minute
+// is 550 bytes a second, far below any real link). A whole body smaller than that must arrive
+// within one idle timeout.
+const minBodyProgress = 32 << 10
 
 // SetBodyIdleTimeout changes how long a request body may stall (DefaultBodyIdleTimeout).
 func (rg *Registry) SetBodyIdleTimeout(d time.Duration) { rg.bodyIdle = d }
 
-// body returns r's body with a read deadline pushed forward before every read, so that a slow
-// client keeps its upload going and a stalled one is cut off after the idle timeout.
+// body returns r's body with a read deadline that moves forward as the body makes progress, so
+// that a slow client keeps its upload going and a stalled or trickling one is cut off.
 //
 // room is how many more bytes the blob being uploaded may take (the configured maximum less what
 // the upload holds); past it the body fails with errBlobTooLarge.
@@ -73,17 +79,29 @@ func (l *limitReader) Read(p []byte) (int, error) {
 }
 
 type idleReader struct {
-	r    io.Reader
-	rc   *http.ResponseController
-	idle time.Duration
-	set  time.Time // when the deadline was last pushed
+	r     io.Reader
+	rc    *http.ResponseController
+	idle  time.Duration
+	until time.Time // the read deadline
+	since int64     // bytes read since it was last pushed forward
 }
 
 func (b *idleReader) Read(p []byte) (int, error) {
-	// Pushing the deadline costs a syscall: do it at most every tenth of the timeout.
-	if now := time.Now(); now.Sub(b.set) > b.idle/10 {
-		b.rc.SetReadDeadline(now.Add(b.idle)) // not every connection supports it (tests' recorders)
-		b.set = now
+	now := time.Now()
+	if b.until.IsZero() {
+		b.push(now)
 	}
-	return b.r.Read(p)
+	n, err := b.r.Read(p)
+	b.since += int64(n)
+	// Only progress moves the deadline: a byte now and then does not. Pushing it costs a
+	// system call, so not more often than every tenth of the timeout.
+	if b.since >= minBodyProgress && b.until.Sub(now) < b.idle*9/10 {
+		b.push(now)
+	}
+	return n, err
+}
+
+func (b *idleReader) push(now time.Time) {
+	b.until, b.since = now.Add(b.idle), 0
+	b.rc.SetReadDeadline(b.until) // not every connection supports it (tests' recorders)
 }

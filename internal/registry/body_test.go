@@ -43,6 +43,66 @@ func TestStalledUploadBody(t *testing.T) {
 	}
 }
 
+// TestTricklingUploadBody: a body that sends a byte now and then, never stalling for the idle
+// timeout, is cut off all the same: only progress (minBodyProgress bytes) keeps it going.
+func TestTricklingUploadBody(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.reg.SetBodyIdleTimeout(300 * time.Millisecond)
+	loc := e.startUpload(t, "slow/trickle")
+
+	pr, pw := io.Pipe()
+	stop := make(chan struct{})
+	sent := make(chan int, 1)
+	go func() {
+		n := 0
+		defer func() { sent <- n }()
+		for {
+			select {
+			case <-stop:
+				pw.Close()
+				return
+			case <-time.After(30 * time.Millisecond): // well within the idle timeout each time
+			}
+			if _, err := pw.Write([]byte("x")); err != nil {
+				return
+			}
+			n++
+		}
+	}()
+	req, _ := http.NewRequest(http.MethodPatch, e.url+loc, pr)
+	req.Header.Set("Content-Type", "application/octet-stream")
+	done := make(chan resp, 1)
+	go func() {
+		res, err := e.c.Do(req)
+		if err != nil {
+			done <- resp{}
+			return
+		}
+		b, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		done <- resp{code: res.StatusCode, body: b}
+	}()
+	select {
+	case r := <-done:
+		close(stop)
+		if r.code != 0 && r.code != http.StatusRequestTimeout {
+			t.Errorf("a trickling body: %d %s, want 408 or a closed connection", r.code, r.body)
+		}
+	case <-time.After(20 * time.Second):
+		close(stop)
+		t.Fatal("a body trickling a byte every 30ms was not cut off within 20s (idle timeout 300ms)")
+	}
+	n := <-sent
+	// What arrived stays in the upload.
+	r := e.do(t, http.MethodGet, loc, nil)
+	var end int
+	if _, err := fmt.Sscanf(r.get("Range"), "0-%d", &end); r.code != http.StatusNoContent || err != nil || end+1 > n {
+		t.Errorf("upload status after the cut: %d Range %q, %d bytes sent", r.code, r.get("Range"), n)
+	}
+	t.Logf("cut off after %d bytes", n)
+}
+
 func TestMaxBlobSize(t *testing.T) {
 	e := newEnv(t)
 	e.reg.SetMaxBlobSize(1000)

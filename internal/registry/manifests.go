@@ -28,6 +28,12 @@ func (rg *Registry) getManifest(w http.ResponseWriter, r *http.Request, rt route
 		m, err = rg.meta.GetManifest(r.Context(), rt.name, rt.ref)
 	}
 	if err != nil {
+		if rt.mirrored && r.Method == http.MethodHead && upstreamFailed(err) && !hasToken(r) {
+			// A client without a token may be pushing a new repository and asking whether its
+			// manifest is there yet (dev mode, Basic credentials): the upstream's failure must
+			// not stop its push. The answer is what a repository of berth's own would give.
+			return manifestErr(metadata.ErrNotFound, rt.ref)
+		}
 		return manifestErr(err, rt.ref)
 	}
 	if !acceptable(r.Header.Values("Accept"), m.MediaType) {
@@ -196,6 +202,17 @@ func (rg *Registry) deleteManifest(w http.ResponseWriter, r *http.Request, rt ro
 		rg.audit(r, "delete tag", "repository", rt.name, "tag", rt.ref)
 	}
 	return nil
+}
+
+// upstreamFailed reports whether err says that a pull-through upstream could not answer.
+func upstreamFailed(err error) bool {
+	e := oci.AsError(err)
+	return e != nil && (e.Code == oci.ErrUnavailable || e.Code == oci.ErrTooManyRequests)
+}
+
+func hasToken(r *http.Request) bool {
+	scheme, _, _ := strings.Cut(r.Header.Get("Authorization"), " ")
+	return strings.EqualFold(scheme, "bearer")
 }
 
 func manifestErr(err error, ref string) error {

@@ -37,9 +37,10 @@ type Registry struct {
 // registry asks it which repositories it serves, and for their manifests, missing blobs and tags.
 type Cache interface {
 	// Route reports whether repository name, with the ns query parameter of containerd mirror
-	// requests, is cached, and names the local repository that holds it; read says the request
-	// only reads.
-	Route(ctx context.Context, name, ns string, read bool) (local string, ok bool)
+	// requests, is served by the cache, and names the local repository that holds it; read says
+	// the request only reads (only reads may reach the root mirror). mirror marks a root mirror
+	// route, which the registry takes only when name is not a repository of its own (ownRead).
+	Route(name, ns string, read bool) (local string, mirror, ok bool)
 	// Manifest returns the manifest a tag or digest names, revalidating or fetching it.
 	Manifest(ctx context.Context, local, ref string) (*metadata.Manifest, error)
 	// ServeBlob answers GET or HEAD of a blob the local repository does not hold yet.
@@ -59,6 +60,10 @@ type Authorizer interface {
 	CanList(ctx context.Context, p *auth.Principal, name string) bool
 	// Can reports whether p may do need on repository name.
 	Can(ctx context.Context, p *auth.Principal, name string, need auth.Actions) bool
+	// Pushing reports whether the caller of r holds a token that may push to repository name.
+	Pushing(r *http.Request, name string) bool
+	// ClientAddr is the address r came from (behind trusted proxies, the client's).
+	ClientAddr(r *http.Request) string
 }
 
 // UseAuth makes the registry ask a for every request.
@@ -88,8 +93,8 @@ func (rg *Registry) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rt, err := parseRoute(r)
 	visible := rt.name
 	if err == nil && rg.cache != nil && rt.name != "" {
-		if local, ok := rg.cache.Route(r.Context(), rt.name, r.URL.Query().Get("ns"), mirrorable(r.Method, rt.kind)); ok {
-			rt.name, rt.cached = local, true
+		if local, mirror, ok := rg.cache.Route(rt.name, r.URL.Query().Get("ns"), mirrorable(r.Method, rt.kind)); ok && (!mirror || !rg.ownRead(r, rt.name)) {
+			rt.name, rt.cached, rt.mirrored = local, true, mirror
 		}
 	}
 	if err == nil && rg.authz != nil {
@@ -163,15 +168,37 @@ func (rg *Registry) dispatch(method string, k kind) handler {
 	return nil
 }
 
-// audit records a change made by the caller of r.
+// ownRead reports whether a read of name, which the root mirror could serve, is one of berth's
+// own repository: the caller is pushing to name (its client asks whether a manifest is there yet,
+// and must not be answered by the mirror, nor wait for its upstream), or name exists here and the
+// caller may pull it. Whether it exists is looked at only for a caller that may pull it: for
+// everyone else a private repository and a name nobody uses go the same way, to the mirror, so
+// that refusals do not tell them apart.
+func (rg *Registry) ownRead(r *http.Request, name string) bool {
+	if rg.authz != nil {
+		if rg.authz.Pushing(r, name) {
+			return true
+		}
+		if _, _, err := rg.authz.Authorize(r, name, name, auth.Pull); err != nil {
+			return false
+		}
+	}
+	_, _, err := rg.meta.Tags(r.Context(), name, metadata.Page{N: 0})
+	return !errors.Is(err, metadata.ErrRepoUnknown)
+}
+
+// audit records a change made by the caller of r, with the address it came from (behind trusted
+// proxies the client's; X-Forwarded-For from anyone else is the client's to write, so it is not
+// recorded as if it meant something).
 func (rg *Registry) audit(r *http.Request, event string, args ...any) {
 	if rg.auditLog == nil {
 		return
 	}
-	args = append(args, "subject", auth.PrincipalFrom(r.Context()).String(), "addr", r.RemoteAddr)
-	if xff := r.Header.Values("X-Forwarded-For"); len(xff) > 0 {
-		args = append(args, "forwarded_for", strings.Join(xff, ", "))
+	addr := r.RemoteAddr
+	if rg.authz != nil {
+		addr = rg.authz.ClientAddr(r)
 	}
+	args = append(args, "subject", auth.PrincipalFrom(r.Context()).String(), "addr", addr)
 	rg.auditLog.Info(event, args...)
 }
 

@@ -29,6 +29,8 @@ type route struct {
 	dgst oci.Digest // the digest, when ref is one
 	// cached marks a repository of the pull-through cache; name is then the local repository.
 	cached bool
+	// mirrored marks a read of the root mirror: the client named a repository at the root.
+	mirrored bool
 }
 
 // parseRoute splits a path from the right, since a repository name has any number of slashes,

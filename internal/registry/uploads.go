@@ -3,6 +3,7 @@ package registry
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"strconv"
 	"strings"
@@ -168,6 +169,7 @@ func (rg *Registry) appendChunk(w http.ResponseWriter, r *http.Request, rt route
 	if cr != "" {
 		start, end, ok := parseContentRange(cr)
 		if !ok {
+			setUploadHeaders(w, rt.name, u)
 			return oci.Errorf(oci.ErrBlobUploadInvalid, "malformed Content-Range %q (want start-end)", cr).
 				WithStatus(http.StatusRequestedRangeNotSatisfiable)
 		}
@@ -179,6 +181,9 @@ func (rg *Registry) appendChunk(w http.ResponseWriter, r *http.Request, rt route
 	room, err := rg.room(r, u.Size())
 	if err != nil {
 		return err
+	}
+	if want > 0 && room >= 0 && want > room {
+		return errBlobTooLarge // Content-Range says it will not fit
 	}
 	n, err := u.AppendAt(r.Context(), rg.body(w, r, room), at)
 	if errors.Is(err, storage.ErrOffset) {
@@ -206,7 +211,8 @@ func parseContentRange(s string) (start, end int64, ok bool) {
 	}
 	start, err1 := strconv.ParseInt(a, 10, 64)
 	end, err2 := strconv.ParseInt(b, 10, 64)
-	if err1 != nil || err2 != nil || start < 0 || end < start {
+	// end < MaxInt64, so that the length end-start+1 cannot overflow.
+	if err1 != nil || err2 != nil || start < 0 || end < start || end == math.MaxInt64 {
 		return 0, 0, false
 	}
 	return start, end, true

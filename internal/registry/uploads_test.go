@@ -162,6 +162,7 @@ func chunkedUpload(t *testing.T, e *env, repo string, alg digest.Algorithm) {
 		{"second chunk", "PATCH", "89abcdef", "8-15", 202, "", "0-15"},
 		{"status again", "GET", "", "", 204, "", "0-15"},
 		{"with bytes unit and size", "PATCH", "gh", "bytes 16-17/*", 202, "", "0-17"},
+		{"end at the largest int64", "PATCH", "xy", "18-9223372036854775807", 416, oci.ErrBlobUploadInvalid, "0-17"},
 		{"empty PATCH changes nothing", "PATCH", "", "", 202, "", "0-17"},
 	}
 	for _, s := range steps {
@@ -192,6 +193,31 @@ func chunkedUpload(t *testing.T, e *env, repo string, alg digest.Algorithm) {
 	// The last chunk comes with the PUT.
 	checkCreated(t, e.do(t, "PUT", withDigest(loc, d), []byte("ij"), "Content-Range", "18-19"), repo, d)
 	e.checkBlob(t, repo, d, content)
+}
+
+// TestContentRangeOverflow: a chunk whose Content-Range ends at the largest int64 has a length
+// that overflows to a negative number, which skipped the check that the body is as long as the
+// range says: a 2-byte body declared as 2^63 bytes was taken.
+func TestContentRangeOverflow(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	loc := e.startUpload(t, "overflow/range")
+	for _, cr := range []string{"0-9223372036854775807", "bytes 0-9223372036854775807/*"} {
+		req, _ := http.NewRequest(http.MethodPatch, e.url+loc, io.MultiReader(strings.NewReader("xy")))
+		req.ContentLength = -1 // chunked: no Content-Length to compare with
+		req.Header.Set("Content-Range", cr)
+		req.Header.Set("Content-Type", "application/octet-stream")
+		checkError(t, e.send(t, req), http.StatusRequestedRangeNotSatisfiable, oci.ErrBlobUploadInvalid)
+	}
+	// Nothing was taken.
+	if r := e.do(t, http.MethodGet, loc, nil); r.code != http.StatusNoContent || r.get("Range") != "0-0" {
+		t.Errorf("upload status: %d Range %q, want 204 0-0 (empty)", r.code, r.get("Range"))
+	}
+	// A declared length that does fit in an int64 but not in the body is caught too.
+	req, _ := http.NewRequest(http.MethodPatch, e.url+loc, io.MultiReader(strings.NewReader("xy")))
+	req.ContentLength = -1
+	req.Header.Set("Content-Range", "0-9223372036854775806")
+	checkError(t, e.send(t, req), http.StatusBadRequest, oci.ErrSizeInvalid)
 }
 
 // TestStreamedUpload: PATCH without Content-Range and with chunked transfer encoding.

@@ -8,6 +8,7 @@ import (
 
 	"github.com/berth/berth/internal/config"
 	"github.com/berth/berth/internal/metadata"
+	"github.com/berth/berth/internal/oci"
 	"github.com/berth/berth/internal/proxy"
 	"github.com/berth/berth/internal/storage"
 )
@@ -45,12 +46,28 @@ func newCache(cfg config.Proxy, blobs storage.BlobStore, meta metadata.Store, lo
 }
 
 // upstreamsHandler serves GET /berth/v1/upstreams: each rule's upstream quota, requests and cache
-// counters, as JSON.
-func upstreamsHandler(c *proxy.Cache) http.Handler {
+// counters, as JSON. A rule is shown to the administrators of its repositories (admin on
+// PREFIX/*, or on *): upstream addresses and counters are not every caller's business.
+func upstreamsHandler(c *proxy.Cache, isAdmin adminOf) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
 			w.Header().Set("Allow", "GET, HEAD")
 			http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+			return
+		}
+		shown := []proxy.Status{}
+		for _, st := range c.Status() {
+			ok, err := isAdmin(r, st.Prefix+"/*")
+			if err != nil {
+				writeAuthError(w, err)
+				return
+			}
+			if ok {
+				shown = append(shown, st)
+			}
+		}
+		if len(shown) == 0 && len(c.Status()) > 0 {
+			writeAuthError(w, oci.Errorf(oci.ErrDenied, "upstream statistics are shown to administrators of the cached repositories only (a grant of admin on PREFIX/* or *)"))
 			return
 		}
 		w.Header().Set("Content-Type", "application/json")
@@ -58,6 +75,6 @@ func upstreamsHandler(c *proxy.Cache) http.Handler {
 		enc.SetIndent("", "  ")
 		enc.Encode(struct {
 			Upstreams []proxy.Status `json:"upstreams"`
-		}{c.Status()})
+		}{shown})
 	})
 }

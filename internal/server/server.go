@@ -78,7 +78,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		mux.Handle("/token", authn)
 	}
 	mux.Handle("/v2/", reg)
-	mux.Handle("/berth/v1/upstreams", requireCaller(authn, upstreamsHandler(cache)))
+	mux.Handle("/berth/v1/upstreams", upstreamsHandler(cache, admins(authn)))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
 	srv := &http.Server{
 		Handler:           mux,
