@@ -71,6 +71,8 @@ type berth struct {
 	log  *syncBuffer
 	// secure: authentication on (no --dev); ready means /v2/ answers 401.
 	secure bool
+	// bin is the binary to run; berthBin when empty.
+	bin string
 }
 
 // startBerth starts berth in open mode (--dev) on a free loopback port with a fresh data
@@ -126,7 +128,11 @@ func (b *berth) start(args ...string) {
 	if !b.secure {
 		base = append(base, "--dev")
 	}
-	b.cmd = exec.Command(berthBin, append(base, args...)...)
+	bin := berthBin
+	if b.bin != "" {
+		bin = b.bin
+	}
+	b.cmd = exec.Command(bin, append(base, args...)...)
 	b.cmd.Stdout, b.cmd.Stderr = b.log, b.log
 	if err := b.cmd.Start(); err != nil {
 		b.t.Fatalf("start berth: %v", err)

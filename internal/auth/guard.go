@@ -157,6 +157,16 @@ func (r *reservation) refund() {
 	}
 }
 
+// weight is how many guesses addr (an address key) has made lately, as its budget counts them.
+func (g *guard) weight(addr string) float64 {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if k := g.buckets["a"+addr]; k != nil {
+		return k.b.burst - k.level(g.now())
+	}
+	return 0
+}
+
 // succeeded remembers that account name logged in from addr.
 func (g *guard) succeeded(name, addr string) {
 	if name == "" {

@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -23,10 +22,9 @@ import (
 //     (berth_rbt_ and 43 characters) is hashed with SHA-256 and compared, anything else runs
 //     argon2id against the user's hash, or against a dummy hash when the name is a robot or
 //     nobody. So the time a wrong secret takes tells nothing about what the name is.
-//   - argon2id (19 MiB, ~25 ms of a core) runs at most argonSlots at once, and one at a time per
-//     client address, the others waiting their turn: a flood of wrong passwords costs bounded
-//     memory, and a client at another address waits behind at most one check per flooding
-//     address, not behind the whole flood.
+//   - argon2id (19 MiB, ~25 ms of a core) runs at most argonSlots at once, the others waiting
+//     their turn (gate.go), the address that has guessed least lately first: a flood of wrong
+//     passwords costs bounded memory, and a client logging in from elsewhere meanwhile is next.
 //   - A verified login is remembered (by a hash of name and secret) for loginCache, and checked
 //     against the accounts of now on every use: a removed account, a changed password, new
 //     groups take effect as fast as for tokens (policyReload).
@@ -36,8 +34,11 @@ const (
 	maxLogins  = 10000
 )
 
-// argonSlots is how many argon2id checks run at once: one per core, at most 4 (76 MiB).
-var argonSlots = min(max(runtime.GOMAXPROCS(0), 1), 4)
+// argonSlots is how many argon2id checks run at once. One: a check takes 19 MiB, and the Go heap
+// grows to twice what is live before it collects, so each slot costs about 40 MiB of RSS under a
+// flood; one slot checks some 40 passwords a second, far more than people log in (a verified
+// login is remembered, and robots' secrets never need argon2id).
+const argonSlots = 1
 
 type cachedLogin struct {
 	id, secret string // the account's ID and stored hash when the secret was verified
@@ -48,49 +49,23 @@ type cachedLogin struct {
 type logins struct {
 	mu    sync.Mutex
 	cache map[[32]byte]cachedLogin
-	slots chan struct{} // argon2id checks running
-	lmu   sync.Mutex
-	lanes map[string]chan struct{} // per client address: the one check it may have running or queued
+	gate  *gate
 
 	argonRuns atomic.Int64 // argon2id checks done (tests count them)
 }
 
-func newLogins() *logins {
-	return &logins{cache: map[[32]byte]cachedLogin{}, slots: make(chan struct{}, argonSlots),
-		lanes: map[string]chan struct{}{}}
+func newLogins(weight func(addr string) float64) *logins {
+	return &logins{cache: map[[32]byte]cachedLogin{}, gate: newGate(argonSlots, weight)}
 }
 
 func loginKey(user, pass string) [32]byte { return sha256.Sum256([]byte(user + "\x00" + pass)) }
 
-// argon runs fn (an argon2id check) when it is addr's turn and a slot is free.
+// argon runs fn (an argon2id check) when the gate lets a check from addr run.
 func (l *logins) argon(ctx context.Context, addr string, fn func() (bool, error)) (bool, error) {
-	addr = addrKey(addr)
-	l.lmu.Lock()
-	lane := l.lanes[addr]
-	if lane == nil {
-		lane = make(chan struct{}, 1)
-		l.lanes[addr] = lane
+	if err := l.gate.acquire(ctx, addrKey(addr)); err != nil {
+		return false, err
 	}
-	l.lmu.Unlock()
-	select {
-	case lane <- struct{}{}:
-	case <-ctx.Done():
-		return false, ctx.Err()
-	}
-	defer func() {
-		<-lane
-		l.lmu.Lock()
-		if len(lane) == 0 && l.lanes[addr] == lane {
-			delete(l.lanes, addr)
-		}
-		l.lmu.Unlock()
-	}()
-	select {
-	case l.slots <- struct{}{}:
-	case <-ctx.Done():
-		return false, ctx.Err()
-	}
-	defer func() { <-l.slots }()
+	defer l.gate.release()
 	l.argonRuns.Add(1)
 	return fn()
 }
@@ -162,7 +137,7 @@ func (s *Service) checkSecret(ctx context.Context, user, pass, addr string) (*me
 		}
 		ok, err = verifySecret(hash, pass)
 	} else {
-		hash := dummyHash
+		hash := dummyHash()
 		if a != nil && a.Kind == metadata.KindUser {
 			hash = a.Secret
 		}
@@ -205,6 +180,8 @@ func (s *Service) loginOIDC(ctx context.Context, raw, addr string) (*Principal, 
 // The hashes that wrong secrets for robots, users and unknown names are checked against, so
 // that every wrong secret of a shape costs the same.
 var (
-	dummyHash, _   = HashPassword("berth dummy password")
+	// Made on first use: hashing costs 19 MiB, which a process that never sees a wrong password
+	// (the CLI) need not spend.
+	dummyHash      = sync.OnceValue(func() string { h, _ := HashPassword("berth dummy password"); return h })
 	dummyRobotHash = hashRobotSecret(RobotPrefix + "berth-dummy-robot-secret-berth-dummy-robot-s")
 )

@@ -120,8 +120,8 @@ func New(ctx context.Context, opt Options) (*Service, error) {
 		opt:    opt,
 		tokens: newTokens(opt.Accounts, opt.Sealer, opt.Service),
 		guard:  newGuard(),
-		logins: newLogins(),
 	}
+	s.logins = newLogins(s.guard.weight)
 	if err := s.tokens.reload(ctx); err != nil {
 		return nil, err
 	}
