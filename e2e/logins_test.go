@@ -403,7 +403,9 @@ func TestAuthUpstreamsAndAuditAddress(t *testing.T) {
 	b := startSecureBerth(t, "--config", auditConfig(t, "proxy:\n  defaults: false\n  rules:\n    - prefix: hub\n      upstream: http://127.0.0.1:9\n    - prefix: ghcr\n      upstream: http://127.0.0.1:9\n"))
 	reader := authRobot(b, "reader", "hub/*", "pull,fetch")
 	hubAdmin := authRobot(b, "hubadmin", "hub/*", "admin")
-	get := func(authz string) authResp { return authDo(t, http.MethodGet, b.URL()+"/berth/v1/upstreams", authz, nil) }
+	get := func(authz string) authResp {
+		return authDo(t, http.MethodGet, b.URL()+"/berth/v1/upstreams", authz, nil)
+	}
 	if r := get(""); r.Status != http.StatusUnauthorized {
 		t.Errorf("anonymous: %s, want 401", r)
 	}
