@@ -392,16 +392,20 @@ func grantHint(visible, local string) string {
 	return fmt.Sprintf(" (requests for %s are served from the pull-through cache as %s, and grants on %s apply)", visible, local, local)
 }
 
-// Pushing reports whether the request carries a token that may push to repository name: its
-// client is working on berth's own repository of that name (a push asks whether a manifest is
-// there yet), so its reads of that name must not go to the pull-through cache's root mirror.
-func (s *Service) Pushing(r *http.Request, name string) bool {
+// MayPush reports whether the caller of r may push to repository name (by its grants, whatever
+// its token's scope): a client of such a caller may be pushing a new repository of that name.
+func (s *Service) MayPush(r *http.Request, name string) bool {
 	p, err := s.Authenticate(r)
-	if err != nil || p.token == nil {
+	if err != nil {
 		return false
 	}
-	a, err := s.allows(r.Context(), p, name)
-	return err == nil && a.Has(Push)
+	var a Actions
+	if p.token != nil && !p.isAccount() {
+		a = p.token.scope.Repos[name].effective() // an OIDC caller's grants are in its token
+	} else if a, err = s.identity(r.Context(), p, name); err != nil {
+		return false
+	}
+	return a.Has(Push)
 }
 
 // ClientAddr is the address a request came from: the peer, or behind auth.trusted_proxies the

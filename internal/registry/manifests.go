@@ -28,10 +28,11 @@ func (rg *Registry) getManifest(w http.ResponseWriter, r *http.Request, rt route
 		m, err = rg.meta.GetManifest(r.Context(), rt.name, rt.ref)
 	}
 	if err != nil {
-		if rt.mirrored && r.Method == http.MethodHead && upstreamFailed(err) && !hasToken(r) {
-			// A client without a token may be pushing a new repository and asking whether its
-			// manifest is there yet (dev mode, Basic credentials): the upstream's failure must
-			// not stop its push. The answer is what a repository of berth's own would give.
+		if rt.mirrored && r.Method == http.MethodHead && upstreamFailed(err) && rg.authz == nil {
+			// Without authentication anyone may be pushing a new repository and asking whether
+			// its manifest is there yet: the upstream's failure must not stop the push. The
+			// answer is what a repository of berth's own would give. (With authentication,
+			// callers that may push read only what is cached: ServeHTTP.)
 			return manifestErr(metadata.ErrNotFound, rt.ref)
 		}
 		return manifestErr(err, rt.ref)
@@ -208,11 +209,6 @@ func (rg *Registry) deleteManifest(w http.ResponseWriter, r *http.Request, rt ro
 func upstreamFailed(err error) bool {
 	e := oci.AsError(err)
 	return e != nil && (e.Code == oci.ErrUnavailable || e.Code == oci.ErrTooManyRequests)
-}
-
-func hasToken(r *http.Request) bool {
-	scheme, _, _ := strings.Cut(r.Header.Get("Authorization"), " ")
-	return strings.EqualFold(scheme, "bearer")
 }
 
 func manifestErr(err error, ref string) error {

@@ -60,8 +60,8 @@ type Authorizer interface {
 	CanList(ctx context.Context, p *auth.Principal, name string) bool
 	// Can reports whether p may do need on repository name.
 	Can(ctx context.Context, p *auth.Principal, name string, need auth.Actions) bool
-	// Pushing reports whether the caller of r holds a token that may push to repository name.
-	Pushing(r *http.Request, name string) bool
+	// MayPush reports whether the caller of r may push to repository name.
+	MayPush(r *http.Request, name string) bool
 	// ClientAddr is the address r came from (behind trusted proxies, the client's).
 	ClientAddr(r *http.Request) string
 }
@@ -95,6 +95,11 @@ func (rg *Registry) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err == nil && rg.cache != nil && rt.name != "" {
 		if local, mirror, ok := rg.cache.Route(rt.name, r.URL.Query().Get("ns"), mirrorable(r.Method, rt.kind)); ok && (!mirror || !rg.ownRead(r, rt.name)) {
 			rt.name, rt.cached, rt.mirrored = local, true, mirror
+			// A caller that may push a repository of the name may be pushing a new one: its
+			// client asks for the manifest first, and neither waiting for the mirror's upstream
+			// nor its failure may stop the push. Such callers read only what the mirror has
+			// cached (their own repositories they read at the root anyway).
+			rt.cacheOnly = mirror && rg.authz != nil && rg.authz.MayPush(r, visible)
 		}
 	}
 	if err == nil && rg.authz != nil {
@@ -102,7 +107,7 @@ func (rg *Registry) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		var may auth.Actions
 		if p, may, err = rg.authz.Authorize(r, visible, rt.name, needs(r.Method, rt.kind)); err == nil {
 			ctx := auth.WithPrincipal(r.Context(), p)
-			if rt.cached && !may.Has(auth.Fetch) {
+			if rt.cached && (!may.Has(auth.Fetch) || rt.cacheOnly) {
 				ctx = auth.CacheOnly(ctx)
 			}
 			r = r.WithContext(ctx)
@@ -169,16 +174,11 @@ func (rg *Registry) dispatch(method string, k kind) handler {
 }
 
 // ownRead reports whether a read of name, which the root mirror could serve, is one of berth's
-// own repository: the caller is pushing to name (its client asks whether a manifest is there yet,
-// and must not be answered by the mirror, nor wait for its upstream), or name exists here and the
-// caller may pull it. Whether it exists is looked at only for a caller that may pull it: for
-// everyone else a private repository and a name nobody uses go the same way, to the mirror, so
-// that refusals do not tell them apart.
+// own repository: name exists here and the caller may pull it. Whether it exists is looked at
+// only for a caller that may pull it: for everyone else a private repository and a name nobody
+// uses go the same way, to the mirror, so that refusals do not tell them apart.
 func (rg *Registry) ownRead(r *http.Request, name string) bool {
 	if rg.authz != nil {
-		if rg.authz.Pushing(r, name) {
-			return true
-		}
 		if _, _, err := rg.authz.Authorize(r, name, name, auth.Pull); err != nil {
 			return false
 		}

@@ -31,6 +31,8 @@ type route struct {
 	cached bool
 	// mirrored marks a read of the root mirror: the client named a repository at the root.
 	mirrored bool
+	// cacheOnly: the caller may read only what the cache holds (see ServeHTTP).
+	cacheOnly bool
 }
 
 // parseRoute splits a path from the right, since a repository name has any number of slashes,
