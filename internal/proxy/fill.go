@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -40,6 +42,9 @@ type fill struct {
 	// stored: the blob was in the store when the fill began (typically a fill of the same blob
 	// that ended just before stored it) and is now linked; the readers serve it from the store.
 	stored bool
+	rule   *Rule
+	// ended is closed when the fill is done, for those who wait without reading (decide).
+	ended chan struct{}
 }
 
 // closeReadSide closes what the readers read; callers hold f.mu.
@@ -69,9 +74,11 @@ func (c *Cache) ServeBlob(w http.ResponseWriter, r *http.Request, local string, 
 		return errNotCached(oci.ErrBlobUnknown)
 	}
 	// The bytes may already be here (another repository, an earlier fill).
-	if ok, err := c.linkStored(ctx, rule, local, up, d); err != nil {
+	p, err := c.decide(ctx, rule, local, up, d)
+	if err != nil {
 		return clientError(err, oci.ErrBlobUnknown)
-	} else if ok {
+	}
+	if p.action == serveStored {
 		rule.stats.hits.Add(1)
 		return c.serveLocal(w, r, d)
 	}
@@ -92,28 +99,127 @@ func (c *Cache) ServeBlob(w http.ResponseWriter, r *http.Request, local string, 
 	return c.serveFill(w, r, f, d)
 }
 
-// linkStored reports whether the store holds the blob d, and if so makes sure the repository
-// local links it. A blob stored for another repository is linked only once a free upstream HEAD
-// confirms that the upstream repository has it: a cache name must never become a way to read a
-// private repository's blob by its digest. One that local links already (a fill of local that
-// ended since the caller saw the link missing) needs no HEAD.
-func (c *Cache) linkStored(ctx context.Context, rule *Rule, local, up string, d oci.Digest) (bool, error) {
-	size, err := c.blobs.Stat(ctx, d)
-	if err != nil {
-		return false, nil
-	}
-	if _, err := c.meta.BlobSize(ctx, local, d); err == nil {
-		return true, nil
+// What a request for a blob that the cached repository does not link yet comes to (plan).
+type blobAction int
+
+const (
+	serveStored  blobAction = iota // the repository links the blob (now): serve it
+	linkStored                     // stored, and proven for the rule: link it, serve it
+	headThenLink                   // stored, proven for the rule, asked by digest only: HEAD, link
+	refuseBlob                     // stored, not proven for the rule, asked by digest only: 404
+	fetchBlob                      // download it from the upstream, verify it, store or link it
+)
+
+// blobPlan is a decision about one blob request.
+type blobPlan struct {
+	action blobAction
+	// declared: a manifest that the cache stored in the repository names the blob, with size.
+	declared bool
+	size     int64 // the declared size, or for linkStored and headThenLink the stored size
+}
+
+// plan decides how the cached repository local (of rule) gets blob d, which the registry found it
+// does not link. Which blobs a cache repository may link is what keeps private blobs private:
+//
+//   - A blob that a manifest of local names (stored with the manifest, as the upstream sent it)
+//     is part of the upstream's image. If a repository of the same rule links it, that upstream
+//     proved it has the bytes (it sent them, and they verified): link it. Otherwise download it
+//     and verify it, even when the bytes are already stored for a private repository or another
+//     rule: the upstream must prove it has them. Asking it for the digest tells it nothing its
+//     own manifest did not.
+//   - A blob asked for by digest only, which the store holds: if a repository of the rule links
+//     it, a free HEAD confirms the upstream repository has it (as before). If none does, the
+//     bytes belong to private repositories or other rules: answer BLOB_UNKNOWN without asking the
+//     upstream anything, so that neither a lying upstream (HEAD 200 for every digest) reads a
+//     private blob through the cache, nor does any upstream learn a private digest.
+//   - A blob that is not stored at all is downloaded, as ever.
+//
+// Every link under a rule thus goes back to bytes that rule's upstream sent and that verified.
+func (c *Cache) plan(ctx context.Context, rule *Rule, local string, d oci.Digest) (blobPlan, error) {
+	p := blobPlan{action: fetchBlob, size: -1}
+	if n, err := c.meta.ExpectedBlob(ctx, local, d); err == nil {
+		p.declared, p.size = true, n
 	} else if !errors.Is(err, metadata.ErrNotFound) {
-		return false, err
+		return p, err
 	}
-	if _, err := rule.Source.HeadBlob(ctx, up, d); err != nil {
-		return false, err
+	stored, err := c.blobs.Stat(ctx, d)
+	if errors.Is(err, storage.ErrNotFound) {
+		return p, nil
+	} else if err != nil {
+		return p, err
 	}
-	if err := c.meta.LinkBlob(ctx, local, d, size); err != nil {
-		return false, err
+	// Linked since the registry looked (a fill of local ended meanwhile): no upstream request.
+	if _, err := c.meta.BlobSize(ctx, local, d); err == nil {
+		p.action = serveStored
+		return p, nil
+	} else if !errors.Is(err, metadata.ErrNotFound) {
+		return p, err
 	}
-	return true, nil
+	proven, err := c.meta.LinkedUnder(ctx, d, rule.Prefix+"/", c.nested[rule])
+	if err != nil {
+		return p, err
+	}
+	switch {
+	case proven && p.declared:
+		p.action, p.size = linkStored, stored
+	case proven:
+		p.action, p.size = headThenLink, stored
+	case !p.declared:
+		p.action = refuseBlob
+	}
+	return p, nil
+}
+
+// decide plans a blob request and carries out what needs no download: a link (after a free HEAD
+// for a request by digest only) ends as serveStored, a refusal as an error. A fill of the blob
+// for another repository of the rule that has stored the bytes but not linked them yet looks like
+// private bytes, so a refusal plans again: after such a fill if one is in flight (it leaves
+// c.fills only once it has linked), else at once (one that ended after plan read the links).
+func (c *Cache) decide(ctx context.Context, rule *Rule, local, up string, d oci.Digest) (blobPlan, error) {
+	p, err := c.plan(ctx, rule, local, d)
+	if err == nil && p.action == refuseBlob {
+		if f := c.fillOf(rule, d); f != nil {
+			select {
+			case <-f.ended:
+			case <-ctx.Done():
+				return p, ctx.Err()
+			}
+		}
+		p, err = c.plan(ctx, rule, local, d)
+	}
+	if err != nil {
+		return p, err
+	}
+	switch p.action {
+	case refuseBlob:
+		c.log.Info("refused a request by digest for a blob stored for other repositories only, without asking the upstream",
+			"repository", local, "digest", d)
+		// What an upstream's 404 gives, so that the answer does not say the bytes are here.
+		return p, &Error{Kind: KindNotFound, Status: http.StatusNotFound}
+	case headThenLink:
+		if _, err := rule.Source.HeadBlob(ctx, up, d); err != nil {
+			return p, err
+		}
+		fallthrough
+	case linkStored:
+		if err := c.meta.LinkBlob(ctx, local, d, p.size); err != nil {
+			return p, err
+		}
+		p.action = serveStored
+	}
+	return p, nil
+}
+
+// fillOf returns a fill of d in flight for any repository of rule, or nil.
+func (c *Cache) fillOf(rule *Rule, d oci.Digest) *fill {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for key, f := range c.fills {
+		if f.rule == rule && strings.HasSuffix(key, "@"+d.String()) {
+			return f
+		}
+	}
+	return nil
 }
 
 // serveLocal serves a stored blob (once a fill is done, the registry's own path does this).
@@ -146,7 +252,7 @@ func (c *Cache) join(rule *Rule, local, up string, d oci.Digest) *fill {
 		rule.stats.coalesced.Add(1)
 		return f
 	}
-	f := &fill{size: -1, users: 1}
+	f := &fill{size: -1, users: 1, rule: rule, ended: make(chan struct{})}
 	f.cond = sync.NewCond(&f.mu)
 	c.fills[key] = f
 	c.wg.Add(1)
@@ -163,6 +269,7 @@ func (c *Cache) join(rule *Rule, local, up string, d oci.Digest) *fill {
 		}
 		f.cond.Broadcast()
 		f.mu.Unlock()
+		close(f.ended)
 		if err != nil {
 			c.log.Warn("blob fill failed", "repository", local, "digest", d, "err", err)
 		}
@@ -181,29 +288,59 @@ func (c *Cache) leave(f *fill) {
 }
 
 // run downloads d into a temporary file, verifies it and stores it; its context belongs to no
-// client, so the fill completes even if the client that started it leaves. A blob that is stored
-// already (see join) is not downloaded: the fill ends marked stored.
+// client, so the fill completes even if the client that started it leaves. It plans again first
+// (see join): a blob that was linked meanwhile is not downloaded, the fill ends marked stored.
+//
+// The download is bounded: by the size a manifest of the repository declares (an upstream
+// Content-Length that disagrees is refused before a byte is read), else by the Content-Length,
+// else by proxy.max_fill_size; a body longer than its bound is cut one byte past it and fails.
+// Nothing is written that would leave less than min_free_space free on the store's filesystem.
 func (c *Cache) run(f *fill, rule *Rule, local, up string, d oci.Digest) error {
 	ctx, cancel := context.WithTimeout(c.base, blobTimeout)
 	defer cancel()
-	if ok, err := c.linkStored(ctx, rule, local, up, d); err != nil {
+	p, err := c.decide(ctx, rule, local, up, d)
+	if err != nil {
 		return err
-	} else if ok {
+	}
+	if p.action == serveStored {
 		f.mu.Lock()
 		f.stored = true
 		f.mu.Unlock()
 		rule.stats.hits.Add(1)
 		return nil
 	}
+	if p.declared {
+		if err := storage.CheckFree(c.blobs, p.size, c.limits.MinFreeSpace); err != nil {
+			return err
+		}
+	}
 	rule.stats.misses.Add(1)
-	body, size, err := rule.Source.GetBlob(ctx, up, d)
+	body, clen, err := rule.Source.GetBlob(ctx, up, d)
 	if err != nil {
 		return err
 	}
 	defer body.Close()
+	// size is what the body must hold (-1: unknown, and the readers get no Content-Length);
+	// bound is the most it may hold.
+	size, bound := int64(-1), c.limits.MaxFillSize
+	switch {
+	case p.declared && clen >= 0 && clen != p.size:
+		return &Error{Kind: KindInvalid, Status: http.StatusOK,
+			Message: fmt.Sprintf("Content-Length %d is not the size %d that the manifest declares", clen, p.size)}
+	case p.declared:
+		size, bound = p.size, p.size
+	case clen >= 0:
+		size, bound = clen, clen
+		if err := storage.CheckFree(c.blobs, size, c.limits.MinFreeSpace); err != nil {
+			return err
+		}
+	}
+	pm := pumping{f: f, body: body, size: size, bound: bound, d: d, space: func(n int64) error {
+		return storage.CheckFree(c.blobs, n, c.limits.MinFreeSpace)
+	}}
 	if sp, ok := c.blobs.(storage.Spooler); ok {
 		if _, plain := c.blobs.(storage.FileAdopter); !plain {
-			return c.runSpool(ctx, sp, f, body, size, local, d)
+			return c.runSpool(ctx, sp, &pm, local)
 		}
 	}
 	tmp, err := c.createTemp()
@@ -221,14 +358,20 @@ func (c *Cache) run(f *fill, rule *Rule, local, up string, d oci.Digest) error {
 	f.cond.Broadcast()
 	f.mu.Unlock()
 
-	written, err := pump(f, body, tmp, size, d)
+	pm.dst = tmp
+	written, err := pm.run()
 	if err != nil {
 		tmp.Close()
 		return err
 	}
-	if a, ok := c.blobs.(storage.FileAdopter); ok {
+	switch a, ok := c.blobs.(storage.FileAdopter); {
+	case c.storedAlready(ctx, d):
+		// The bytes were here for other repositories: this download proved the upstream has
+		// them; the store keeps one copy.
+		tmp.Close()
+	case ok:
 		err = a.Adopt(ctx, d, tmp)
-	} else {
+	default:
 		if _, err = tmp.Seek(0, io.SeekStart); err == nil {
 			_, err = c.blobs.Put(ctx, d, tmp)
 		}
@@ -240,39 +383,71 @@ func (c *Cache) run(f *fill, rule *Rule, local, up string, d oci.Digest) error {
 	return c.meta.LinkBlob(ctx, local, d, written)
 }
 
+// storedAlready reports whether the store holds d.
+func (c *Cache) storedAlready(ctx context.Context, d oci.Digest) bool {
+	_, err := c.blobs.Stat(ctx, d)
+	return err == nil
+}
+
 // runSpool is run for a store that must not hold plaintext in a file (encryption at rest): the
 // blob goes into the store's Spool, which seals it as it is written and which the readers read
 // (decrypted) as it grows. The spool is closed with the read side (closeReadSide), which
 // discards it unless it was committed.
-func (c *Cache) runSpool(ctx context.Context, sp storage.Spooler, f *fill, body io.Reader, size int64, local string, d oci.Digest) error {
+func (c *Cache) runSpool(ctx context.Context, sp storage.Spooler, pm *pumping, local string) error {
+	f, d := pm.f, pm.d
 	spool, err := sp.NewSpool(ctx)
 	if err != nil {
 		return err
 	}
 	f.mu.Lock()
-	f.ready, f.size, f.spool = true, size, spool
+	f.ready, f.size, f.spool = true, pm.size, spool
 	f.cond.Broadcast()
 	f.mu.Unlock()
-	written, err := pump(f, body, spool, size, d)
+	pm.dst = spool
+	written, err := pm.run()
 	if err != nil {
 		return err
 	}
-	if err := spool.Commit(ctx, d); err != nil {
-		return err
+	// Bytes stored already (for other repositories) are not committed a second time: the spool
+	// is discarded with the read side.
+	if !c.storedAlready(ctx, d) {
+		if err := spool.Commit(ctx, d); err != nil {
+			return err
+		}
 	}
 	return c.meta.LinkBlob(ctx, local, d, written)
 }
 
-// pump copies the upstream body to dst, announcing progress to the fill's readers, and verifies
-// the size and the digest.
-func pump(f *fill, body io.Reader, dst io.Writer, size int64, d oci.Digest) (int64, error) {
+// pumping is one upstream body on its way into a fill.
+type pumping struct {
+	f     *fill
+	body  io.Reader
+	dst   io.Writer
+	size  int64 // what the body must hold; -1 when unknown
+	bound int64 // the most it may hold
+	d     oci.Digest
+	space func(n int64) error // whether n more bytes may be written
+}
+
+// run copies the body to dst, announcing progress to the fill's readers, and verifies the size and
+// the digest. It reads at most one byte past the bound, and never writes or announces that byte,
+// so that no reader ever gets more than bound-1 bytes of a body that fails.
+func (pm *pumping) run() (int64, error) {
+	f, d := pm.f, pm.d
 	h := d.Algorithm().Hash()
 	buf := make([]byte, 256<<10)
+	body := io.LimitReader(pm.body, min(pm.bound, math.MaxInt64-1)+1)
 	var written, announced int64
 	for {
 		n, rerr := body.Read(buf)
+		if written+int64(n) > pm.bound {
+			return written, &Error{Kind: KindInvalid, Message: fmt.Sprintf("blob body is longer than %d bytes", pm.bound)}
+		}
 		if n > 0 {
-			if _, err := dst.Write(buf[:n]); err != nil {
+			if err := pm.space(int64(n)); err != nil {
+				return written, err
+			}
+			if _, err := pm.dst.Write(buf[:n]); err != nil {
 				return written, err
 			}
 			h.Write(buf[:n])
@@ -296,8 +471,8 @@ func pump(f *fill, body io.Reader, dst io.Writer, size int64, d oci.Digest) (int
 			return written, &Error{Kind: KindInvalid, Message: fmt.Sprintf("blob body cut after %d bytes", written), Err: rerr}
 		}
 	}
-	if size >= 0 && written != size {
-		return written, &Error{Kind: KindInvalid, Message: fmt.Sprintf("blob body has %d bytes, not %d", written, size)}
+	if pm.size >= 0 && written != pm.size {
+		return written, &Error{Kind: KindInvalid, Message: fmt.Sprintf("blob body has %d bytes, not %d", written, pm.size)}
 	}
 	if got := digest.NewDigest(d.Algorithm(), h); got != d {
 		return written, &Error{Kind: KindInvalid, Message: fmt.Sprintf("blob content is %s, not %s", got, d)}
