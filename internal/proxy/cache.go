@@ -228,6 +228,15 @@ func (c *Cache) revalidate(ctx context.Context, r *Rule, local, up, tag string, 
 		}
 		r.stats.revalidations.Add(1)
 		desc, err := r.Source.HeadManifest(ctx, up, tag)
+		if KindOf(err) == KindNotFound {
+			// The upstream deleted the tag: an answer, not a failure. The cached tag goes too, so
+			// that it is not served on as if current (to callers without fetch, in tag lists);
+			// the manifest stays, by digest.
+			if derr := c.meta.DeleteTag(ctx, local, tag); derr != nil && !errors.Is(derr, metadata.ErrNotFound) {
+				return nil, derr
+			}
+			c.log.Info("tag deleted upstream: removed from the cache", "repository", local, "tag", tag, "digest", cached.Digest)
+		}
 		if err != nil {
 			return nil, err
 		}
