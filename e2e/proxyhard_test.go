@@ -16,11 +16,13 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -386,5 +388,234 @@ func TestProxyPrivateLayerPullsThrough(t *testing.T) {
 	authRun(t, dir, crane, "pull", "--format", "oci", b.Addr+"/docker-hub/shared:1", filepath.Join(dir, "layout2"))
 	if d := ptDelta(before, hub.Counts()); d.BlobGet != 0 || d.ManifestGet != 0 || d.ManifestHead != 1 {
 		t.Errorf("second pull: upstream %s; want one manifest HEAD", ptFmt(d))
+	}
+}
+
+// --- fill bounds (item 9) ---
+
+// endlessUpstream is an upstream (no auth) with one image, "app:v1", whose manifest declares a
+// layer of layerSize bytes; every blob GET gets that layer's bytes and then more, endlessly,
+// chunked (no Content-Length). sent counts the body bytes it wrote.
+type endlessUpstream struct {
+	srv      *httptest.Server
+	layer    string // the declared layer's digest
+	manifest []byte
+	sent     atomicInt
+}
+
+type atomicInt struct {
+	mu sync.Mutex
+	n  int64
+}
+
+func (a *atomicInt) add(n int64) {
+	a.mu.Lock()
+	a.n += n
+	a.mu.Unlock()
+}
+
+func (a *atomicInt) load() int64 {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.n
+}
+
+func startEndless(t *testing.T, layerSize int) *endlessUpstream {
+	t.Helper()
+	layer := make([]byte, layerSize)
+	rand.Read(layer)
+	cfg := []byte(`{"architecture":"amd64","os":"linux","config":{},"rootfs":{"type":"layers","diff_ids":[]}}`)
+	u := &endlessUpstream{layer: clDigest(layer)}
+	u.manifest, _ = json.Marshal(clManifestJSON{SchemaVersion: 2, MediaType: clOCIManifest,
+		Config: &clDesc{MediaType: clOCIConfig, Digest: clDigest(cfg), Size: int64(len(cfg))},
+		Layers: []clDesc{{MediaType: clOCILayerGzip, Digest: u.layer, Size: int64(len(layer))}}})
+	u.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p := r.URL.Path
+		switch {
+		case p == "/v2/":
+			w.Write([]byte("{}"))
+		case strings.Contains(p, "/manifests/"):
+			w.Header().Set("Content-Type", clOCIManifest)
+			w.Header().Set("Content-Length", strconv.Itoa(len(u.manifest)))
+			w.Write(u.manifest)
+		case strings.Contains(p, "/blobs/") && r.Method == http.MethodGet:
+			rc := http.NewResponseController(w)
+			chunk := bytes.Repeat([]byte{'x'}, 64<<10)
+			for body := layer; r.Context().Err() == nil; body = chunk {
+				n, err := w.Write(body)
+				u.sent.add(int64(n))
+				if err != nil || rc.Flush() != nil {
+					return
+				}
+			}
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	t.Cleanup(u.srv.Close)
+	return u
+}
+
+const phEndlessConfig = `proxy:
+  defaults: false
+  max_fill_size: %d
+  rules:
+    - prefix: endless
+      upstream: %s
+      revalidate: always
+min_free_space: %d
+`
+
+// phBlobBytes is what berth says it read from the endless rule's upstream.
+func phBlobBytes(t *testing.T, b *berth) int64 {
+	t.Helper()
+	r := phDo(t, http.MethodGet, b.URL()+"/berth/v1/upstreams", "")
+	var s struct {
+		Upstreams []struct {
+			Prefix   string `json:"prefix"`
+			Requests struct {
+				BlobBytes int64 `json:"blob_bytes"`
+			} `json:"requests"`
+		} `json:"upstreams"`
+	}
+	if err := json.Unmarshal(r.Body, &s); err != nil || r.Status != http.StatusOK {
+		t.Fatalf("GET /berth/v1/upstreams: %s (%v)", r, err)
+	}
+	for _, u := range s.Upstreams {
+		if u.Prefix == "endless" {
+			return u.Requests.BlobBytes
+		}
+	}
+	t.Fatalf("no endless rule in /berth/v1/upstreams: %s", r)
+	return 0
+}
+
+// phDiskUse is the bytes of the regular files under dir, but metadata.db*.
+func phDiskUse(dir string) int64 {
+	var n int64
+	filepath.WalkDir(dir, func(p string, de os.DirEntry, err error) error {
+		if err == nil && de.Type().IsRegular() && !strings.HasPrefix(de.Name(), "metadata.db") {
+			if fi, err := de.Info(); err == nil {
+				n += fi.Size()
+			}
+		}
+		return nil
+	})
+	return n
+}
+
+// TestProxyFillBounds: an upstream that sends an endless chunked body. A blob that the cached
+// manifest declares stops at the declared size and one byte; a blob asked for by digest only
+// stops at proxy.max_fill_size and one byte. Each client gets a cut body, nothing is stored or
+// left on disk, and berth's log says why.
+func TestProxyFillBounds(t *testing.T) {
+	const layerSize, maxFill = 1 << 20, 3 << 20
+	u := startEndless(t, layerSize)
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "berth.yaml")
+	clWriteFile(t, cfg, []byte(fmt.Sprintf(phEndlessConfig, maxFill, u.srv.URL, 0)))
+	b := startBerth(t, "--config", cfg)
+	if r := phDo(t, http.MethodGet, b.URL()+"/v2/endless/app/manifests/v1", "", "Accept", clAcceptAll); r.Status != http.StatusOK {
+		t.Fatalf("GET endless/app:v1: %s", r)
+	}
+	for _, c := range []struct {
+		what, repo string
+		bound      int64
+	}{
+		{"declared by the cached manifest", "endless/app", layerSize},
+		{"by digest only", "endless/other", maxFill},
+	} {
+		before := phBlobBytes(t, b)
+		start := time.Now()
+		r := phDo(t, http.MethodGet, b.URL()+"/v2/"+c.repo+"/blobs/"+u.layer, "")
+		read := phBlobBytes(t, b) - before
+		t.Logf("GET %s@%s (%s): %d, %d bytes, cut: %v, in %v; berth read %d bytes (the upstream has sent %d in all)",
+			c.repo, u.layer[:19], c.what, r.Status, len(r.Body), r.Err, time.Since(start).Round(time.Millisecond), read, u.sent.load())
+		if r.Status != http.StatusOK || r.Err == nil || int64(len(r.Body)) >= c.bound {
+			t.Errorf("GET of an endless blob %s: %s; want 200 and a body cut short of %d bytes", c.what, r, c.bound)
+		}
+		if read > c.bound+1 {
+			t.Errorf("berth read %d bytes of an endless body %s; want at most %d", read, c.what, c.bound+1)
+		}
+	}
+	// A fill removes its temporary file before its clients' responses end.
+	if files, temps := phFiles(t, b.Data, u.layer); len(files) != 0 || len(temps) != 0 {
+		t.Errorf("after the endless fills: blob files %v, temporary files %v; want none", files, temps)
+	}
+	if use := phDiskUse(b.Data); use > 64<<10 {
+		t.Errorf("the data directory holds %d bytes besides the metadata after the endless fills", use)
+	}
+	if log := b.Log(); !strings.Contains(log, "blob fill failed") || !strings.Contains(log, "longer than") {
+		t.Errorf("berth's log does not say why the fills failed:\n%s", log)
+	}
+}
+
+// TestProxyFillFreeSpaceFloor: berth's data directory on a 48 MiB tmpfs, min_free_space 24 MiB,
+// and an endless body asked for by digest only (proxy.max_fill_size far away): the fill stops
+// before the filesystem has less than the floor free, the client gets a cut body, the
+// temporary file goes, and berth's log says why. Then, with the floor above what is free, a
+// request whose size is known is refused before any byte is read: 503 UNAVAILABLE. Needs root (mount).
+func TestProxyFillFreeSpaceFloor(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("mounting a tmpfs needs root")
+	}
+	const size, floor = 48 << 20, 24 << 20
+	data := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", fmt.Sprintf("size=%d", size), "tmpfs", data).CombinedOutput(); err != nil {
+		t.Skipf("mount -t tmpfs: %v: %s", err, out)
+	}
+	t.Cleanup(func() { // after berth has stopped (cleanups run last in, first out)
+		if out, err := exec.Command("umount", data).CombinedOutput(); err != nil {
+			t.Errorf("umount %s: %v: %s", data, err, out)
+		}
+	})
+	u := startEndless(t, 1<<20)
+	cfg := filepath.Join(t.TempDir(), "berth.yaml")
+	clWriteFile(t, cfg, []byte(fmt.Sprintf(phEndlessConfig, 1<<30, u.srv.URL, floor)))
+	b := &berth{t: t, Data: data}
+	b.start("--config", cfg)
+	t.Cleanup(b.Stop)
+
+	free := func() int64 {
+		var st syscall.Statfs_t
+		if err := syscall.Statfs(data, &st); err != nil {
+			t.Fatal(err)
+		}
+		return int64(st.Bavail) * st.Bsize
+	}
+	t.Logf("before the fill: %d bytes free on the tmpfs", free())
+	r := phDo(t, http.MethodGet, b.URL()+"/v2/endless/app/blobs/"+u.layer, "")
+	read := phBlobBytes(t, b)
+	t.Logf("GET of an endless blob by digest only: %d, %d bytes, cut: %v; berth read %d bytes", r.Status, len(r.Body), r.Err, read)
+	if r.Status != http.StatusOK || r.Err == nil {
+		t.Errorf("GET of an endless blob with the floor reached: %s; want 200 and a cut body", r)
+	}
+	if read > size-floor {
+		t.Errorf("berth read %d bytes into a %d-byte filesystem with a %d-byte floor", read, size, floor)
+	}
+	if _, temps := phFiles(t, data, u.layer); len(temps) != 0 {
+		t.Errorf("temporary files left: %v", temps)
+	}
+	if f := free(); f < floor {
+		t.Errorf("%d bytes free after the fill, below the floor %d", f, floor)
+	}
+	if log := b.Log(); !strings.Contains(log, "not enough free disk space") {
+		t.Errorf("berth's log does not say the fill stopped for disk space:\n%s", log)
+	}
+
+	// A blob of known size larger than what the floor leaves: refused before its body is read.
+	b.Stop()
+	clWriteFile(t, cfg, []byte(fmt.Sprintf(phEndlessConfig, 1<<30, u.srv.URL, free())))
+	b.start("--config", cfg)
+	if r := phDo(t, http.MethodGet, b.URL()+"/v2/endless/app/manifests/v1", "", "Accept", clAcceptAll); r.Status != http.StatusOK {
+		t.Fatalf("GET endless/app:v1: %s", r)
+	}
+	r = phDo(t, http.MethodGet, b.URL()+"/v2/endless/app/blobs/"+u.layer, "")
+	t.Logf("GET of a declared blob with the floor at the free space: %s", r)
+	if r.Status != http.StatusServiceUnavailable || phCode(r.Body) != "UNAVAILABLE" || !bytes.Contains(r.Body, []byte("disk space")) {
+		t.Errorf("GET of a blob that would go below the floor: %s; want 503 UNAVAILABLE about disk space", r)
+	}
+	if read := phBlobBytes(t, b); read != 0 {
+		t.Errorf("berth read %d bytes of a body it refused for disk space", read)
 	}
 }

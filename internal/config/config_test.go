@@ -62,7 +62,7 @@ uploads:
 			Uploads: Uploads{MaxIdle: 90 * time.Minute}, Encryption: Encryption{MemoryCache: DefaultMemoryCache},
 			Proxy: Proxy{MaxFillSize: DefaultMaxFillSize}, MinFreeSpace: DefaultMinFreeSpace}},
 		{"fill bounds", "min_free_space: 5368709120\nproxy:\n  max_fill_size: 1073741824\n",
-			with(func(c *Config) { c.MinFreeSpace, c.Proxy.MaxFillSize = 5 << 30, 1 << 30 })},
+			with(func(c *Config) { c.MinFreeSpace, c.Proxy.MaxFillSize = 5<<30, 1<<30 })},
 		{"no free-space floor", "min_free_space: 0\n", with(func(c *Config) { c.MinFreeSpace = 0 })},
 		{"partial keeps the other defaults", "log:\n  format: json\n",
 			with(func(c *Config) { c.Log.Format = "json" })},
