@@ -1012,8 +1012,13 @@ func (s suite) linkedUnder(t *testing.T) {
 	want(d, "hub-ttl/", nil, true)
 	want(d, "hub-ttl/", []string{"hub-ttl/b"}, false)
 	want(other, "a_b/", nil, true)
-	want(other, "axb/", nil, false) // '_' is no wildcard
-	want(other, "a%/", nil, false)
+	want(other, "axb/", nil, false)
+	wild := dg("wild")
+	link(t, st, "axb/y", wild, 1)
+	link(t, st, "ab/z", wild, 1)
+	want(wild, "a_b/", nil, false) // '_' is no wildcard
+	want(wild, "a%/", nil, false)  // nor is '%'
+	want(wild, "axb/", nil, true)
 	want(other, "a_b/x", nil, true)
 	want(other, "a_b/xy", nil, false)
 }
