@@ -531,10 +531,18 @@ func (c *Cache) serveFill(w http.ResponseWriter, r *http.Request, f *fill, d oci
 	var sent int64
 	for {
 		f.mu.Lock()
-		for !f.done && f.written-1 <= sent {
+		// Until the fill is verified, its last byte waits, and so does anything past the size
+		// the client was told (a body longer than that fails).
+		unverified := func() int64 {
+			if size >= 0 {
+				return min(f.written, size) - 1
+			}
+			return f.written - 1
+		}
+		for !f.done && unverified() <= sent {
 			f.cond.Wait()
 		}
-		avail := f.written - 1 // the last byte waits for verification
+		avail := unverified()
 		complete := f.done && f.err == nil
 		if complete {
 			avail = f.written
