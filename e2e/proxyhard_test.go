@@ -25,6 +25,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/berth/berth/internal/hubemu"
 )
@@ -38,7 +39,10 @@ type phResp struct {
 }
 
 func (r phResp) String() string {
-	s := fmt.Sprintf("%d %q", r.Status, phShort(r.Body))
+	s := fmt.Sprintf("%d (%d bytes)", r.Status, len(r.Body))
+	if json.Valid(r.Body) || utf8.Valid(r.Body) {
+		s = fmt.Sprintf("%d %q", r.Status, phShort(r.Body))
+	}
 	if r.Err != nil {
 		s += fmt.Sprintf(" (body cut: %v)", r.Err)
 	}
@@ -105,10 +109,11 @@ func phCode(body []byte) string { return authResp{Body: body}.errorCode() }
 
 // --- a lying upstream ---
 
-// liar is an upstream registry (no auth) that serves one repository, liar/app, whose manifest
-// "v1" names a config and a layer it has, plus any digests the test adds (named, with sizes); it
-// answers a blob HEAD with 200 for every digest, and a GET of a digest it does not have with
-// garbage, of the size its manifest declares for a named one. It logs every request.
+// liar is an upstream registry (no auth) with one manifest, served for any repository and
+// reference, that names a config and a layer it has, plus any digests the test adds (named,
+// with sizes). It answers a blob HEAD with 200 for every digest, and a GET of a digest it does
+// not have with garbage, of the size its manifest declares for a named one. It logs every
+// request.
 type liar struct {
 	srv *httptest.Server
 
