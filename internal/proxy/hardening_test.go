@@ -453,3 +453,23 @@ func TestFillFreeSpaceFloor(t *testing.T) {
 		}
 	}
 }
+
+// TestCacheNestedRules: a rule whose prefix lies inside another's (hub/inner in hub) has its own
+// upstream's proof: what the inner rule downloaded does not count for the outer one, which
+// downloads it again.
+func TestCacheNestedRules(t *testing.T) {
+	hub := startHub(t, hubemu.Options{})
+	if _, err := hub.PushImage("library/app", "v1", randomLayers(t, 2, 64<<10)...); err != nil {
+		t.Fatal(err)
+	}
+	e := newBerth(t, hub.RegistryURL(), proxy.Limits{}, false, "hub", "hub/inner")
+	for _, repo := range []string{"hub/inner/app", "hub/app"} {
+		before := hub.Counts().BlobGet
+		if err := pull(http.DefaultClient, e.url, repo, "v1"); err != nil {
+			t.Fatal(err)
+		}
+		if n := hub.Counts().BlobGet - before; n != 3 {
+			t.Errorf("pull of %s after the other rule's: %d upstream blob GETs; want 3 (its own rule's upstream proves the blobs)", repo, n)
+		}
+	}
+}
