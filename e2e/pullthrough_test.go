@@ -380,20 +380,17 @@ func ptClientScenario(t *testing.T, name string) {
 	idx := ptIndex(t, e.hub, "library/"+name+"-multi", "1.0")
 	arm := ptChild(t, idx, "linux/arm64")
 
-	for i, rule := range []string{"docker-hub", "hub-ttl"} {
+	for _, rule := range []string{"docker-hub", "hub-ttl"} {
 		t.Run(rule, func(t *testing.T) {
 			ttl := rule == "hub-ttl"
 			// One-component names are official images: <prefix>/NAME is library/NAME upstream.
 			ref := e.b.Addr + "/" + rule + "/" + name + ":1.0"
 			multi := e.b.Addr + "/" + rule + "/" + name + "-multi:1.0"
-			// The first rule downloads every blob; the second finds the bytes in berth already
-			// and only asks the upstream (blob HEAD, free) whether its repository has them.
-			blobs := func(n int64) (gets, heads int64) {
-				if i == 0 {
-					return n, 0
-				}
-				return 0, n
-			}
+			// Each rule downloads every blob, the second too although the first stored the
+			// bytes: an upstream proves it has a blob by sending it (a HEAD is no proof), and
+			// what another rule's upstream sent proves nothing about this one's. The store keeps
+			// one copy.
+			blobs := func(n int64) (gets, heads int64) { return n, 0 }
 			before, hubBefore := e.status(t, rule), e.hub.Counts()
 
 			cold := e.ptPull(t, c, ref, "", img)

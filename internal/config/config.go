@@ -28,6 +28,9 @@ type Config struct {
 	Auth    Auth    `yaml:"auth"`
 	// Dev serves without authentication, for local use; it requires a loopback Addr.
 	Dev bool `yaml:"dev"`
+	// MinFreeSpace is how many bytes berth leaves free on the data directory's filesystem:
+	// pull-through fills stop before they would go below it. 0 turns the floor off.
+	MinFreeSpace int64 `yaml:"min_free_space"`
 
 	// Encryption is encryption at rest of blobs.
 	Encryption Encryption `yaml:"encryption"`
@@ -52,11 +55,13 @@ type Log struct {
 // Default returns the configuration used where neither file nor flags say otherwise.
 func Default() Config {
 	return Config{
-		Addr:       ":5000",
-		Data:       "./berth-data",
-		Log:        Log{Level: "info", Format: "text"},
-		Uploads:    Uploads{MaxIdle: 24 * time.Hour},
-		Encryption: Encryption{MemoryCache: DefaultMemoryCache},
+		Addr:         ":5000",
+		Data:         "./berth-data",
+		Log:          Log{Level: "info", Format: "text"},
+		Uploads:      Uploads{MaxIdle: 24 * time.Hour},
+		Encryption:   Encryption{MemoryCache: DefaultMemoryCache},
+		Proxy:        Proxy{MaxFillSize: DefaultMaxFillSize},
+		MinFreeSpace: DefaultMinFreeSpace,
 	}
 }
 
@@ -86,6 +91,9 @@ func (c Config) Validate() error {
 	}
 	if c.Uploads.MaxIdle < time.Minute {
 		errs = append(errs, fmt.Errorf("uploads.max_idle %s: must be at least 1m", c.Uploads.MaxIdle))
+	}
+	if c.MinFreeSpace < 0 {
+		errs = append(errs, fmt.Errorf("min_free_space %d: must not be negative (0 turns the floor off)", c.MinFreeSpace))
 	}
 	if c.Uploads.MaxBlobSize < 0 {
 		errs = append(errs, fmt.Errorf("uploads.max_blob_size %d: must not be negative", c.Uploads.MaxBlobSize))

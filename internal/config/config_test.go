@@ -25,7 +25,8 @@ func writeFile(t *testing.T, content string) string {
 func TestDefault(t *testing.T) {
 	c := Default()
 	want := Config{Addr: ":5000", Data: "./berth-data", Log: Log{Level: "info", Format: "text"},
-		Uploads: Uploads{MaxIdle: 24 * time.Hour}, Encryption: Encryption{MemoryCache: 512 << 20}}
+		Uploads: Uploads{MaxIdle: 24 * time.Hour}, Encryption: Encryption{MemoryCache: 512 << 20},
+		Proxy: Proxy{MaxFillSize: 16 << 30}, MinFreeSpace: 1 << 30}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("Default() = %+v, want %+v", c, want)
 	}
@@ -58,7 +59,11 @@ log:
 uploads:
   max_idle: 90m
 `, Config{Addr: "127.0.0.1:5001", Data: "/var/lib/berth", Log: Log{Level: "debug", Format: "json"},
-			Uploads: Uploads{MaxIdle: 90 * time.Minute}, Encryption: Encryption{MemoryCache: DefaultMemoryCache}}},
+			Uploads: Uploads{MaxIdle: 90 * time.Minute}, Encryption: Encryption{MemoryCache: DefaultMemoryCache},
+			Proxy: Proxy{MaxFillSize: DefaultMaxFillSize}, MinFreeSpace: DefaultMinFreeSpace}},
+		{"fill bounds", "min_free_space: 5368709120\nproxy:\n  max_fill_size: 1073741824\n",
+			with(func(c *Config) { c.MinFreeSpace, c.Proxy.MaxFillSize = 5<<30, 1<<30 })},
+		{"no free-space floor", "min_free_space: 0\n", with(func(c *Config) { c.MinFreeSpace = 0 })},
 		{"partial keeps the other defaults", "log:\n  format: json\n",
 			with(func(c *Config) { c.Log.Format = "json" })},
 		{"only addr", "addr: \"[::1]:80\"\n", with(func(c *Config) { c.Addr = "[::1]:80" })},
@@ -154,9 +159,14 @@ func TestValidate(t *testing.T) {
 		{"bad trusted proxy", func(c *Config) { c.Auth.TrustedProxies = []string{"10.0.0.0/33"} }, []string{"auth.trusted_proxies"}},
 		{"token ttl", func(c *Config) { c.Auth.TokenTTL = time.Second }, []string{"auth.token_ttl"}},
 		{"realm", func(c *Config) { c.Auth.Realm = "ftp://x/token" }, []string{"auth.realm"}},
+		{"no free-space floor", func(c *Config) { c.MinFreeSpace = 0 }, nil},
+		{"negative free-space floor", func(c *Config) { c.MinFreeSpace = -1 }, []string{"min_free_space"}},
+		{"small max fill size", func(c *Config) { c.Proxy.MaxFillSize = 1 }, nil},
+		{"zero max fill size", func(c *Config) { c.Proxy.MaxFillSize = 0 }, []string{"proxy.max_fill_size"}},
+		{"negative max fill size", func(c *Config) { c.Proxy.MaxFillSize = -5 }, []string{"proxy.max_fill_size"}},
 		{"everything wrong", func(c *Config) {
-			*c = Config{Addr: "nope", Data: "", Log: Log{Level: "loud", Format: "yaml"}, Uploads: Uploads{MaxIdle: -1}}
-		}, []string{"addr", "data", "log.level", "log.format", "uploads.max_idle"}},
+			*c = Config{Addr: "nope", Data: "", Log: Log{Level: "loud", Format: "yaml"}, Uploads: Uploads{MaxIdle: -1}, MinFreeSpace: -1}
+		}, []string{"addr", "data", "log.level", "log.format", "uploads.max_idle", "min_free_space", "proxy.max_fill_size"}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			cfg := valid

@@ -20,7 +20,17 @@ type Proxy struct {
 	// requests: pulls at the root (/v2/library/nginx/...) of repositories that do not exist in
 	// berth. Empty: off.
 	Mirror string `yaml:"mirror"`
+	// MaxFillSize bounds, in bytes, a blob download that neither a manifest's descriptor nor the
+	// upstream's Content-Length sizes (a blob asked for by digest only, sent chunked). Default
+	// 16 GiB.
+	MaxFillSize int64 `yaml:"max_fill_size"`
 }
+
+// Defaults of the sizes that bound pull-through fills.
+const (
+	DefaultMaxFillSize  = 16 << 30 // proxy.max_fill_size
+	DefaultMinFreeSpace = 1 << 30  // min_free_space
+)
 
 // Rule maps the repositories under Prefix to an upstream registry: <prefix>/<name> in berth is
 // <name> on the upstream (ECR's pull-through cache naming).
@@ -158,6 +168,9 @@ func ParseRevalidate(s string) (every time.Duration, err error) {
 func (p Proxy) validate() error {
 	var errs []error
 	seen := map[string]bool{}
+	if p.MaxFillSize <= 0 {
+		errs = append(errs, fmt.Errorf("proxy.max_fill_size %d: must be positive", p.MaxFillSize))
+	}
 	if p.Mirror != "" && indexOfPrefix(p.EffectiveRules(), p.Mirror) < 0 {
 		errs = append(errs, fmt.Errorf("proxy.mirror %q: no rule has that prefix", p.Mirror))
 	}

@@ -39,6 +39,12 @@ type NewManifest struct {
 	// config that some clients never push): they are linked to the repository in the same
 	// transaction, so that a manifest refused for another reason links nothing.
 	Provided []BlobRef
+	// Expected are the blobs that a pull-through cache's copy of an upstream manifest declares
+	// (config and layers, with the sizes the manifest gives; an index has none): not checked,
+	// recorded in the same transaction, so that a later request for one of them can be told from
+	// a request by digest only (ExpectedBlob). A later manifest's size for a digest replaces an
+	// earlier one's.
+	Expected []BlobRef
 }
 
 // BlobRef names a blob and its size.
@@ -79,6 +85,13 @@ type Store interface {
 	// Referrers lists the manifests in repo whose subject is d, optionally only those of
 	// artifactType, as descriptors.
 	Referrers(ctx context.Context, repo string, d oci.Digest, artifactType string) ([]oci.Descriptor, error)
+
+	// ExpectedBlob returns the size that a manifest stored in repo with Expected declares for blob
+	// d; ErrNotFound if none does.
+	ExpectedBlob(ctx context.Context, repo string, d oci.Digest) (int64, error)
+	// LinkedUnder reports whether some repository whose name starts with prefix links blob d,
+	// leaving out the repositories whose names start with any of except.
+	LinkedUnder(ctx context.Context, d oci.Digest, prefix string, except []string) (bool, error)
 
 	// TagChecked returns when the pull-through cache last confirmed tag with the upstream;
 	// ErrNotFound if never.

@@ -39,6 +39,11 @@ type Cache struct {
 	log    *slog.Logger
 	now    func() time.Time
 
+	// nested lists, per rule, the prefixes (with "/") of the rules inside its own, whose
+	// repositories are not its own.
+	nested map[*Rule][]string
+	limits Limits
+
 	flight singleflight.Group // manifest GETs and HEADs in flight, by key
 	mu     sync.Mutex
 	fills  map[string]*fill // blob fills in flight, by repository@digest
@@ -49,13 +54,43 @@ type Cache struct {
 	cancel context.CancelFunc
 }
 
-// New returns a cache over rules, storing what it fetches in blobs and meta.
+// Limits bound what the cache's blob fills write.
+type Limits struct {
+	// MaxFillSize bounds a fill that neither a manifest's descriptor nor the upstream's
+	// Content-Length sizes (a request by digest only, answered with a chunked body).
+	MaxFillSize int64
+	// MinFreeSpace is how many bytes fills leave free on the blob store's filesystem; 0: no floor.
+	MinFreeSpace int64
+}
+
+// DefaultMaxFillSize is Limits.MaxFillSize unless set: 16 GiB.
+const DefaultMaxFillSize = 16 << 30
+
+// New returns a cache over rules, storing what it fetches in blobs and meta, with
+// DefaultMaxFillSize and no free-space floor (SetLimits).
 func New(rules []*Rule, blobs storage.BlobStore, meta metadata.Store, log *slog.Logger) *Cache {
 	rs := slices.Clone(rules)
 	sort.SliceStable(rs, func(i, j int) bool { return len(rs[i].Prefix) > len(rs[j].Prefix) })
+	nested := map[*Rule][]string{}
+	for _, r := range rs {
+		for _, o := range rs {
+			if o != r && strings.HasPrefix(o.Prefix+"/", r.Prefix+"/") {
+				nested[r] = append(nested[r], o.Prefix+"/")
+			}
+		}
+	}
 	base, cancel := context.WithCancel(context.Background())
-	return &Cache{rules: rs, blobs: blobs, meta: meta, log: log, now: time.Now,
-		fills: map[string]*fill{}, base: base, cancel: cancel}
+	return &Cache{rules: rs, blobs: blobs, meta: meta, log: log, now: time.Now, nested: nested,
+		limits: Limits{MaxFillSize: DefaultMaxFillSize}, fills: map[string]*fill{}, base: base, cancel: cancel}
+}
+
+// SetLimits sets the bounds of fills (before the cache serves); a zero MaxFillSize keeps the
+// default.
+func (c *Cache) SetLimits(l Limits) {
+	if l.MaxFillSize <= 0 {
+		l.MaxFillSize = DefaultMaxFillSize
+	}
+	c.limits = l
 }
 
 // Close stops the blob fills in flight and waits for them.
@@ -191,6 +226,15 @@ func (c *Cache) revalidate(ctx context.Context, r *Rule, local, up, tag string, 
 		}
 		r.stats.revalidations.Add(1)
 		desc, err := r.Source.HeadManifest(ctx, up, tag)
+		if KindOf(err) == KindNotFound {
+			// The upstream deleted the tag: an answer, not a failure. The cached tag goes too, so
+			// that it is not served on as if current (to callers without fetch, in tag lists);
+			// the manifest stays, by digest.
+			if derr := c.meta.DeleteTag(ctx, local, tag); derr != nil && !errors.Is(derr, metadata.ErrNotFound) {
+				return nil, derr
+			}
+			c.log.Info("tag deleted upstream: removed from the cache", "repository", local, "tag", tag, "digest", cached.Digest)
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -266,7 +310,11 @@ func (c *Cache) fetchManifest(ctx context.Context, r *Rule, local, up, ref, tag 
 			}
 		}
 		// No reference checks: a cache holds manifests before the blobs clients will ask for.
-		nm := &metadata.NewManifest{Manifest: *m}
+		// What it names is recorded, with the sizes it declares (see plan).
+		nm, err := expecting(m)
+		if err != nil {
+			return nil, err
+		}
 		var tags []string
 		if tag != "" {
 			tags = []string{tag}
@@ -315,6 +363,23 @@ func (c *Cache) checkedSince(ctx context.Context, local, tag string, since time.
 		return nil, nil
 	}
 	return m, err
+}
+
+// expecting is m to store in a cache repository, with the blobs it names as Expected.
+func expecting(m *metadata.Manifest) (*metadata.NewManifest, error) {
+	pm, err := oci.ParseManifest(m.MediaType, m.Content)
+	if err != nil {
+		return nil, &Error{Kind: KindInvalid, Message: "upstream manifest: " + err.Error()}
+	}
+	nm := &metadata.NewManifest{Manifest: *m}
+	seen := map[oci.Digest]bool{}
+	for _, b := range pm.Blobs {
+		if !seen[b.Digest] {
+			seen[b.Digest] = true
+			nm.Expected = append(nm.Expected, metadata.BlobRef{Digest: b.Digest, Size: b.Size})
+		}
+	}
+	return nm, nil
 }
 
 // newManifest checks an upstream manifest body and describes it for storage.
@@ -401,6 +466,10 @@ func errNotCached(code oci.Code) error {
 // clientError turns an upstream failure into what the client gets when nothing cached can stand
 // in: the upstream's reason, never a 404 or 500 for an upstream that is down.
 func clientError(err error, notFound oci.Code) error {
+	if errors.Is(err, storage.ErrInsufficientSpace) {
+		// The log has the numbers (blob fill failed); the client needs only to know it may retry.
+		return oci.Errorf(oci.ErrUnavailable, "the registry is short of disk space: it cannot download from the upstream now")
+	}
 	var ue *Error
 	if !errors.As(err, &ue) {
 		return err

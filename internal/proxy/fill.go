@@ -2,9 +2,9 @@ package proxy
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"os"
 	"strconv"
@@ -14,7 +14,6 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/berth/berth/internal/auth"
-	"github.com/berth/berth/internal/metadata"
 	"github.com/berth/berth/internal/oci"
 	"github.com/berth/berth/internal/storage"
 )
@@ -40,6 +39,9 @@ type fill struct {
 	// stored: the blob was in the store when the fill began (typically a fill of the same blob
 	// that ended just before stored it) and is now linked; the readers serve it from the store.
 	stored bool
+	rule   *Rule
+	// ended is closed when the fill is done, for those who wait without reading (decide).
+	ended chan struct{}
 }
 
 // closeReadSide closes what the readers read; callers hold f.mu.
@@ -69,9 +71,11 @@ func (c *Cache) ServeBlob(w http.ResponseWriter, r *http.Request, local string, 
 		return errNotCached(oci.ErrBlobUnknown)
 	}
 	// The bytes may already be here (another repository, an earlier fill).
-	if ok, err := c.linkStored(ctx, rule, local, up, d); err != nil {
+	p, err := c.decide(ctx, rule, local, up, d)
+	if err != nil {
 		return clientError(err, oci.ErrBlobUnknown)
-	} else if ok {
+	}
+	if p.action == serveStored {
 		rule.stats.hits.Add(1)
 		return c.serveLocal(w, r, d)
 	}
@@ -90,30 +94,6 @@ func (c *Cache) ServeBlob(w http.ResponseWriter, r *http.Request, local string, 
 	f := c.join(rule, local, up, d)
 	defer c.leave(f)
 	return c.serveFill(w, r, f, d)
-}
-
-// linkStored reports whether the store holds the blob d, and if so makes sure the repository
-// local links it. A blob stored for another repository is linked only once a free upstream HEAD
-// confirms that the upstream repository has it: a cache name must never become a way to read a
-// private repository's blob by its digest. One that local links already (a fill of local that
-// ended since the caller saw the link missing) needs no HEAD.
-func (c *Cache) linkStored(ctx context.Context, rule *Rule, local, up string, d oci.Digest) (bool, error) {
-	size, err := c.blobs.Stat(ctx, d)
-	if err != nil {
-		return false, nil
-	}
-	if _, err := c.meta.BlobSize(ctx, local, d); err == nil {
-		return true, nil
-	} else if !errors.Is(err, metadata.ErrNotFound) {
-		return false, err
-	}
-	if _, err := rule.Source.HeadBlob(ctx, up, d); err != nil {
-		return false, err
-	}
-	if err := c.meta.LinkBlob(ctx, local, d, size); err != nil {
-		return false, err
-	}
-	return true, nil
 }
 
 // serveLocal serves a stored blob (once a fill is done, the registry's own path does this).
@@ -146,7 +126,7 @@ func (c *Cache) join(rule *Rule, local, up string, d oci.Digest) *fill {
 		rule.stats.coalesced.Add(1)
 		return f
 	}
-	f := &fill{size: -1, users: 1}
+	f := &fill{size: -1, users: 1, rule: rule, ended: make(chan struct{})}
 	f.cond = sync.NewCond(&f.mu)
 	c.fills[key] = f
 	c.wg.Add(1)
@@ -163,6 +143,7 @@ func (c *Cache) join(rule *Rule, local, up string, d oci.Digest) *fill {
 		}
 		f.cond.Broadcast()
 		f.mu.Unlock()
+		close(f.ended)
 		if err != nil {
 			c.log.Warn("blob fill failed", "repository", local, "digest", d, "err", err)
 		}
@@ -181,29 +162,59 @@ func (c *Cache) leave(f *fill) {
 }
 
 // run downloads d into a temporary file, verifies it and stores it; its context belongs to no
-// client, so the fill completes even if the client that started it leaves. A blob that is stored
-// already (see join) is not downloaded: the fill ends marked stored.
+// client, so the fill completes even if the client that started it leaves. It plans again first
+// (see join): a blob that was linked meanwhile is not downloaded, the fill ends marked stored.
+//
+// The download is bounded: by the size a manifest of the repository declares (an upstream
+// Content-Length that disagrees is refused before a byte is read), else by the Content-Length,
+// else by proxy.max_fill_size; a body longer than its bound is cut one byte past it and fails.
+// Nothing is written that would leave less than min_free_space free on the store's filesystem.
 func (c *Cache) run(f *fill, rule *Rule, local, up string, d oci.Digest) error {
 	ctx, cancel := context.WithTimeout(c.base, blobTimeout)
 	defer cancel()
-	if ok, err := c.linkStored(ctx, rule, local, up, d); err != nil {
+	p, err := c.decide(ctx, rule, local, up, d)
+	if err != nil {
 		return err
-	} else if ok {
+	}
+	if p.action == serveStored {
 		f.mu.Lock()
 		f.stored = true
 		f.mu.Unlock()
 		rule.stats.hits.Add(1)
 		return nil
 	}
+	if p.declared {
+		if err := storage.CheckFree(c.blobs, p.size, c.limits.MinFreeSpace); err != nil {
+			return err
+		}
+	}
 	rule.stats.misses.Add(1)
-	body, size, err := rule.Source.GetBlob(ctx, up, d)
+	body, clen, err := rule.Source.GetBlob(ctx, up, d)
 	if err != nil {
 		return err
 	}
 	defer body.Close()
+	// size is what the body must hold (-1: unknown, and the readers get no Content-Length);
+	// bound is the most it may hold.
+	size, bound := int64(-1), c.limits.MaxFillSize
+	switch {
+	case p.declared && clen >= 0 && clen != p.size:
+		return &Error{Kind: KindInvalid, Status: http.StatusOK,
+			Message: fmt.Sprintf("Content-Length %d is not the size %d that the manifest declares", clen, p.size)}
+	case p.declared:
+		size, bound = p.size, p.size
+	case clen >= 0:
+		size, bound = clen, clen
+		if err := storage.CheckFree(c.blobs, size, c.limits.MinFreeSpace); err != nil {
+			return err
+		}
+	}
+	pm := pumping{f: f, body: body, size: size, bound: bound, d: d, space: func(n int64) error {
+		return storage.CheckFree(c.blobs, n, c.limits.MinFreeSpace)
+	}}
 	if sp, ok := c.blobs.(storage.Spooler); ok {
 		if _, plain := c.blobs.(storage.FileAdopter); !plain {
-			return c.runSpool(ctx, sp, f, body, size, local, d)
+			return c.runSpool(ctx, sp, &pm, local)
 		}
 	}
 	tmp, err := c.createTemp()
@@ -221,14 +232,20 @@ func (c *Cache) run(f *fill, rule *Rule, local, up string, d oci.Digest) error {
 	f.cond.Broadcast()
 	f.mu.Unlock()
 
-	written, err := pump(f, body, tmp, size, d)
+	pm.dst = tmp
+	written, err := pm.run()
 	if err != nil {
 		tmp.Close()
 		return err
 	}
-	if a, ok := c.blobs.(storage.FileAdopter); ok {
+	switch a, ok := c.blobs.(storage.FileAdopter); {
+	case c.storedAlready(ctx, d):
+		// The bytes were here for other repositories: this download proved the upstream has
+		// them; the store keeps one copy.
+		tmp.Close()
+	case ok:
 		err = a.Adopt(ctx, d, tmp)
-	} else {
+	default:
 		if _, err = tmp.Seek(0, io.SeekStart); err == nil {
 			_, err = c.blobs.Put(ctx, d, tmp)
 		}
@@ -240,39 +257,71 @@ func (c *Cache) run(f *fill, rule *Rule, local, up string, d oci.Digest) error {
 	return c.meta.LinkBlob(ctx, local, d, written)
 }
 
+// storedAlready reports whether the store holds d.
+func (c *Cache) storedAlready(ctx context.Context, d oci.Digest) bool {
+	_, err := c.blobs.Stat(ctx, d)
+	return err == nil
+}
+
 // runSpool is run for a store that must not hold plaintext in a file (encryption at rest): the
 // blob goes into the store's Spool, which seals it as it is written and which the readers read
 // (decrypted) as it grows. The spool is closed with the read side (closeReadSide), which
 // discards it unless it was committed.
-func (c *Cache) runSpool(ctx context.Context, sp storage.Spooler, f *fill, body io.Reader, size int64, local string, d oci.Digest) error {
+func (c *Cache) runSpool(ctx context.Context, sp storage.Spooler, pm *pumping, local string) error {
+	f, d := pm.f, pm.d
 	spool, err := sp.NewSpool(ctx)
 	if err != nil {
 		return err
 	}
 	f.mu.Lock()
-	f.ready, f.size, f.spool = true, size, spool
+	f.ready, f.size, f.spool = true, pm.size, spool
 	f.cond.Broadcast()
 	f.mu.Unlock()
-	written, err := pump(f, body, spool, size, d)
+	pm.dst = spool
+	written, err := pm.run()
 	if err != nil {
 		return err
 	}
-	if err := spool.Commit(ctx, d); err != nil {
-		return err
+	// Bytes stored already (for other repositories) are not committed a second time: the spool
+	// is discarded with the read side.
+	if !c.storedAlready(ctx, d) {
+		if err := spool.Commit(ctx, d); err != nil {
+			return err
+		}
 	}
 	return c.meta.LinkBlob(ctx, local, d, written)
 }
 
-// pump copies the upstream body to dst, announcing progress to the fill's readers, and verifies
-// the size and the digest.
-func pump(f *fill, body io.Reader, dst io.Writer, size int64, d oci.Digest) (int64, error) {
+// pumping is one upstream body on its way into a fill.
+type pumping struct {
+	f     *fill
+	body  io.Reader
+	dst   io.Writer
+	size  int64 // what the body must hold; -1 when unknown
+	bound int64 // the most it may hold
+	d     oci.Digest
+	space func(n int64) error // whether n more bytes may be written
+}
+
+// run copies the body to dst, announcing progress to the fill's readers, and verifies the size and
+// the digest. It reads at most one byte past the bound, and never writes or announces that byte,
+// so that no reader ever gets more than bound-1 bytes of a body that fails.
+func (pm *pumping) run() (int64, error) {
+	f, d := pm.f, pm.d
 	h := d.Algorithm().Hash()
 	buf := make([]byte, 256<<10)
+	body := io.LimitReader(pm.body, min(pm.bound, math.MaxInt64-1)+1)
 	var written, announced int64
 	for {
 		n, rerr := body.Read(buf)
+		if written+int64(n) > pm.bound {
+			return written, &Error{Kind: KindInvalid, Message: fmt.Sprintf("blob body is longer than %d bytes", pm.bound)}
+		}
 		if n > 0 {
-			if _, err := dst.Write(buf[:n]); err != nil {
+			if err := pm.space(int64(n)); err != nil {
+				return written, err
+			}
+			if _, err := pm.dst.Write(buf[:n]); err != nil {
 				return written, err
 			}
 			h.Write(buf[:n])
@@ -296,8 +345,8 @@ func pump(f *fill, body io.Reader, dst io.Writer, size int64, d oci.Digest) (int
 			return written, &Error{Kind: KindInvalid, Message: fmt.Sprintf("blob body cut after %d bytes", written), Err: rerr}
 		}
 	}
-	if size >= 0 && written != size {
-		return written, &Error{Kind: KindInvalid, Message: fmt.Sprintf("blob body has %d bytes, not %d", written, size)}
+	if pm.size >= 0 && written != pm.size {
+		return written, &Error{Kind: KindInvalid, Message: fmt.Sprintf("blob body has %d bytes, not %d", written, pm.size)}
 	}
 	if got := digest.NewDigest(d.Algorithm(), h); got != d {
 		return written, &Error{Kind: KindInvalid, Message: fmt.Sprintf("blob content is %s, not %s", got, d)}
@@ -356,10 +405,18 @@ func (c *Cache) serveFill(w http.ResponseWriter, r *http.Request, f *fill, d oci
 	var sent int64
 	for {
 		f.mu.Lock()
-		for !f.done && f.written-1 <= sent {
+		// Until the fill is verified, its last byte waits, and so does anything past the size
+		// the client was told (a body longer than that fails).
+		unverified := func() int64 {
+			if size >= 0 {
+				return min(f.written, size) - 1
+			}
+			return f.written - 1
+		}
+		for !f.done && unverified() <= sent {
 			f.cond.Wait()
 		}
-		avail := f.written - 1 // the last byte waits for verification
+		avail := unverified()
 		complete := f.done && f.err == nil
 		if complete {
 			avail = f.written

@@ -13,8 +13,8 @@ import (
 	"github.com/berth/berth/internal/storage"
 )
 
-// newCache builds the pull-through cache of cfg's rules.
-func newCache(cfg config.Proxy, blobs storage.BlobStore, meta metadata.Store, log *slog.Logger) (*proxy.Cache, error) {
+// newCache builds the pull-through cache of cfg's rules; its fills leave minFree bytes free.
+func newCache(cfg config.Proxy, minFree int64, blobs storage.BlobStore, meta metadata.Store, log *slog.Logger) (*proxy.Cache, error) {
 	var rules []*proxy.Rule
 	for _, r := range cfg.EffectiveRules() {
 		password, err := r.Secret()
@@ -37,6 +37,7 @@ func newCache(cfg config.Proxy, blobs storage.BlobStore, meta metadata.Store, lo
 		})
 	}
 	c := proxy.New(rules, blobs, meta, log)
+	c.SetLimits(proxy.Limits{MaxFillSize: cfg.MaxFillSize, MinFreeSpace: minFree})
 	if cfg.Mirror != "" {
 		if err := c.SetMirror(cfg.Mirror); err != nil {
 			return nil, err

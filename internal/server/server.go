@@ -49,9 +49,18 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	}
 	defer meta.Close()
 
+	// Holding the lock, nothing else writes: the temporary files of pushes and fills that a
+	// killed process left are garbage.
+	if tr, ok := blobs.(storage.TempRemover); ok {
+		if n, err := tr.RemoveTemps(); err != nil {
+			log.Warn("removing temporary files left by a previous run", "err", err)
+		} else if n > 0 {
+			log.Info("removed temporary files left by a previous run (interrupted pushes or pull-through fills)", "count", n)
+		}
+	}
 	go purgeUploads(ctx, blobs, meta, cfg.Uploads.MaxIdle, log)
 
-	cache, err := newCache(cfg.Proxy, blobs, meta, log)
+	cache, err := newCache(cfg.Proxy, cfg.MinFreeSpace, blobs, meta, log)
 	if err != nil {
 		return err
 	}

@@ -5,6 +5,7 @@ package storage
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"time"
@@ -19,6 +20,9 @@ var (
 	ErrDigestMismatch = errors.New("content does not match digest")
 	// ErrOffset reports a chunk that does not start where the upload ends.
 	ErrOffset = errors.New("chunk does not continue the upload")
+	// ErrInsufficientSpace reports that a write would leave less free space than the floor
+	// berth keeps (min_free_space).
+	ErrInsufficientSpace = errors.New("not enough free disk space")
 )
 
 // BlobStore keeps blobs by digest. Content becomes visible only once it is complete and verified.
@@ -94,4 +98,39 @@ type Spool interface {
 	Commit(ctx context.Context, d oci.Digest) error
 	// Close releases the spool; one that was not committed is discarded.
 	Close() error
+}
+
+// FreeSpacer is an optional capability of stores on a local filesystem: how many bytes a new
+// blob may still take there, so that writers (pull-through fills; pushes could too) can stop
+// before the disk fills.
+type FreeSpacer interface {
+	// FreeSpace returns the bytes available to berth on the filesystem that holds the blobs.
+	FreeSpace() (int64, error)
+}
+
+// CheckFree returns ErrInsufficientSpace (wrapped, with the numbers) if writing n more bytes to
+// s would leave less than floor bytes free. A floor of 0, or a store without FreeSpacer, always
+// passes.
+func CheckFree(s BlobStore, n, floor int64) error {
+	fs, ok := s.(FreeSpacer)
+	if floor <= 0 || !ok {
+		return nil
+	}
+	free, err := fs.FreeSpace()
+	if err != nil {
+		return fmt.Errorf("free space of the blob store: %w", err)
+	}
+	if free-n < floor {
+		return fmt.Errorf("%w: %d bytes free, %d more to write would leave less than min_free_space (%d)",
+			ErrInsufficientSpace, free, n, floor)
+	}
+	return nil
+}
+
+// TempRemover is an optional capability of stores that keep temporary files besides upload
+// sessions (monolithic pushes, pull-through fills and spools): RemoveTemps deletes every one of
+// them. It is only safe while nothing writes to the store, so berth calls it at start, holding
+// the data directory's lock: a process killed in the middle of a fill leaves nothing behind.
+type TempRemover interface {
+	RemoveTemps() (int, error)
 }

@@ -42,6 +42,8 @@ func Run(t *testing.T, open func(t *testing.T) metadata.Store) {
 	t.Run("RepositoriesPagination", s.repositoriesPagination)
 	t.Run("RepoUnknown", s.repoUnknown)
 	t.Run("Referrers", s.referrers)
+	t.Run("ExpectedBlobs", s.expectedBlobs)
+	t.Run("LinkedUnder", s.linkedUnder)
 	t.Run("TagChecks", s.tagChecks)
 	t.Run("Uploads", s.uploads)
 	t.Run("UploadsBefore", s.uploadsBefore)
@@ -934,4 +936,89 @@ func (s *suite) tagChecks(t *testing.T) {
 	if _, err := st.TagChecked(ctx, "cache/a", "other"); !errors.Is(err, metadata.ErrNotFound) {
 		t.Fatalf("another tag's check is visible: %v", err)
 	}
+}
+
+// expectedBlobs: the blobs a cached manifest declares are recorded with it, unchecked, per
+// repository, in the manifest's transaction; a later declaration of a digest's size wins.
+func (s suite) expectedBlobs(t *testing.T) {
+	st := s.open(t)
+	want := func(repo string, d oci.Digest, size int64) {
+		t.Helper()
+		got, err := st.ExpectedBlob(ctx, repo, d)
+		switch {
+		case size < 0 && !errors.Is(err, metadata.ErrNotFound):
+			t.Errorf("ExpectedBlob(%s, %s) = %d, %v; want ErrNotFound", repo, d, got, err)
+		case size >= 0 && (err != nil || got != size):
+			t.Errorf("ExpectedBlob(%s, %s) = %d, %v; want %d", repo, d, got, err, size)
+		}
+	}
+	want("cache/app", dg("config"), -1) // unknown repository
+	m := image(t, st, "cache/app", "m1")
+	m.Expected = []metadata.BlobRef{{Digest: dg("config"), Size: 10}, {Digest: dg("layer"), Size: 20}}
+	putManifest(t, st, "cache/app", m, "v1") // not linked: not checked
+	want("cache/app", dg("config"), 10)
+	want("cache/app", dg("layer"), 20)
+	want("cache/app", dg("other"), -1)
+	want("cache/else", dg("config"), -1)
+	if _, err := st.BlobSize(ctx, "cache/app", dg("layer")); !errors.Is(err, metadata.ErrNotFound) {
+		t.Errorf("BlobSize of an expected blob: %v; want ErrNotFound (expected is not linked)", err)
+	}
+
+	m2 := image(t, st, "cache/app", "m2")
+	m2.Expected = []metadata.BlobRef{{Digest: dg("layer"), Size: 21}, {Digest: dg("layer2"), Size: 5}}
+	putManifest(t, st, "cache/app", m2, "v2")
+	want("cache/app", dg("layer"), 21)
+	want("cache/app", dg("layer2"), 5)
+
+	// A manifest refused for a missing blob records nothing.
+	m3 := image(t, st, "cache/app", "m3")
+	m3.Blobs = []oci.Digest{dg("missing")}
+	m3.Expected = []metadata.BlobRef{{Digest: dg("layer3"), Size: 3}}
+	if err := st.PutManifest(ctx, "cache/app", m3); !errors.Is(err, metadata.ErrBlobUnknown) {
+		t.Fatalf("PutManifest with a missing blob: %v; want ErrBlobUnknown", err)
+	}
+	want("cache/app", dg("layer3"), -1)
+}
+
+// linkedUnder: whether any repository under a prefix links a blob, leaving out nested prefixes;
+// the prefix is compared literally (no wildcards).
+func (s suite) linkedUnder(t *testing.T) {
+	st := s.open(t)
+	d, other := dg("shared"), dg("other")
+	link(t, st, "private/x", d, 1)
+	link(t, st, "hub-ttl/b", d, 1)
+	link(t, st, "hub/nested/c", d, 1)
+	link(t, st, "hub/a", d, 1)
+	link(t, st, "a_b/x", other, 1)
+	want := func(d oci.Digest, prefix string, except []string, yes bool) {
+		t.Helper()
+		got, err := st.LinkedUnder(ctx, d, prefix, except)
+		if err != nil || got != yes {
+			t.Errorf("LinkedUnder(%s, %q, %q) = %v, %v; want %v", d, prefix, except, got, err, yes)
+		}
+	}
+	want(d, "hub/", nil, true)
+	want(d, "hub/", []string{"hub/nested/"}, true)
+	want(d, "private/", nil, true)
+	want(d, "", nil, true)
+	want(d, "team/", nil, false)
+	want(dg("nowhere"), "hub/", nil, false)
+	if err := st.UnlinkBlob(ctx, "hub/a", d); err != nil {
+		t.Fatal(err)
+	}
+	want(d, "hub/", []string{"hub/nested/"}, false)
+	want(d, "hub/", nil, true)
+	want(d, "hub/nested/", nil, true)
+	want(d, "hub-ttl/", nil, true)
+	want(d, "hub-ttl/", []string{"hub-ttl/b"}, false)
+	want(other, "a_b/", nil, true)
+	want(other, "axb/", nil, false)
+	wild := dg("wild")
+	link(t, st, "axb/y", wild, 1)
+	link(t, st, "ab/z", wild, 1)
+	want(wild, "a_b/", nil, false) // '_' is no wildcard
+	want(wild, "a%/", nil, false)  // nor is '%'
+	want(wild, "axb/", nil, true)
+	want(other, "a_b/x", nil, true)
+	want(other, "a_b/xy", nil, false)
 }

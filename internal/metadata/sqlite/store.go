@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/berth/berth/internal/metadata"
@@ -124,6 +125,12 @@ func (s *Store) PutManifest(ctx context.Context, repo string, m *metadata.NewMan
 					return err
 				}
 				return fmt.Errorf("%w: %s", metadata.ErrManifestUnknown, d)
+			}
+		}
+		for _, b := range m.Expected {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO cache_expected (repo_id, digest, size) VALUES (?, ?, ?)
+				ON CONFLICT (repo_id, digest) DO UPDATE SET size = excluded.size`, id, b.Digest.String(), b.Size); err != nil {
+				return err
 			}
 		}
 		t := now()
@@ -289,6 +296,37 @@ func (s *Store) Referrers(ctx context.Context, repo string, d oci.Digest, artifa
 		out = append(out, desc)
 	}
 	return out, rows.Err()
+}
+
+// ExpectedBlob implements metadata.Store.
+func (s *Store) ExpectedBlob(ctx context.Context, repo string, d oci.Digest) (int64, error) {
+	var size int64
+	err := s.r.QueryRowContext(ctx, `SELECT e.size FROM repositories r JOIN cache_expected e ON e.repo_id = r.id
+		WHERE r.name = ? AND e.digest = ?`, repo, d.String()).Scan(&size)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, fmt.Errorf("%s@%s: %w", repo, d, metadata.ErrNotFound)
+	}
+	return size, err
+}
+
+// LinkedUnder implements metadata.Store. Names are compared as bytes with substr, not with LIKE,
+// in which '_' and '%' of a prefix would be wildcards.
+func (s *Store) LinkedUnder(ctx context.Context, d oci.Digest, prefix string, except []string) (bool, error) {
+	var q strings.Builder
+	q.WriteString(`SELECT 1 FROM repo_blobs b JOIN repositories r ON r.id = b.repo_id
+		WHERE b.digest = ? AND substr(CAST(r.name AS BLOB), 1, ?) = CAST(? AS BLOB)`)
+	args := []any{d.String(), len(prefix), prefix}
+	for _, e := range except {
+		q.WriteString(` AND substr(CAST(r.name AS BLOB), 1, ?) <> CAST(? AS BLOB)`)
+		args = append(args, len(e), e)
+	}
+	q.WriteString(` LIMIT 1`)
+	var one int
+	err := s.r.QueryRowContext(ctx, q.String(), args...).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	return err == nil, err
 }
 
 // TagChecked implements metadata.Store.
