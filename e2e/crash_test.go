@@ -43,7 +43,7 @@ import (
 //
 // BERTH_CRASH_SEED=<n> replays the same contents and kill delays.
 func TestCrash(t *testing.T) {
-	crashRounds(t, 5, nil)
+	crashRounds(t, 5, "")
 }
 
 // TestCrashEncrypted is TestCrash with encryption at rest: every blob file on disk must decrypt
@@ -53,11 +53,11 @@ func TestCrashEncrypted(t *testing.T) {
 	if out, err := exec.Command(berthBin, "encryption", "keygen", key).CombinedOutput(); err != nil {
 		t.Fatalf("berth encryption keygen: %v\n%s", err, out)
 	}
-	crashRounds(t, 3, []string{"--encryption-key-file", key})
+	crashRounds(t, 3, key)
 }
 
-// crashRounds runs rounds of kill -9 against berth serving with args.
-func crashRounds(t *testing.T, rounds int, args []string) {
+// crashRounds runs rounds of kill -9 against berth, encrypting at rest with keyFile if not "".
+func crashRounds(t *testing.T, rounds int, keyFile string) {
 	began := time.Now()
 	seed := uint64(time.Now().UnixNano())
 	if s := os.Getenv("BERTH_CRASH_SEED"); s != "" {
@@ -71,12 +71,12 @@ func crashRounds(t *testing.T, rounds int, args []string) {
 		rounds = min(rounds, 2)
 	}
 
+	var args []string
+	if keyFile != "" {
+		args = []string{"--encryption-key-file", keyFile}
+	}
 	b := startBerth(t, args...)
 	led := newCrashLedger()
-	keyFile := ""
-	if len(args) == 2 && args[0] == "--encryption-key-file" {
-		keyFile = args[1]
-	}
 	rng := rand.New(rand.NewPCG(seed, 0))
 	// Contents that several workers push into several repositories at once, so that two requests
 	// place the same blob concurrently.
@@ -779,9 +779,9 @@ func (v *crashVerifier) verify() {
 // blobFiles hashes every file in DATA/blobs: each must hold what its name says (decrypted, when
 // berth encrypts at rest).
 func (v *crashVerifier) blobFiles() {
+	open := func(path, _ string) (io.ReadCloser, error) { return os.Open(path) }
 	if v.keyFile != "" {
-		v.sealedBlobFiles()
-		return
+		open = v.decrypter()
 	}
 	root := filepath.Join(v.data, "blobs")
 	err := filepath.WalkDir(root, func(path string, de fs.DirEntry, err error) error {
@@ -807,16 +807,16 @@ func (v *crashVerifier) blobFiles() {
 			v.fail("stray file in the blob store: blobs/%s", rel)
 			return nil
 		}
-		f, err := os.Open(path)
+		f, err := open(path, parts[0]+":"+parts[2])
 		if err != nil {
-			return err
+			v.fail("CORRUPT blob file blobs/%s: %v", rel, err)
+			return nil
 		}
 		defer f.Close()
 		n, err := io.Copy(h, f)
 		if err != nil {
-			return err
-		}
-		if got := hex.EncodeToString(h.Sum(nil)); got != parts[2] {
+			v.fail("CORRUPT blob file blobs/%s: after %d bytes: %v", rel, n, err)
+		} else if got := hex.EncodeToString(h.Sum(nil)); got != parts[2] {
 			v.fail("CORRUPT blob file blobs/%s: its %d bytes hash to %s:%s", rel, n, parts[0], got)
 		}
 		return nil

@@ -189,9 +189,8 @@ func diskFullCase(t *testing.T, crane string, encrypted bool) {
 
 	// No room at all: a manifest (a metadata write) is refused clearly or goes in whole.
 	diskFill(t, filler, 0)
-	m := authManifestJSON(t, []byte("x"), []byte("y"), nil) // blobs the repository lacks: never stored
-	m2 := before[0].Body
-	r = authPutManifest(t, b, "", "full/app", "full", m2)
+	unknownBlobs := authManifestJSON(t, []byte("x"), []byte("y"), nil) // blobs the repository lacks
+	r = authPutManifest(t, b, "", "full/app", "full", before[0].Body)
 	switch r.Status {
 	case http.StatusCreated:
 		authWantManifest(t, b, "", "full/app", "full", before[0].Manifest)
@@ -204,7 +203,7 @@ func diskFullCase(t *testing.T, crane string, encrypted bool) {
 	default:
 		t.Fatalf("manifest PUT with no room on the disk: %s, want 201 or %d", r, diskFullStatus)
 	}
-	if r := authPutManifest(t, b, "", "full/app", "bad", m); r.Status != http.StatusBadRequest || r.errorCode() != "MANIFEST_BLOB_UNKNOWN" {
+	if r := authPutManifest(t, b, "", "full/app", "bad", unknownBlobs); r.Status != http.StatusBadRequest || r.errorCode() != "MANIFEST_BLOB_UNKNOWN" {
 		t.Fatalf("manifest PUT naming unknown blobs on a full disk: %s, want 400 MANIFEST_BLOB_UNKNOWN", r)
 	}
 	// Pulls go on while the disk is full.

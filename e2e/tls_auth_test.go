@@ -222,10 +222,11 @@ func TestTLSAuth(t *testing.T) {
 		// What crane pushed, read with the Go client's token over HTTP/2.
 		tok := tlsReq(t, c, http.MethodGet, m[1]+"?"+url.Values{"service": {"berth"}, "scope": {"repository:team/crane:pull"}}.Encode(),
 			basicAuth("tlsbot", secret), nil)
-		if err := json.Unmarshal(tok.Body, &tr); err != nil || tok.Status != http.StatusOK {
+		var ctr tokenReply
+		if err := json.Unmarshal(tok.Body, &ctr); err != nil || tok.Status != http.StatusOK {
 			t.Fatalf("token for team/crane: %s", tok)
 		}
-		if r := tlsReq(t, c, http.MethodGet, base+"/v2/team/crane/manifests/v1", bearerAuth(tr.Token), nil, "Accept", clAcceptAll); r.Status != http.StatusOK || clDigest(r.Body) != dg {
+		if r := tlsReq(t, c, http.MethodGet, base+"/v2/team/crane/manifests/v1", bearerAuth(ctr.Token), nil, "Accept", clAcceptAll); r.Status != http.StatusOK || clDigest(r.Body) != dg {
 			t.Errorf("GET team/crane:v1 over HTTP/2: %s", r)
 		}
 	})
