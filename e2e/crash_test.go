@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -36,8 +37,27 @@ import (
 // interrupted upload session is checked. The ledger carries over from round to round, so every
 // round checks again what earlier rounds left.
 //
+// One worker deletes manifests, tags and blobs in a repository of its own (crash_delete_test.go):
+// after each restart, that repository must be as the worker's acknowledged requests left it, with
+// the request the kill interrupted either wholly done or not at all, never half.
+//
 // BERTH_CRASH_SEED=<n> replays the same contents and kill delays.
 func TestCrash(t *testing.T) {
+	crashRounds(t, 5, "")
+}
+
+// TestCrashEncrypted is TestCrash with encryption at rest: every blob file on disk must decrypt
+// and verify against its name after each kill.
+func TestCrashEncrypted(t *testing.T) {
+	key := filepath.Join(t.TempDir(), "kek")
+	if out, err := exec.Command(berthBin, "encryption", "keygen", key).CombinedOutput(); err != nil {
+		t.Fatalf("berth encryption keygen: %v\n%s", err, out)
+	}
+	crashRounds(t, 3, key)
+}
+
+// crashRounds runs rounds of kill -9 against berth, encrypting at rest with keyFile if not "".
+func crashRounds(t *testing.T, rounds int, keyFile string) {
 	began := time.Now()
 	seed := uint64(time.Now().UnixNano())
 	if s := os.Getenv("BERTH_CRASH_SEED"); s != "" {
@@ -47,12 +67,15 @@ func TestCrash(t *testing.T) {
 		}
 	}
 	t.Logf("seed %d (BERTH_CRASH_SEED=%d replays it)", seed, seed)
-	rounds := 5
 	if testing.Short() {
-		rounds = 2
+		rounds = min(rounds, 2)
 	}
 
-	b := startBerth(t)
+	var args []string
+	if keyFile != "" {
+		args = []string{"--encryption-key-file", keyFile}
+	}
+	b := startBerth(t, args...)
 	led := newCrashLedger()
 	rng := rand.New(rand.NewPCG(seed, 0))
 	// Contents that several workers push into several repositories at once, so that two requests
@@ -90,9 +113,9 @@ func TestCrash(t *testing.T) {
 		}
 
 		restarted := time.Now()
-		b.start()
+		b.start(args...)
 		v := &crashVerifier{t: t, round: round, base: b.URL(), data: b.Data, led: led, client: crashClient(),
-			rng: rand.New(rand.NewPCG(seed, uint64(round*1000+999))), seen: map[crashBlobKey]bool{}}
+			rng: rand.New(rand.NewPCG(seed, uint64(round*1000+999))), seen: map[crashBlobKey]bool{}, keyFile: keyFile}
 		v.verify()
 		v.client.CloseIdleConnections()
 		t.Logf("round %d: killed after %v (workers gone %v later) with %d uploads in progress; restarted and checked %d blobs, %d manifests, %d tags, %d blob files in %v",
@@ -121,6 +144,7 @@ func TestCrash(t *testing.T) {
 	t.Logf("left in DATA/uploads after %d kills: %d upload session directories, %d other files (interrupted monolithic pushes)",
 		led.stats.kills, dirs, temps)
 	s := led.stats
+	t.Logf("deletes: %s", led.del.summary())
 	t.Logf("%d kills in %v: %d blobs acknowledged (%s), %d manifests and %d tag updates acknowledged; "+
 		"%d uploads interrupted (%d in their final PUT): %d resumed (%d with bytes of an unacknowledged body kept), %d cleanly unknown (%d of them never finished); "+
 		"unacknowledged at the kill: %d blobs (%d whole, %d absent), %d manifests (%d whole, %d absent)",
@@ -132,7 +156,7 @@ func TestCrash(t *testing.T) {
 
 // crashWorkers is what runs concurrently in a round, one goroutine each.
 var crashWorkers = []string{"monolithic", "monolithic", "chunked", "chunked", "streamed", "streamed",
-	"streamed-monolithic", "manifest", "manifest", "manifest"}
+	"streamed-monolithic", "manifest", "manifest", "manifest", "delete"}
 
 var (
 	crashRepos = []string{"crash/alpha", "crash/beta", "crash/nested/gamma"}
@@ -199,6 +223,7 @@ type crashLedger struct {
 	repos          map[string]bool // every repository a request named
 	seq            int
 	stats          crashStats
+	del            *crashDeletes // the delete worker's repository
 }
 
 func newCrashLedger() *crashLedger {
@@ -206,6 +231,7 @@ func newCrashLedger() *crashLedger {
 		blobs: map[crashBlobKey]int64{}, blobList: map[string][]crashBlobKey{}, triedBlobs: map[crashBlobKey]int64{},
 		manifests: map[crashBlobKey][]byte{}, triedManifests: map[crashBlobKey][]byte{}, tagPuts: map[crashTagKey][]*crashTagPut{},
 		sessions: map[*crashSession]bool{}, repos: map[string]bool{}, stats: crashStats{how: map[string]int{}},
+		del: newCrashDeletes(),
 	}
 }
 
@@ -427,6 +453,9 @@ func (r *crashRun) work(kind string, rng *rand.Rand) {
 			// Manifests are cheap: a pause keeps them from swamping the checks, not from racing.
 			time.Sleep(time.Duration(1+rng.IntN(4)) * time.Millisecond)
 			ok = r.pushManifest(rng, repo)
+		case "delete":
+			time.Sleep(time.Duration(1+rng.IntN(4)) * time.Millisecond)
+			ok = r.deleteStep(rng)
 		}
 		if !ok {
 			return
@@ -671,6 +700,9 @@ type crashVerifier struct {
 	rng    *rand.Rand
 	seen   map[crashBlobKey]bool // blobs served whole and correct in this pass
 	errs   int
+	// keyFile is the encryption key when berth encrypts at rest: blob files are then checked
+	// by decrypting them.
+	keyFile string
 
 	blobsChecked, manifestsChecked, tagsChecked, files, sessions int
 }
@@ -727,6 +759,7 @@ func (v *crashVerifier) verify() {
 		delete(l.triedManifests, k)
 	}
 	v.catalogAndTags()
+	v.deletes()
 	var open []*crashSession
 	for s := range l.sessions {
 		open = append(open, s)
@@ -743,8 +776,13 @@ func (v *crashVerifier) verify() {
 	}
 }
 
-// blobFiles hashes every file in DATA/blobs: each must hold what its name says.
+// blobFiles hashes every file in DATA/blobs: each must hold what its name says (decrypted, when
+// berth encrypts at rest).
 func (v *crashVerifier) blobFiles() {
+	open := func(path, _ string) (io.ReadCloser, error) { return os.Open(path) }
+	if v.keyFile != "" {
+		open = v.decrypter()
+	}
 	root := filepath.Join(v.data, "blobs")
 	err := filepath.WalkDir(root, func(path string, de fs.DirEntry, err error) error {
 		if err != nil {
@@ -769,16 +807,16 @@ func (v *crashVerifier) blobFiles() {
 			v.fail("stray file in the blob store: blobs/%s", rel)
 			return nil
 		}
-		f, err := os.Open(path)
+		f, err := open(path, parts[0]+":"+parts[2])
 		if err != nil {
-			return err
+			v.fail("CORRUPT blob file blobs/%s: %v", rel, err)
+			return nil
 		}
 		defer f.Close()
 		n, err := io.Copy(h, f)
 		if err != nil {
-			return err
-		}
-		if got := hex.EncodeToString(h.Sum(nil)); got != parts[2] {
+			v.fail("CORRUPT blob file blobs/%s: after %d bytes: %v", rel, n, err)
+		} else if got := hex.EncodeToString(h.Sum(nil)); got != parts[2] {
 			v.fail("CORRUPT blob file blobs/%s: its %d bytes hash to %s:%s", rel, n, parts[0], got)
 		}
 		return nil

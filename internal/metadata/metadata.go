@@ -17,6 +17,8 @@ var (
 	ErrRepoUnknown     = errors.New("repository unknown")
 	ErrBlobUnknown     = errors.New("referenced blob unknown")
 	ErrManifestUnknown = errors.New("referenced manifest unknown")
+	// ErrFull reports a write refused because the store's disk is full; nothing was written.
+	ErrFull = errors.New("metadata store full")
 )
 
 // Manifest is a stored manifest.

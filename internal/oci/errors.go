@@ -35,6 +35,9 @@ const (
 	// ErrUnavailable answers a pull from a cached repository whose upstream failed while nothing
 	// cached could stand in (503).
 	ErrUnavailable Code = "UNAVAILABLE"
+	// ErrInsufficientStorage answers a write that the registry's storage has no room for (507);
+	// the spec names no code for it.
+	ErrInsufficientStorage Code = "INSUFFICIENT_STORAGE"
 	// ErrInternal is for failures that are ours, never the client's.
 	ErrInternal Code = "INTERNAL_ERROR"
 )
@@ -59,6 +62,7 @@ var status = map[Code]int{
 	ErrPaginationInvalid:   http.StatusBadRequest,
 	ErrRangeNotSatisfiable: http.StatusRequestedRangeNotSatisfiable,
 	ErrUnavailable:         http.StatusServiceUnavailable,
+	ErrInsufficientStorage: http.StatusInsufficientStorage,
 	ErrInternal:            http.StatusInternalServerError,
 }
 

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/http"
 	"os"
+	"syscall"
 
 	"github.com/berth/berth/internal/metadata"
 	"github.com/berth/berth/internal/oci"
@@ -30,6 +31,11 @@ func (rg *Registry) writeError(w http.ResponseWriter, r *http.Request, err error
 				WithStatus(http.StatusRequestEntityTooLarge)
 		case errors.Is(err, os.ErrDeadlineExceeded):
 			e = oci.Errorf(oci.ErrBlobUploadInvalid, "the request body stalled").WithStatus(http.StatusRequestTimeout)
+		case diskFull(err):
+			// Not the client's fault, nor a bug: the operator must free space. Whatever failed
+			// to be written was not made visible (temporary files go, transactions roll back).
+			rg.log.Error("disk full: a write was refused", "method", r.Method, "path", r.URL.Path, "err", err)
+			e = oci.Errorf(oci.ErrInsufficientStorage, "the registry's disk is full: nothing was stored; try again once space is freed")
 		case errors.Is(err, context.Canceled) || errors.Is(err, errResponseStarted):
 			return // the client went away, or the response is already on its way
 		default:
@@ -56,4 +62,10 @@ func (rg *Registry) writeError(w http.ResponseWriter, r *http.Request, err error
 	}
 	w.WriteHeader(e.HTTPStatus())
 	w.Write(body)
+}
+
+// diskFull reports whether err is a write that the disk has no room for: the blob store's
+// ENOSPC (or EDQUOT, a quota), or the metadata store's ErrFull.
+func diskFull(err error) bool {
+	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) || errors.Is(err, metadata.ErrFull)
 }

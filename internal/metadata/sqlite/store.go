@@ -9,6 +9,9 @@ import (
 	"strings"
 	"time"
 
+	sqlitedriver "modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+
 	"github.com/berth/berth/internal/metadata"
 	"github.com/berth/berth/internal/oci"
 )
@@ -19,13 +22,23 @@ func now() int64 { return time.Now().UnixNano() }
 func (s *Store) write(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
-		return err
+		return full(err)
 	}
 	if err := fn(tx); err != nil {
 		tx.Rollback()
-		return err
+		return full(err)
 	}
-	return tx.Commit()
+	return full(tx.Commit())
+}
+
+// full marks SQLite's "database or disk is full" as metadata.ErrFull. SQLite rolls the
+// transaction back, so nothing of it was written, and the store works again once there is room.
+func full(err error) error {
+	var se *sqlitedriver.Error
+	if errors.As(err, &se) && se.Code()&0xff == sqlite3.SQLITE_FULL {
+		return fmt.Errorf("%w: %v", metadata.ErrFull, err)
+	}
+	return err
 }
 
 // repoID returns repo's id, creating the repository when create is set; ErrRepoUnknown otherwise.
