@@ -24,7 +24,6 @@ type guard struct {
 	now     func() time.Time
 	buckets map[string]*bucket    // "p" name \x00 addr, "a" addr, "n" name
 	known   map[string]*knownAddr // by account name: addresses with a successful login
-	full    bool                  // logged once: the table is full
 }
 
 // budget is a token bucket: burst guesses, then one more every per.
@@ -203,13 +202,6 @@ func (g *guard) isKnown(name, addr string, now time.Time) bool {
 	}
 	t, ok := k.addrs[addr]
 	return ok && now.Sub(t) < knownFor
-}
-
-// forget drops what the guard knows of account name (the account was removed).
-func (g *guard) forget(name string) {
-	g.mu.Lock()
-	delete(g.known, name)
-	g.mu.Unlock()
 }
 
 // prune drops buckets that have refilled completely: they hold nothing a new one would not.
