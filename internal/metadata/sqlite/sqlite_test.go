@@ -277,3 +277,36 @@ func TestRelativePath(t *testing.T) {
 		s.Close()
 	}
 }
+
+// Manifests stored before migration 005 get their declared blobs recorded from their content, so
+// that the pull-through cache treats their blobs as part of an upstream image after an upgrade.
+func TestMigration005Backfill(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "metadata.db")
+	s := openAt(t, path)
+	layer, cfg := digest.FromString("layer"), digest.FromString("config")
+	content := `{"schemaVersion":2,"mediaType":"` + oci.MediaTypeImageManifest + `","config":{"mediaType":"c","digest":"` + cfg.String() +
+		`","size":7},"layers":[{"mediaType":"l","digest":"` + layer.String() + `","size":1234}]}`
+	// As a database of version 4 had it: no table of declared blobs, a manifest stored.
+	for _, q := range []string{
+		`DROP INDEX repo_blobs_digest`, `DROP TABLE cache_expected`,
+		`INSERT INTO repositories (name, created) VALUES ('docker-hub/library/app', 0)`,
+		`INSERT INTO manifests (repo_id, digest, media_type, artifact_type, content, created)
+		 VALUES ((SELECT id FROM repositories WHERE name = 'docker-hub/library/app'), 'sha256:x', '` + oci.MediaTypeImageManifest + `', '', CAST('` + content + `' AS BLOB), 0)`,
+		`INSERT INTO manifests (repo_id, digest, media_type, artifact_type, content, created)
+		 VALUES ((SELECT id FROM repositories WHERE name = 'docker-hub/library/app'), 'sha256:y', 'x', '', CAST('not json' AS BLOB), 0)`,
+		`PRAGMA user_version = 4`,
+	} {
+		if _, err := s.w.Exec(q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	s.Close()
+	s = openAt(t, path)
+	defer s.Close()
+	for d, want := range map[oci.Digest]int64{layer: 1234, cfg: 7} {
+		if size, err := s.ExpectedBlob(ctx, "docker-hub/library/app", d); err != nil || size != want {
+			t.Errorf("ExpectedBlob(%s) after the migration = %d, %v; want %d", d, size, err, want)
+		}
+	}
+}
