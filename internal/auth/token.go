@@ -72,6 +72,7 @@ type tokens struct {
 	loaded   time.Time
 	verified map[[32]byte]*verifiedToken // by SHA-256 of the token
 	size     int                         // bytes of verified, estimated
+	maxSize  int                         // bound of size: maxVerifiedBytes (tests set less)
 }
 
 type verifiedToken struct {
@@ -93,7 +94,8 @@ const (
 )
 
 func newTokens(acc metadata.Accounts, sealer Sealer, service string) *tokens {
-	return &tokens{acc: acc, sealer: sealer, issuer: service, service: service, verified: map[[32]byte]*verifiedToken{}}
+	return &tokens{acc: acc, sealer: sealer, issuer: service, service: service,
+		verified: map[[32]byte]*verifiedToken{}, maxSize: maxVerifiedBytes}
 }
 
 func (t *tokens) reload(ctx context.Context) error {
@@ -243,12 +245,12 @@ func (t *tokens) verify(ctx context.Context, raw string) (*verifiedToken, error)
 // remember keeps a verified token, making room when the memory of them is full: expired ones go
 // first, then any (they are verified again when they come back).
 func (t *tokens) remember(sum [32]byte, v *verifiedToken) {
-	if v.size > maxVerifiedBytes/64 {
+	if v.size > t.maxSize/64 {
 		return // too large to be worth keeping
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.size+v.size > maxVerifiedBytes {
+	if t.size+v.size > t.maxSize {
 		now := time.Now()
 		for k, old := range t.verified {
 			if now.After(old.expiry.Add(clockLeeway)) {
@@ -257,7 +259,7 @@ func (t *tokens) remember(sum [32]byte, v *verifiedToken) {
 			}
 		}
 		for k, old := range t.verified { // in Go's random order
-			if t.size+v.size <= maxVerifiedBytes*3/4 {
+			if t.size+v.size <= t.maxSize*3/4 {
 				break
 			}
 			delete(t.verified, k)
