@@ -123,7 +123,7 @@ func run() error {
 	flag.StringVar(&o.v3, "registry-v3", filepath.Join(root, ".tools", "bin", "registry"), "CNCF Distribution v3 binary")
 	flag.StringVar(&o.v28, "registry-2.8", "/usr/bin/docker-registry", "CNCF Distribution 2.8 binary")
 	flag.StringVar(&o.wrk, "wrk", "wrk", "wrk binary")
-	flag.IntVar(&o.repeat, "repeat", 1, "rounds: every server is measured this many times, in turn, and each number is the median")
+	flag.IntVar(&o.repeat, "repeat", 3, "rounds: every server is measured this many times, in turn; each number reported and graded is the median")
 	flag.IntVar(&o.wrkThreads, "wrk-threads", 1, "wrk threads (at most the connections)")
 	flag.DurationVar(&o.quietWait, "quiet-wait", 0, "before each point, wait up to this long for other processes to leave the CPU idle (0: do not wait)")
 	flag.StringVar(&o.out, "out", filepath.Join(root, "bench", "results"), "directory of the markdown copy of the results")
@@ -260,7 +260,7 @@ func measureServer(ctx context.Context, o options, p plan, w *workload, tmp, nam
 		return err
 	}
 	mib := float64(hwm) / (1 << 20)
-	res.rss[name] = max(res.rss[name], mib)
+	res.rss[name] = res.rss[name].merge(value(mib))
 	fmt.Printf("   peak RSS %.1f MiB\n", mib)
 	return nil
 }
@@ -369,14 +369,16 @@ func environment(o options) string {
 		}
 		return line
 	}
-	if slices.Contains(o.servers, "berth") {
+	if slices.ContainsFunc(o.servers, func(s string) bool { return strings.HasPrefix(s, "berth") }) {
 		fmt.Fprintf(&b, "berth     %s\n", berthVersion(o.berth, o.berthBuilt))
 	}
+	// The Go each server was built with: its runtime (GC, scheduler, net/http) is part of what is
+	// measured.
 	if slices.Contains(o.servers, "v3") {
-		fmt.Fprintf(&b, "v3        %s\n", version(o.v3, "--version"))
+		fmt.Fprintf(&b, "v3        %s, built with %s\n", version(o.v3, "--version"), goVersion(o.v3))
 	}
 	if slices.Contains(o.servers, "2.8") {
-		fmt.Fprintf(&b, "2.8       %s\n", version(o.v28, "--version"))
+		fmt.Fprintf(&b, "2.8       %s, built with %s\n", version(o.v28, "--version"), goVersion(o.v28))
 	}
 	if slices.Contains(o.only, "manifest") {
 		fmt.Fprintf(&b, "wrk       %s: %s, %d thread(s)\n", o.wrk, version(o.wrk, "--version"), o.wrkThreads)
@@ -405,7 +407,17 @@ func berthVersion(bin, builtFrom string) string {
 			dirty = " with uncommitted changes"
 		}
 	}
-	return fmt.Sprintf("%s (%s%s, %s)", bin, rev, dirty, info.GoVersion)
+	return fmt.Sprintf("%s (%s%s), built with %s", bin, rev, dirty, info.GoVersion)
+}
+
+// goVersion is the Go release a binary was built with, from its build info (as go version -m
+// reads it).
+func goVersion(bin string) string {
+	info, err := buildinfo.ReadFile(bin)
+	if err != nil {
+		return "unknown Go (" + err.Error() + ")"
+	}
+	return info.GoVersion
 }
 
 func memTotal() string {

@@ -268,7 +268,7 @@ type results struct {
 	auth                  *series // manifest requests/s of berth with and without authentication
 	enc                   *series // download MB/s of berth with and without encryption at rest
 	download, push        *series
-	rss                   map[string]float64 // the highest of the rounds
+	rss                   map[string]cell // peak RSS per server, a sample per round
 	pushPhases            map[int]map[string]*phaseSum
 	proxy                 []*series // the proxy tables, in order (nil unless -only has proxy)
 	servers               []string
@@ -326,7 +326,7 @@ func newResults(o options, p plan) *results {
 			key:     byConcMetric,
 			notes:   []string{"CPU s/GB = server utime+stime per 10^9 bytes received (lower is better)"},
 		},
-		rss:        map[string]float64{},
+		rss:        map[string]cell{},
 		pushPhases: map[int]map[string]*phaseSum{},
 		servers:    o.servers,
 		only:       o.only,
@@ -396,9 +396,7 @@ func (res *results) tables() []table {
 	if slices.ContainsFunc(res.only, isStandard) {
 		rss := &series{name: "rss", title: "Peak RSS after all loads (VmHWM), MiB", heads: []string{"metric"}, servers: res.servers}
 		rss.addRow([]string{"peak RSS"}, "%.1f", &target{bound: 100, unit: "MiB"})
-		for name, v := range res.rss {
-			rss.rows[0].vals[name] = value(v)
-		}
+		maps.Copy(rss.rows[0].vals, res.rss)
 		ts = append(ts, rss.table())
 		summed = append(summed, rss)
 	}

@@ -222,7 +222,11 @@ func startServer(ctx context.Context, o options, tmp, name, dlFile string, px *p
 }
 
 // distributionConfig is the same configuration for 2.8 and v3: filesystem storage, deletes on,
-// warnings only, no access log; with px, a pull-through cache of px.upstream.
+// warnings only, no access log; with px, a pull-through cache of px.upstream. It keeps what
+// Distribution's own packages ship in their default config.yml (the Debian package's
+// /etc/docker/registry/config.yml, the official image's /etc/distribution/config.yml): the
+// in-memory cache of blob descriptors, without which every blob HEAD and GET stats the
+// filesystem for the link and the blob's data.
 func distributionConfig(addr, data string, px *proxySetup) string {
 	var proxy string
 	if px != nil {
@@ -234,6 +238,8 @@ log:
   accesslog:
     disabled: true
 storage:
+  cache:
+    blobdescriptor: inmemory
   filesystem:
     rootdirectory: %s
   delete:

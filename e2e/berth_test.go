@@ -1,10 +1,12 @@
 // Package e2e tests the berth binary over real HTTP with real clients that nobody here wrote
 // (crane, oras, regctl, skopeo, the OCI conformance suite). scripts/install-tools.sh installs them
-// into .tools/bin; a test whose tool is missing fails, unless BERTH_E2E_SKIP_MISSING=1 is set.
+// into .tools/bin; a test whose tool is missing fails, unless BERTH_E2E_SKIP_MISSING=1 is set
+// (which scripts/test.sh refuses). With -race, the berth binary is built with -race too.
 package e2e
 
 import (
 	"bytes"
+	"debug/buildinfo"
 	"fmt"
 	"net"
 	"net/http"
@@ -20,28 +22,68 @@ import (
 )
 
 var (
-	berthBin string // built once by TestMain
+	// berthBin is built once by TestMain, with -race when the tests run with -race: the server
+	// is raced under every test that starts it, and a race it reports fails the test.
+	berthBin string
+	binDir   string
 	repoRoot string
 )
 
 func TestMain(m *testing.M) {
 	_, file, _, _ := runtime.Caller(0)
 	repoRoot = filepath.Dir(filepath.Dir(file))
-	dir, err := os.MkdirTemp("", "berth-e2e-bin")
-	if err != nil {
+	var err error
+	if binDir, err = os.MkdirTemp("", "berth-e2e-bin"); err != nil {
 		panic(err)
 	}
-	berthBin = filepath.Join(dir, "berth")
-	build := exec.Command("go", "build", "-o", berthBin, "./cmd/berth")
-	build.Dir = repoRoot
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "building berth:", err)
+	berthBin = filepath.Join(binDir, "berth")
+	var flags []string
+	if raceEnabled {
+		flags = []string{"-race"}
+	}
+	if err := buildBerth(berthBin, flags...); err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
 	code := m.Run()
-	os.RemoveAll(dir)
+	os.RemoveAll(binDir)
 	os.Exit(code)
+}
+
+func buildBerth(out string, flags ...string) error {
+	build := exec.Command("go", append(append([]string{"build"}, flags...), "-o", out, "./cmd/berth")...)
+	build.Dir = repoRoot
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		return fmt.Errorf("building berth %s: %w", strings.Join(flags, " "), err)
+	}
+	return nil
+}
+
+var plainBin struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+// plainBerthBin is the berth binary as shipped, without the race detector (which multiplies
+// memory and CPU), for the tests that measure the server's resources (peak RSS, say). It is
+// built on first use, and only when the tests run with -race: otherwise it is berthBin.
+func plainBerthBin(t testing.TB) string {
+	t.Helper()
+	if !raceEnabled {
+		return berthBin
+	}
+	plainBin.once.Do(func() {
+		p := filepath.Join(binDir, "berth-plain")
+		if plainBin.err = buildBerth(p); plainBin.err == nil {
+			plainBin.path = p
+		}
+	})
+	if plainBin.err != nil {
+		t.Fatal(plainBin.err)
+	}
+	return plainBin.path
 }
 
 // tool returns the path of an outside tool, from .tools/bin or PATH. A missing tool fails the
@@ -71,7 +113,8 @@ type berth struct {
 	log  *syncBuffer
 	// secure: authentication on (no --dev); ready means /v2/ answers 401.
 	secure bool
-	// bin is the binary to run; berthBin when empty.
+	// bin is the binary to run; empty: berthBin. A test that measures the server's resources
+	// sets plainBerthBin(t) before the first start.
 	bin string
 }
 
@@ -128,9 +171,9 @@ func (b *berth) start(args ...string) {
 	if !b.secure {
 		base = append(base, "--dev")
 	}
-	bin := berthBin
-	if b.bin != "" {
-		bin = b.bin
+	bin := b.bin
+	if bin == "" {
+		bin = berthBin
 	}
 	b.cmd = exec.Command(bin, append(base, args...)...)
 	b.cmd.Stdout, b.cmd.Stderr = b.log, b.log
@@ -166,6 +209,7 @@ func (b *berth) Kill() {
 	b.cmd.Process.Kill()
 	b.cmd.Wait()
 	b.cmd = nil
+	b.checkRaces()
 }
 
 // Stop stops berth with SIGTERM and waits for it.
@@ -183,6 +227,29 @@ func (b *berth) Stop() {
 		<-done
 	}
 	b.cmd = nil
+	b.checkRaces()
+}
+
+// raceReport is how the race detector starts each report on the server's standard error.
+const raceReport = "WARNING: DATA RACE"
+
+// checkRaces fails the test when the process that just ended reported a data race.
+func (b *berth) checkRaces() { failOnRace(b.t, b.log.String()) }
+
+// failOnRace fails the test when output, what a race-built berth printed, holds a data race
+// report: such a server goes on running after a race, so only its output tells. Tests that run
+// berthBin themselves pass its output here.
+func failOnRace(t testing.TB, output string) {
+	t.Helper()
+	i := strings.Index(output, raceReport)
+	if i < 0 {
+		return
+	}
+	report := output[i:]
+	if len(report) > 16<<10 {
+		report = report[:16<<10] + "\n[...]"
+	}
+	t.Errorf("berth (built with -race) reported %d data race(s); the first:\n%s", strings.Count(output, raceReport), report)
 }
 
 // URL is the registry's base URL.
@@ -229,4 +296,32 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// TestBerthBinaries: under -race the server is raced too (berthBin is built with -race), and
+// plainBerthBin is the binary as shipped; without -race both are the plain build.
+func TestBerthBinaries(t *testing.T) {
+	race := func(bin string) bool {
+		t.Helper()
+		info, err := buildinfo.ReadFile(bin)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range info.Settings {
+			if s.Key == "-race" {
+				return s.Value == "true"
+			}
+		}
+		return false
+	}
+	if got := race(berthBin); got != raceEnabled {
+		t.Errorf("berthBin built with -race: %v; the tests run with -race: %v", got, raceEnabled)
+	}
+	plain := plainBerthBin(t)
+	if race(plain) {
+		t.Errorf("plainBerthBin %s is built with -race", plain)
+	}
+	if raceEnabled == (plain == berthBin) {
+		t.Errorf("plainBerthBin %s, berthBin %s: want the same binary exactly when the tests run without -race", plain, berthBin)
+	}
 }

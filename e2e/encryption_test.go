@@ -39,6 +39,7 @@ func encDigest(b []byte) string {
 func encGrep(t *testing.T, root string, secret []byte, needle string) []string {
 	t.Helper()
 	var found []string
+	scanned := 0
 	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
 			if os.IsNotExist(err) {
@@ -53,6 +54,7 @@ func encGrep(t *testing.T, root string, secret []byte, needle string) []string {
 		if err != nil {
 			return nil
 		}
+		scanned++
 		if needle != "" && bytes.Contains(data, []byte(needle)) {
 			found = append(found, path+" ("+needle+")")
 			return nil
@@ -68,6 +70,9 @@ func encGrep(t *testing.T, root string, secret []byte, needle string) []string {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if scanned == 0 { // a search of nothing finds nothing, and proves nothing
+		t.Fatalf("no file to search under %s", root)
 	}
 	return found
 }

@@ -50,35 +50,6 @@ func tokenFrom(c *http.Client, b *berth, user, pass string, scopes ...string) (i
 	return resp.StatusCode, tr.Token, nil
 }
 
-var (
-	plainOnce sync.Once
-	plainBin  string
-	plainErr  error
-)
-
-// plainBerthBin is berth built without the race detector, as it ships: for tests that measure
-// the server's memory, which the race detector multiplies.
-func plainBerthBin(t testing.TB) string {
-	t.Helper()
-	plainOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "berth-e2e-plain")
-		if err != nil {
-			plainErr = err
-			return
-		}
-		plainBin = filepath.Join(dir, "berth")
-		build := exec.Command("go", "build", "-o", plainBin, "./cmd/berth")
-		build.Dir = repoRoot
-		if out, err := build.CombinedOutput(); err != nil {
-			plainErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if plainErr != nil {
-		t.Fatal(plainErr)
-	}
-	return plainBin
-}
-
 // procStatus reads a field of /proc/PID/status in KiB (VmRSS, VmHWM).
 func procStatus(t testing.TB, pid int, field string) int64 {
 	t.Helper()

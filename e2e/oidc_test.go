@@ -60,8 +60,9 @@ func TestOIDCFederation(t *testing.T) {
 	if out, err := runEnv(dir, nil, crane, "digest", "--insecure", b.Addr+"/ci/app:1"); err != nil || !strings.HasPrefix(out, "sha256:") {
 		t.Fatalf("crane digest: %v\n%s", err, out)
 	}
-	if out, err := runEnv(dir, nil, crane, "append", "--insecure", "-f", layer, "-t", b.Addr+"/prod/app:1"); err == nil {
-		t.Fatalf("push outside the trust's grants succeeded:\n%s", out)
+	// Refused as the README says a push without a grant is: DENIED (not a crash, not a 5xx).
+	if out, err := runEnv(dir, nil, crane, "append", "--insecure", "-f", layer, "-t", b.Addr+"/prod/app:1"); err == nil || !strings.Contains(out, "DENIED") {
+		t.Fatalf("push outside the trust's grants: %v, want refused with DENIED:\n%s", err, out)
 	}
 
 	tokenFor := func(jwt string) (int, map[string]any) {

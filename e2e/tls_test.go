@@ -27,6 +27,7 @@ func startTLSBerth(t *testing.T, data string, args ...string) (addr string, stop
 	stop = func() {
 		cmd.Process.Signal(syscall.SIGTERM)
 		cmd.Wait()
+		failOnRace(t, log.String())
 	}
 	insecure := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
 	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {

@@ -42,13 +42,13 @@ func TestAudit(t *testing.T) {
 	e.grant(t, "user:alice", "team/*", "pull")
 	const wrong = "Wr0ng-Passw0rd-Guess"
 
-	e.getToken(t, basic("alice", wrong), "repository:team/a:pull")
+	wantTokenError(t, "wrong password", e.getToken(t, basic("alice", wrong), "repository:team/a:pull"), 401, "UNAUTHORIZED")
 	wantAuditLine(t, e, "failed login", "login failed", map[string]string{"user": "alice", "addr": "127.0.0.1"}, wrong, pw)
 
-	e.getToken(t, basic("nobody", wrong))
+	wantTokenError(t, "unknown user", e.getToken(t, basic("nobody", wrong)), 401, "UNAUTHORIZED")
 	wantAuditLine(t, e, "failed login of an unknown user", "login failed", map[string]string{"user": "nobody", "addr": "127.0.0.1"}, wrong)
 
-	e.getToken(t, basic("ci", robot+"x"))
+	wantTokenError(t, "wrong robot secret", e.getToken(t, basic("ci", robot+"x")), 401, "UNAUTHORIZED")
 	wantAuditLine(t, e, "failed robot login", "login failed", map[string]string{"user": "ci", "addr": "127.0.0.1"}, robot)
 
 	r := e.getToken(t, basic("alice", pw), "repository:team/a:pull")
@@ -71,13 +71,13 @@ func TestAudit(t *testing.T) {
 		t.Errorf("left over: %s", l)
 	}
 
-	e.postToken(t, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {"berth_rft_guessed"}})
+	wantTokenError(t, "unknown refresh token", e.postToken(t, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {"berth_rft_guessed"}}), 401, "UNAUTHORIZED")
 	wantAuditLine(t, e, "unknown refresh token", "login failed", map[string]string{"addr": "127.0.0.1"}, "berth_rft_guessed")
 
-	e.getToken(t, "")
+	wantStatus(t, "anonymous token", e.getToken(t, ""), 200, "")
 	wantAuditLine(t, e, "anonymous token", "token issued", map[string]string{"subject": "anonymous", "addr": "127.0.0.1"})
 
 	// Basic on registry requests: failures are logged like the token endpoint's.
-	e.check(t, basic("alice", wrong), "team/a", "", "pull")
+	wantStatus(t, "wrong password on a request", e.check(t, basic("alice", wrong), "team/a", "", "pull"), 401, "UNAUTHORIZED")
 	wantAuditLine(t, e, "failed Basic login on a request", "login failed", map[string]string{"user": "alice"}, wrong)
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -137,59 +138,40 @@ func randomLayers(t *testing.T, n, size int) [][]byte {
 }
 
 // TestColdPullsCoalesce: 50 concurrent cold pulls of a 3-layer image cost the upstream exactly one
-// GET per manifest and per blob, and take about as long as one cold pull.
+// GET per manifest and per blob. How long they take against one cold pull is a measurement, not a
+// test: go run ./bench -only proxy (cold wall time at N = 50 against N = 1).
 func TestColdPullsCoalesce(t *testing.T) {
 	hub := startHub(t, hubemu.Options{})
 	img, err := hub.PushImage("library/app", "v1", randomLayers(t, 3, 2<<20)...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	hub.SetThrottle(6 << 20) // 6 MiB + config in about a second: the upstream link dominates
-
-	// coldPulls pulls the image with n concurrent clients through a fresh berth and returns the
-	// wall time and the upstream's counts.
-	coldPulls := func(n int) (time.Duration, hubemu.Counts, *env) {
-		hub.ResetCounts()
-		e := newEnv(t, hub, 0)
-		var wg sync.WaitGroup
-		errs := make(chan error, n)
-		start := time.Now()
-		for range n {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				errs <- pull(&http.Client{Transport: &http.Transport{}}, e.url, "docker-hub/app", "v1")
-			}()
-		}
-		wg.Wait()
-		took := time.Since(start)
-		close(errs)
-		for err := range errs {
-			if err != nil {
-				t.Error(err)
-			}
-		}
-		return took, hub.Counts(), e
+	// 6 MiB + config in about a second: the fills are still running when the last clients ask.
+	hub.SetThrottle(6 << 20)
+	e := newEnv(t, hub, 0)
+	const n = 50
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs <- pull(&http.Client{Transport: &http.Transport{}}, e.url, "docker-hub/app", "v1")
+		}()
 	}
-	// Timing on a shared 2-core machine is noisy: the comparison gets a second chance.
-	for attempt := 1; ; attempt++ {
-		one, _, _ := coldPulls(1)
-		fifty, c, e := coldPulls(50)
-		if c.ManifestGet != 1 || c.BlobGet != int64(len(img.Layers)+1) {
-			t.Fatalf("upstream requests for 50 cold pulls: %d manifest GETs, %d blob GETs; want 1 and %d",
-				c.ManifestGet, c.BlobGet, len(img.Layers)+1)
-		}
-		t.Logf("one cold pull %v, 50 concurrent cold pulls %v; coalesced %d", one, fifty, e.cache.Status()[0].Cache.Coalesced)
-		switch {
-		case raceEnabled:
-			t.Log("race detector on: the timing comparison is skipped")
-			return
-		case fifty <= one*3/2:
-			return
-		case attempt == 2:
-			t.Fatalf("50 concurrent cold pulls took %v, more than 1.5x one cold pull (%v)", fifty, one)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Error(err)
 		}
 	}
+	c := hub.Counts()
+	if c.ManifestGet != 1 || c.BlobGet != int64(len(img.Layers)+1) {
+		t.Fatalf("upstream requests for %d cold pulls: %d manifest GETs, %d blob GETs; want 1 and %d",
+			n, c.ManifestGet, c.BlobGet, len(img.Layers)+1)
+	}
+	t.Logf("%d concurrent cold pulls; coalesced %d", n, e.cache.Status()[0].Cache.Coalesced)
 }
 
 // TestDeploymentHistory replays DESIGN.md §1: ten deployments pull one unchanged tag 42 times.
@@ -338,8 +320,9 @@ func TestBadUpstreamBlob(t *testing.T) {
 			e2 := newEnv(t, hub, 0)
 			url2 := e2.url + "/v2/docker-hub/db/blobs/" + img.Layers[0]
 			hub.SetFault(hubemu.Fault{Kind: kind, On: hubemu.Blobs, Times: 1})
-			if body, err := get(http.DefaultClient, url2); err == nil {
-				t.Fatalf("a bad upstream body reached the client as a complete response (%d bytes)", len(body))
+			// The client sees its 200 cut short, not an error status (nor a complete response).
+			if body, err := get(http.DefaultClient, url2); !errors.Is(err, io.ErrUnexpectedEOF) {
+				t.Fatalf("a bad upstream body: %v (%d bytes), want the response cut short (unexpected EOF)", err, len(body))
 			}
 			before := hub.Counts().BlobGet
 			body, err := get(http.DefaultClient, url2)

@@ -61,11 +61,14 @@ func newEncryptedEnv(t *testing.T, hub *hubemu.Hub) (*env, string) {
 	return &env{hub: hub, url: srv.URL, cache: cache, rule: rule}, dir
 }
 
-// plaintextFiles lists the files under root that hold a 64-byte run of any of layers.
-func plaintextFiles(t *testing.T, root string, layers [][]byte) []string {
+// plaintextFiles lists the files under root that hold a 64-byte run of any of layers, and says
+// how many files it searched (a search of nothing proves nothing).
+func plaintextFiles(t *testing.T, root string, layers [][]byte) (found []string, searched int) {
 	t.Helper()
-	var found []string
-	filepath.WalkDir(root, func(path string, d iofs.DirEntry, err error) error {
+	err := filepath.WalkDir(root, func(path string, d iofs.DirEntry, err error) error {
+		if err != nil && path == root {
+			return err
+		}
 		if err != nil || !d.Type().IsRegular() || strings.HasPrefix(d.Name(), "metadata.db") {
 			return nil
 		}
@@ -73,6 +76,7 @@ func plaintextFiles(t *testing.T, root string, layers [][]byte) []string {
 		if err != nil {
 			return nil // removed meanwhile
 		}
+		searched++
 		for _, l := range layers {
 			for off := 0; off+64 <= len(l); off += len(l) / 16 {
 				if bytes.Contains(data, l[off:off+64]) {
@@ -83,7 +87,10 @@ func plaintextFiles(t *testing.T, root string, layers [][]byte) []string {
 		}
 		return nil
 	})
-	return found
+	if err != nil {
+		t.Fatal(err)
+	}
+	return found, searched
 }
 
 // TestEncryptedFill: with encryption at rest, concurrent cold pulls still cost one upstream GET
@@ -120,7 +127,9 @@ func TestEncryptedFill(t *testing.T) {
 			if m, _ := filepath.Glob(filepath.Join(dir, "uploads", "put-*")); len(m) > 0 {
 				sawSpool = true
 			}
-			if found := append(plaintextFiles(t, dir, layers), plaintextFiles(t, tmp, layers)...); len(found) > 0 {
+			inStore, _ := plaintextFiles(t, dir, layers)
+			inTmp, _ := plaintextFiles(t, tmp, layers)
+			if found := append(inStore, inTmp...); len(found) > 0 {
 				t.Errorf("plaintext on disk during the fill: %v", found)
 			}
 		}
@@ -137,11 +146,15 @@ func TestEncryptedFill(t *testing.T) {
 	if c := hub.Counts(); c.BlobGet != int64(len(img.Layers)+1) {
 		t.Errorf("upstream blob GETs = %d, want %d (one per blob)", c.BlobGet, len(img.Layers)+1)
 	}
-	if found := plaintextFiles(t, dir, layers); len(found) > 0 {
+	found, searched := plaintextFiles(t, dir, layers)
+	if len(found) > 0 {
 		t.Errorf("plaintext on disk after the fill: %v", found)
 	}
-	if entries, _ := os.ReadDir(tmp); len(entries) > 0 {
-		t.Errorf("files in the system temp directory: %v", entries)
+	if searched < len(img.Layers)+1 {
+		t.Errorf("searched %d files in the store for plaintext, want at least one per blob (%d)", searched, len(img.Layers)+1)
+	}
+	if entries, err := os.ReadDir(tmp); err != nil || len(entries) > 0 {
+		t.Errorf("files in the system temp directory: %v, %v", entries, err)
 	}
 	if m, _ := filepath.Glob(filepath.Join(dir, "uploads", "put-*")); len(m) > 0 {
 		t.Errorf("spools left: %v", m)

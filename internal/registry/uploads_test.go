@@ -418,15 +418,17 @@ func TestUploadLeavesNothing(t *testing.T) {
 	content := []byte("x")
 	d := sha256Of(content)
 	wrong := sha256Of([]byte("y"))
-	e.do(t, "POST", "/v2/r/blobs/uploads/?digest="+d.String(), content)
-	e.do(t, "POST", "/v2/r/blobs/uploads/?digest="+wrong.String(), content)
-	e.do(t, "POST", "/v2/r/blobs/uploads/?digest="+d.String(), content) // already there
+	checkCreated(t, e.do(t, "POST", "/v2/r/blobs/uploads/?digest="+d.String(), content), "r", d)
+	checkError(t, e.do(t, "POST", "/v2/r/blobs/uploads/?digest="+wrong.String(), content), http.StatusBadRequest, oci.ErrDigestInvalid)
+	checkCreated(t, e.do(t, "POST", "/v2/r/blobs/uploads/?digest="+d.String(), content), "r", d) // already there
 	loc := e.startUpload(t, "r")
-	e.do(t, "PUT", withDigest(loc, wrong), content)
+	checkError(t, e.do(t, "PUT", withDigest(loc, wrong), content), http.StatusBadRequest, oci.ErrDigestInvalid)
 	loc = e.startUpload(t, "r")
-	e.do(t, "PUT", withDigest(loc, d), content)
+	checkCreated(t, e.do(t, "PUT", withDigest(loc, d), content), "r", d)
 	loc = e.startUpload(t, "r")
-	e.do(t, "DELETE", loc, nil)
+	if r := e.do(t, "DELETE", loc, nil); r.code != http.StatusNoContent {
+		t.Errorf("DELETE of the upload: %d %s, want 204", r.code, r.body)
+	}
 	if left := e.uploadsLeft(t); len(left) != 0 {
 		t.Errorf("uploads left on disk: %v", left)
 	}

@@ -225,15 +225,18 @@ func TestCommitMalformedDigest(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		u.Append(ctx, strings.NewReader("content"))
+		if _, err := u.Append(ctx, strings.NewReader("content")); err != nil {
+			t.Fatal(err)
+		}
 		func() {
 			defer func() {
 				if r := recover(); r != nil {
 					t.Errorf("Commit(%q) panicked: %v", d, r)
 				}
 			}()
-			if err := u.Commit(ctx, d); err == nil {
-				t.Errorf("Commit(%q) succeeded", d)
+			var oe *oci.Error
+			if err := u.Commit(ctx, d); !errors.As(err, &oe) || oe.Code != oci.ErrDigestInvalid {
+				t.Errorf("Commit(%q) = %v, want a DIGEST_INVALID error", d, err)
 			}
 		}()
 		u.Cancel(ctx)

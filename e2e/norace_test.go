@@ -1,5 +1,5 @@
 //go:build !race
 
-package proxy_test
+package e2e
 
 const raceEnabled = false
