@@ -26,13 +26,13 @@ import (
 
 // Names of the measurements (-only) and of the servers (-servers), in the order they run.
 var (
-	allMeasures = []string{"manifest", "download", "push", "proxy"}
+	allMeasures = []string{"manifest", "download", "push", "proxy", "logins"}
 	allServers  = []string{"berth", "berth-auth", "berth-enc", "v3", "2.8", "fileserver"}
 )
 
 // isStandard says whether a measurement runs on one start of each server (all but proxy, which
-// starts each server afresh for every point).
-func isStandard(m string) bool { return m != "proxy" }
+// starts each server afresh for every point, and logins, which measures berth alone).
+func isStandard(m string) bool { return m != "proxy" && m != "logins" }
 
 // options are the command line.
 type options struct {
@@ -201,14 +201,24 @@ func run() error {
 			pb.run(ctx, o, p, tmp, round, res)
 		}
 	}
-	report := res.render()
+	var logins string
+	if slices.Contains(o.only, "logins") {
+		if logins, err = benchLogins(ctx, o, tmp); err != nil {
+			fmt.Printf("   ERROR: %v\n", err)
+			res.errors = append(res.errors, fmt.Sprintf("logins: %v", err))
+		}
+	}
+	report := res.render() + logins
 	fmt.Print("\n" + report)
 	fmt.Printf("\ntotal time %s\n", time.Since(begin).Round(time.Second))
 	if err := os.MkdirAll(o.out, 0o755); err != nil {
 		return err
 	}
 	md := filepath.Join(o.out, begin.Format("20060102-150405")+".md")
-	content := "# berth benchmark " + begin.Format(time.RFC3339) + "\n\n```\n" + env + "```\n\n" + res.markdown() +
+	if logins != "" {
+		logins = "\n```\n" + logins + "```\n"
+	}
+	content := "# berth benchmark " + begin.Format(time.RFC3339) + "\n\n```\n" + env + "```\n\n" + res.markdown() + logins +
 		fmt.Sprintf("\ntotal time %s\n", time.Since(begin).Round(time.Second))
 	if err := os.WriteFile(md, []byte(content), 0o644); err != nil {
 		return err
