@@ -55,6 +55,13 @@ func (rg *Registry) room(r *http.Request, size int64) (int64, error) {
 
 var errBlobTooLarge = errors.New("blob too large")
 
+// bodyError is a request body that could not be read to its end: the client broke it off, or it
+// stalled (os.ErrDeadlineExceeded, which it wraps).
+type bodyError struct{ err error }
+
+func (e *bodyError) Error() string { return "reading the request body: " + e.err.Error() }
+func (e *bodyError) Unwrap() error { return e.err }
+
 // limitReader fails with errBlobTooLarge once more than left bytes come.
 type limitReader struct {
 	r    io.Reader
@@ -92,6 +99,9 @@ func (b *idleReader) Read(p []byte) (int, error) {
 		b.push(now)
 	}
 	n, err := b.r.Read(p)
+	if err != nil && err != io.EOF {
+		err = &bodyError{err} // the client's body broke off: not ours
+	}
 	b.since += int64(n)
 	// Only progress moves the deadline: a byte now and then does not. Pushing it costs a
 	// system call, so not more often than every tenth of the timeout.

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -105,6 +107,36 @@ func TestTricklingUploadBody(t *testing.T) {
 		t.Errorf("upload status after the cut: %d Range %q, %d bytes sent", r.code, r.get("Range"), n)
 	}
 	t.Logf("cut off after %d bytes", n)
+}
+
+// TestBrokenOffUploadBody: a client that breaks its chunked body off is the client's doing, not
+// an internal error: berth logs no error for it, and keeps what arrived.
+func TestBrokenOffUploadBody(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	loc := e.startUpload(t, "broken/client")
+	u, _ := url.Parse(e.url)
+	conn, err := net.Dial("tcp", u.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(conn, "PATCH %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\n\r\n", loc, u.Host)
+	fmt.Fprintf(conn, "400\r\n%s\r\n", strings.Repeat("z", 0x400)) // one 1 KiB chunk, then nothing
+	time.Sleep(100 * time.Millisecond)
+	conn.Close()
+	var r resp
+	for range 100 { // the server notices the closed connection in its own time
+		if r = e.do(t, http.MethodGet, loc, nil); r.get("Range") == "0-1023" {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if r.code != http.StatusNoContent || r.get("Range") != "0-1023" {
+		t.Errorf("upload status after the broken body: %d Range %q, want 204 0-1023", r.code, r.get("Range"))
+	}
+	if logs := e.logs.String(); strings.Contains(logs, "level=ERROR") {
+		t.Errorf("a broken-off body was logged as an error:\n%s", logs)
+	}
 }
 
 func TestMaxBlobSize(t *testing.T) {

@@ -31,6 +31,10 @@ func (rg *Registry) writeError(w http.ResponseWriter, r *http.Request, err error
 				WithStatus(http.StatusRequestEntityTooLarge)
 		case errors.Is(err, os.ErrDeadlineExceeded):
 			e = oci.Errorf(oci.ErrBlobUploadInvalid, "the request body stalled").WithStatus(http.StatusRequestTimeout)
+		case errors.As(err, new(*bodyError)):
+			// The client broke its body off (what it sent of a chunk stays in the upload).
+			rg.log.Debug("request body broke off", "method", r.Method, "path", r.URL.Path, "err", err)
+			e = oci.Errorf(oci.ErrBlobUploadInvalid, "the request body ended before it was complete")
 		case diskFull(err):
 			// Not the client's fault, nor a bug: the operator must free space. Whatever failed
 			// to be written was not made visible (temporary files go, transactions roll back).

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -32,6 +33,25 @@ type env struct {
 	data string
 	c    *http.Client
 	reg  *registry.Registry
+	logs *lockedBuffer // what the registry logged (warnings and errors)
+}
+
+// lockedBuffer is a bytes.Buffer that a logger and a test may use at once.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 func newEnv(t *testing.T) *env {
@@ -47,7 +67,8 @@ func newEnv(t *testing.T) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { meta.Close() })
-	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
+	logs := &lockedBuffer{}
+	log := slog.New(slog.NewTextHandler(io.MultiWriter(t.Output(), logs), &slog.HandlerOptions{Level: slog.LevelWarn}))
 	reg := registry.New(blobs, meta, log)
 	srv := httptest.NewServer(reg)
 	t.Cleanup(srv.Close)
@@ -55,7 +76,7 @@ func newEnv(t *testing.T) *env {
 	// refuses before reading its body never has to send it.
 	tr := &http.Transport{ExpectContinueTimeout: 10 * time.Second}
 	t.Cleanup(tr.CloseIdleConnections)
-	return &env{url: srv.URL, root: root, data: data, c: &http.Client{Transport: tr}, reg: reg}
+	return &env{url: srv.URL, root: root, data: data, c: &http.Client{Transport: tr}, reg: reg, logs: logs}
 }
 
 // resp is a response read whole.
