@@ -62,6 +62,17 @@ func bearerAuth(token string) string { return "Bearer " + token }
 // holds header name/value pairs.
 func authDo(t testing.TB, method, u, authz string, body []byte, extra ...string) authResp {
 	t.Helper()
+	resp, b, err := authSend(t, authHTTP, method, u, authz, body, extra...)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, u, err)
+	}
+	return authResp{resp.StatusCode, resp.Header, b}
+}
+
+// authSend sends one request with c and returns the response and its body, with the error of
+// reading the body (a cut body is an outcome some tests look at).
+func authSend(t testing.TB, c *http.Client, method, u, authz string, body []byte, extra ...string) (*http.Response, []byte, error) {
+	t.Helper()
 	var rd io.Reader
 	if body != nil {
 		rd = bytes.NewReader(body)
@@ -76,16 +87,13 @@ func authDo(t testing.TB, method, u, authz string, body []byte, extra ...string)
 	for i := 0; i+1 < len(extra); i += 2 {
 		req.Header.Set(extra[i], extra[i+1])
 	}
-	resp, err := authHTTP.Do(req)
+	resp, err := c.Do(req)
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, u, err)
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, u, err)
-	}
-	return authResp{resp.StatusCode, resp.Header, b}
+	return resp, b, err
 }
 
 // tokenReply is what GET or POST /token answers.

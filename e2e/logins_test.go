@@ -144,6 +144,29 @@ func TestLoginFlood(t *testing.T) {
 	}
 }
 
+// atOnce runs fn n times at once (released together) and counts what they return.
+func atOnce(n int, fn func(i int) int) map[int]int {
+	out := make(chan int, n)
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			out <- fn(i)
+		}()
+	}
+	close(start)
+	wg.Wait()
+	close(out)
+	count := map[int]int{}
+	for c := range out {
+		count[c]++
+	}
+	return count
+}
+
 // TestAuthLoginRace (item 2): 60 wrong passwords for one user from one address, all at once:
 // the budget's 5 are checked and answered 401, the other 55 are refused (429) unchecked. Before
 // the fix the limit was looked at before each check and counted after it, so all 60 were checked.
@@ -151,28 +174,13 @@ func TestAuthLoginRace(t *testing.T) {
 	b := startSecureBerth(t, "--config", auditConfig(t))
 	b.Admin("user", "add", "erin")
 	c := fromAddr("127.0.7.1", time.Minute)
-	statuses := make(chan int, 60)
-	var wg sync.WaitGroup
-	start := make(chan struct{})
-	for range 60 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			<-start
-			code, _, err := tokenFrom(c, b, "erin", "wrong password")
-			if err != nil {
-				t.Error(err)
-			}
-			statuses <- code
-		}()
-	}
-	close(start)
-	wg.Wait()
-	close(statuses)
-	count := map[int]int{}
-	for c := range statuses {
-		count[c]++
-	}
+	count := atOnce(60, func(int) int {
+		code, _, err := tokenFrom(c, b, "erin", "wrong password")
+		if err != nil {
+			t.Error(err)
+		}
+		return code
+	})
 	failed := auditCount(t, b, "login failed")
 	t.Logf("60 wrong passwords at once: %v; %d checked", count, failed)
 	if count[401] != 5 || count[429] != 55 || failed != 5 {

@@ -12,7 +12,6 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -62,22 +61,7 @@ var phHTTP = &http.Client{Timeout: 60 * time.Second}
 // cut body is an outcome these tests look at.
 func phDo(t testing.TB, method, u, authz string, extra ...string) phResp {
 	t.Helper()
-	req, err := http.NewRequest(method, u, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if authz != "" {
-		req.Header.Set("Authorization", authz)
-	}
-	for i := 0; i+1 < len(extra); i += 2 {
-		req.Header.Set(extra[i], extra[i+1])
-	}
-	resp, err := phHTTP.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, u, err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
+	resp, b, err := authSend(t, phHTTP, method, u, authz, nil, extra...)
 	return phResp{resp.StatusCode, resp.Header, b, err}
 }
 

@@ -53,26 +53,7 @@ func startSecureTLSBerth(t *testing.T) (*berth, string) {
 // response with its body read.
 func tlsReq(t *testing.T, c *http.Client, method, u, authz string, body []byte, hdr ...string) authResp {
 	t.Helper()
-	var rd io.Reader
-	if body != nil {
-		rd = bytes.NewReader(body)
-	}
-	req, err := http.NewRequest(method, u, rd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if authz != "" {
-		req.Header.Set("Authorization", authz)
-	}
-	for i := 0; i+1 < len(hdr); i += 2 {
-		req.Header.Set(hdr[i], hdr[i+1])
-	}
-	resp, err := c.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, u, err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
+	resp, b, err := authSend(t, c, method, u, authz, body, hdr...)
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, u, err)
 	}

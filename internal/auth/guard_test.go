@@ -140,23 +140,14 @@ func TestGuardRefund(t *testing.T) {
 // However many arrive at once, no more than the budget are granted.
 func TestGuardConcurrent(t *testing.T) {
 	g, _ := newTestGuard()
-	var granted atomic.Int64
-	var wg sync.WaitGroup
-	start := make(chan struct{})
-	for range 60 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			<-start
-			if r, _ := g.reserve("alice", "10.0.0.1"); r != nil {
-				granted.Add(1)
-			}
-		}()
-	}
-	close(start)
-	wg.Wait()
-	if n := granted.Load(); n != 5 {
-		t.Errorf("60 at once: %d granted, want 5", n)
+	count := atOnce(60, func(int) int {
+		if r, _ := g.reserve("alice", "10.0.0.1"); r != nil {
+			return 1
+		}
+		return 0
+	})
+	if count[1] != 5 {
+		t.Errorf("60 at once: %d granted, want 5", count[1])
 	}
 }
 
@@ -257,30 +248,36 @@ func TestThrottleHTTP(t *testing.T) {
 	}
 }
 
+// atOnce runs fn n times at once (released together) and counts what they return.
+func atOnce(n int, fn func(i int) int) map[int]int {
+	out := make(chan int, n)
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			out <- fn(i)
+		}()
+	}
+	close(start)
+	wg.Wait()
+	close(out)
+	count := map[int]int{}
+	for c := range out {
+		count[c]++
+	}
+	return count
+}
+
 // 60 wrong passwords for one user from one address, all at once: only the budget's 5 are checked
 // (README: the limit is never exceeded by racing).
 func TestLoginRace(t *testing.T) {
 	e := newEnv(t, Options{})
 	e.user(t, "alice")
 	before := e.svc.logins.argonRuns.Load()
-	codes := make(chan int, 60)
-	var wg sync.WaitGroup
-	start := make(chan struct{})
-	for range 60 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			<-start
-			codes <- e.getFrom("198.51.100.7", "alice", "wrong password").Code
-		}()
-	}
-	close(start)
-	wg.Wait()
-	close(codes)
-	count := map[int]int{}
-	for c := range codes {
-		count[c]++
-	}
+	count := atOnce(60, func(int) int { return e.getFrom("198.51.100.7", "alice", "wrong password").Code })
 	if count[401] != 5 || count[429] != 55 {
 		t.Errorf("60 wrong passwords at once: %v, want 5×401 and 55×429", count)
 	}
