@@ -23,10 +23,9 @@ import (
 	"github.com/berth/berth/internal/storage/fs"
 )
 
-// newEncryptedEnv is newEnv over an encrypted blob store; it returns the data directory too.
-func newEncryptedEnv(t *testing.T, hub *hubemu.Hub) (*env, string) {
+// newEncryptedStore is an encrypted blob store in dir, under a key of its own.
+func newEncryptedStore(t *testing.T, dir string) *fs.EncryptedStore {
 	t.Helper()
-	dir := t.TempDir()
 	key, err := crypt.GenerateKeyFile(filepath.Join(t.TempDir(), "kek"))
 	if err != nil {
 		t.Fatal(err)
@@ -35,10 +34,18 @@ func newEncryptedEnv(t *testing.T, hub *hubemu.Hub) (*env, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	blobs, err := fs.NewEncrypted(dir, keys)
+	s, err := fs.NewEncrypted(dir, keys)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return s
+}
+
+// newEncryptedEnv is newEnv over an encrypted blob store; it returns the data directory too.
+func newEncryptedEnv(t *testing.T, hub *hubemu.Hub) (*env, string) {
+	t.Helper()
+	dir := t.TempDir()
+	blobs := newEncryptedStore(t, dir)
 	meta, err := sqlite.Open(context.Background(), dir+"/metadata.db")
 	if err != nil {
 		t.Fatal(err)

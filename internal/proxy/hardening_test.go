@@ -23,7 +23,6 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
-	"github.com/berth/berth/internal/crypt"
 	"github.com/berth/berth/internal/hubemu"
 	"github.com/berth/berth/internal/metadata"
 	"github.com/berth/berth/internal/metadata/sqlite"
@@ -51,17 +50,7 @@ func newBerth(t *testing.T, upstream string, limits proxy.Limits, encrypted bool
 	dir := t.TempDir()
 	var blobs storage.BlobStore
 	if encrypted {
-		key, err := crypt.GenerateKeyFile(filepath.Join(t.TempDir(), "kek"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		keys, err := crypt.NewKeyring(key)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if blobs, err = fs.NewEncrypted(dir, keys); err != nil {
-			t.Fatal(err)
-		}
+		blobs = newEncryptedStore(t, dir)
 	} else {
 		s, err := fs.New(dir)
 		if err != nil {

@@ -6,12 +6,10 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/berth/berth/internal/crypt"
 	"github.com/berth/berth/internal/hubemu"
 	"github.com/berth/berth/internal/metadata"
 	"github.com/berth/berth/internal/metadata/sqlite"
@@ -94,19 +92,7 @@ func newHeldCache(t *testing.T, hub *hubemu.Hub, encrypted bool) *proxy.Cache {
 	dir := t.TempDir()
 	var blobs storage.BlobStore
 	if encrypted {
-		keys, err := crypt.GenerateKeyFile(filepath.Join(t.TempDir(), "kek"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		ring, err := crypt.NewKeyring(keys)
-		if err != nil {
-			t.Fatal(err)
-		}
-		s, err := fs.NewEncrypted(dir, ring)
-		if err != nil {
-			t.Fatal(err)
-		}
-		blobs = heldEncrypted{s}
+		blobs = heldEncrypted{newEncryptedStore(t, dir)}
 	} else {
 		s, err := fs.New(dir)
 		if err != nil {
