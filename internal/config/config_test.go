@@ -63,6 +63,7 @@ uploads:
 			with(func(c *Config) { c.Log.Format = "json" })},
 		{"only addr", "addr: \"[::1]:80\"\n", with(func(c *Config) { c.Addr = "[::1]:80" })},
 		{"durations", "uploads:\n  max_idle: 1h30m\n", with(func(c *Config) { c.Uploads.MaxIdle = 90 * time.Minute })},
+		{"pprof", "debug:\n  pprof_addr: 127.0.0.1:6060\n", with(func(c *Config) { c.Debug.PprofAddr = "127.0.0.1:6060" })},
 		{"empty file", "", Default()},
 		{"only a comment", "# nothing here\n", Default()},
 		{"empty document", "---\n", Default()},
@@ -154,6 +155,11 @@ func TestValidate(t *testing.T) {
 		{"bad trusted proxy", func(c *Config) { c.Auth.TrustedProxies = []string{"10.0.0.0/33"} }, []string{"auth.trusted_proxies"}},
 		{"token ttl", func(c *Config) { c.Auth.TokenTTL = time.Second }, []string{"auth.token_ttl"}},
 		{"realm", func(c *Config) { c.Auth.Realm = "ftp://x/token" }, []string{"auth.realm"}},
+		{"pprof on loopback", func(c *Config) { c.Debug.PprofAddr = "127.0.0.1:6060" }, nil},
+		{"pprof on localhost", func(c *Config) { c.Debug.PprofAddr = "localhost:6060" }, nil},
+		{"pprof on every interface", func(c *Config) { c.Debug.PprofAddr = ":6060" }, []string{"debug.pprof_addr"}},
+		{"pprof on a public address", func(c *Config) { c.Debug.PprofAddr = "192.0.2.1:6060" }, []string{"debug.pprof_addr"}},
+		{"pprof without port", func(c *Config) { c.Debug.PprofAddr = "127.0.0.1" }, []string{"debug.pprof_addr"}},
 		{"everything wrong", func(c *Config) {
 			*c = Config{Addr: "nope", Data: "", Log: Log{Level: "loud", Format: "yaml"}, Uploads: Uploads{MaxIdle: -1}}
 		}, []string{"addr", "data", "log.level", "log.format", "uploads.max_idle"}},
