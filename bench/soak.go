@@ -506,18 +506,26 @@ func soakReport(sp soakPlan, l *soakLoad, samples []soakSample, profiles []strin
 	check(fmt.Sprintf("load at least 90%% of %d requests/s", sp.rate), fmt.Sprintf("%.0f/s", rate), rate >= 0.9*float64(sp.rate))
 	full := func(n int) bool { return n <= len(mins) && mins[n-1].count > 0 }
 	if n := len(mins); n >= 10 && full(5) && full(n) {
-		base := mins[4].rss / float64(mins[4].count)
-		lo, hi := base, base
-		for _, m := range mins[n-5:] {
-			if m.count == 0 {
-				continue
+		// span compares a per-minute mean over the last 5 minutes with minute 5's.
+		span := func(of func(m *minute) float64) (base, lo, hi float64, shown string) {
+			base = of(mins[4]) / float64(mins[4].count)
+			lo, hi = base, base
+			for _, m := range mins[n-5:] {
+				if m.count > 0 {
+					v := of(m) / float64(m.count)
+					lo, hi = min(lo, v), max(hi, v)
+				}
 			}
-			v := m.rss / float64(m.count)
-			lo, hi = min(lo, v), max(hi, v)
+			return base, lo, hi, fmt.Sprintf("%.1f to %.1f MiB (%+.1f%%, %+.1f%%)", lo, hi, 100*(lo/base-1), 100*(hi/base-1))
 		}
-		check(fmt.Sprintf("flat RSS: minutes %d-%d within 10%% of minute 5 (%.1f MiB)", n-4, n, base),
-			fmt.Sprintf("%.1f to %.1f MiB (%+.1f%%, %+.1f%%)", lo, hi, 100*(lo/base-1), 100*(hi/base-1)),
+		base, lo, hi, shown := span(func(m *minute) float64 { return m.rss })
+		check(fmt.Sprintf("flat RSS: minutes %d-%d within 10%% of minute 5 (%.1f MiB)", n-4, n, base), shown,
 			lo >= 0.9*base && hi <= 1.1*base)
+		// Not judged: where a change comes from, the Go runtime or the rest (SQLite, the binary).
+		base, _, _, shown = span(func(m *minute) float64 { return m.goInUse })
+		verdict.rows = append(verdict.rows, []string{fmt.Sprintf("  of it Go in use (minute 5: %.1f MiB)", base), shown, "info"})
+		base, _, _, shown = span(func(m *minute) float64 { return m.rss - m.goInUse })
+		verdict.rows = append(verdict.rows, []string{fmt.Sprintf("  of it the rest: SQLite, the binary (minute 5: %.1f MiB)", base), shown, "info"})
 	} else {
 		verdict.rows = append(verdict.rows, []string{"flat RSS (needs a run of 10 minutes or more)", "-", "n/a"})
 	}
