@@ -24,15 +24,17 @@ import (
 	"time"
 )
 
-// Names of the measurements (-only) and of the servers (-servers), in the order they run.
+// Names of the measurements (-only) and of the servers (-servers), in the order they run. The
+// soak (berth alone, 30 minutes by default) runs only when -only names it.
 var (
 	allMeasures = []string{"manifest", "download", "push", "proxy", "logins"}
+	optMeasures = []string{"soak"}
 	allServers  = []string{"berth", "berth-auth", "berth-enc", "v3", "2.8", "fileserver"}
 )
 
 // isStandard says whether a measurement runs on one start of each server (all but proxy, which
-// starts each server afresh for every point, and logins, which measures berth alone).
-func isStandard(m string) bool { return m != "proxy" && m != "logins" }
+// starts each server afresh for every point, and logins and soak, which run berth alone).
+func isStandard(m string) bool { return m != "proxy" && m != "logins" && m != "soak" }
 
 // options are the command line.
 type options struct {
@@ -48,6 +50,7 @@ type options struct {
 	repeat     int
 	quietWait  time.Duration
 	out        string // directory of the markdown copy
+	soak       soakPlan
 }
 
 // plan is how long and how much each measurement runs; -quick shrinks it.
@@ -127,7 +130,13 @@ func run() error {
 	flag.IntVar(&o.wrkThreads, "wrk-threads", 1, "wrk threads (at most the connections)")
 	flag.DurationVar(&o.quietWait, "quiet-wait", 0, "before each point, wait up to this long for other processes to leave the CPU idle (0: do not wait)")
 	flag.StringVar(&o.out, "out", filepath.Join(root, "bench", "results"), "directory of the markdown copy of the results")
+	flag.DurationVar(&o.soak.duration, "duration", 30*time.Minute, "soak: how long the load runs (the verdict needs 10m or more)")
+	flag.IntVar(&o.soak.rate, "soak-rate", 500, "soak: HTTP requests/s to berth, token requests included")
+	flag.IntVar(&o.soak.conc, "soak-conc", 16, "soak: concurrent clients")
+	flag.IntVar(&o.soak.keep, "soak-keep", 300, "soak: pushed manifests kept stored (each push beyond deletes the oldest)")
 	flag.Parse()
+	o.soak.sample = 10 * time.Second
+	o.soak.profiles = []time.Duration{2 * time.Minute, 10 * time.Minute}
 	if flag.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q", flag.Args())
 	}
@@ -135,8 +144,16 @@ func run() error {
 		return fmt.Errorf("-repeat must be at least 1")
 	}
 	var err error
-	if o.only, err = pickList("-only", only, allMeasures); err != nil {
+	if o.only, err = pickList("-only", only, append(slices.Clone(allMeasures), optMeasures...)); err != nil {
 		return err
+	}
+	if o.soak.duration <= 0 || o.soak.rate <= 0 || o.soak.conc <= 0 || o.soak.keep <= 0 {
+		return fmt.Errorf("-duration, -soak-rate, -soak-conc and -soak-keep must be positive")
+	}
+	soak := slices.Contains(o.only, "soak")
+	o.only = slices.DeleteFunc(o.only, func(m string) bool { return m == "soak" })
+	if len(o.only) == 0 {
+		return runSoakOnly(o, root)
 	}
 	if o.servers, err = pickList("-servers", servers, allServers); err != nil {
 		return err
@@ -227,7 +244,43 @@ func run() error {
 	if len(res.errors) > 0 {
 		return fmt.Errorf("%d server(s) could not be measured in full: see ERRORS above", len(res.errors))
 	}
+	if soak {
+		o.only = []string{"soak"}
+		return runSoakOnly(o, root)
+	}
 	return nil
+}
+
+// runSoakOnly builds berth (unless -berth names a binary), runs the soak and writes its report,
+// with a markdown copy in -out.
+func runSoakOnly(o options, root string) error {
+	begin := time.Now()
+	tmp, err := os.MkdirTemp("", "berth-soak-")
+	if err != nil {
+		return err
+	}
+	addCleanup(func() { os.RemoveAll(tmp) })
+	o.servers, o.only = []string{"berth"}, nil
+	if err := checkTools(&o, root, tmp); err != nil {
+		return err
+	}
+	o.only = []string{"soak"}
+	env := environment(o)
+	fmt.Print(env)
+	text, md, soakErr := runSoak(context.Background(), o, o.soak, tmp)
+	if text == "" {
+		return soakErr
+	}
+	fmt.Print("\n" + text)
+	fmt.Printf("total time %s\n", time.Since(begin).Round(time.Second))
+	path := filepath.Join(o.out, begin.Format("20060102-150405")+"-soak.md")
+	content := "# berth soak " + begin.Format(time.RFC3339) + "\n\n```\n" + env + "command   " + strings.Join(os.Args, " ") +
+		"\n```\n\n" + md + fmt.Sprintf("total time %s\n", time.Since(begin).Round(time.Second))
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		return err
+	}
+	fmt.Println("markdown copy:", path)
+	return soakErr
 }
 
 // measureServer starts one server, runs every selected measurement on it, reads its peak RSS and

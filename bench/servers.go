@@ -129,6 +129,9 @@ const berthAuthConfig = "auth:\n  token_ttl: 24h\n"
 
 func (s *server) isRegistry() bool { return s.name != "fileserver" }
 
+// authOn says whether the server answers 401 to anonymous requests.
+func (s *server) authOn() bool { return s.name == "berth-auth" || s.name == "berth-soak" }
+
 // proxySetup makes a registry a pull-through cache of upstream.
 type proxySetup struct {
 	upstream   string // http://127.0.0.1:PORT
@@ -277,7 +280,7 @@ func (s *server) waitReady(ctx context.Context) error {
 		req, _ := http.NewRequestWithContext(ctx, method, url, nil)
 		if resp, err := http.DefaultClient.Do(req); err == nil {
 			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK || s.name == "berth-auth" && resp.StatusCode == http.StatusUnauthorized {
+			if resp.StatusCode == http.StatusOK || s.authOn() && resp.StatusCode == http.StatusUnauthorized {
 				return nil
 			}
 			return fmt.Errorf("%s %s: status %d", method, url, resp.StatusCode)

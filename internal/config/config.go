@@ -34,6 +34,9 @@ type Config struct {
 
 	// Encryption is encryption at rest of blobs.
 	Encryption Encryption `yaml:"encryption"`
+
+	// Debug holds diagnostics, off by default.
+	Debug Debug `yaml:"debug"`
 }
 
 // Uploads configures upload sessions.
@@ -108,6 +111,9 @@ func (c Config) Validate() error {
 		errs = append(errs, err)
 	}
 	if err := c.Auth.validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.Debug.validate(); err != nil {
 		errs = append(errs, err)
 	}
 	if c.Dev && !IsLoopback(c.Addr) {

@@ -68,6 +68,7 @@ uploads:
 			with(func(c *Config) { c.Log.Format = "json" })},
 		{"only addr", "addr: \"[::1]:80\"\n", with(func(c *Config) { c.Addr = "[::1]:80" })},
 		{"durations", "uploads:\n  max_idle: 1h30m\n", with(func(c *Config) { c.Uploads.MaxIdle = 90 * time.Minute })},
+		{"pprof", "debug:\n  pprof_addr: 127.0.0.1:6060\n", with(func(c *Config) { c.Debug.PprofAddr = "127.0.0.1:6060" })},
 		{"empty file", "", Default()},
 		{"only a comment", "# nothing here\n", Default()},
 		{"empty document", "---\n", Default()},
@@ -164,6 +165,11 @@ func TestValidate(t *testing.T) {
 		{"small max fill size", func(c *Config) { c.Proxy.MaxFillSize = 1 }, nil},
 		{"zero max fill size", func(c *Config) { c.Proxy.MaxFillSize = 0 }, []string{"proxy.max_fill_size"}},
 		{"negative max fill size", func(c *Config) { c.Proxy.MaxFillSize = -5 }, []string{"proxy.max_fill_size"}},
+		{"pprof on loopback", func(c *Config) { c.Debug.PprofAddr = "127.0.0.1:6060" }, nil},
+		{"pprof on localhost", func(c *Config) { c.Debug.PprofAddr = "localhost:6060" }, nil},
+		{"pprof on every interface", func(c *Config) { c.Debug.PprofAddr = ":6060" }, []string{"debug.pprof_addr"}},
+		{"pprof on a public address", func(c *Config) { c.Debug.PprofAddr = "192.0.2.1:6060" }, []string{"debug.pprof_addr"}},
+		{"pprof without port", func(c *Config) { c.Debug.PprofAddr = "127.0.0.1" }, []string{"debug.pprof_addr"}},
 		{"everything wrong", func(c *Config) {
 			*c = Config{Addr: "nope", Data: "", Log: Log{Level: "loud", Format: "yaml"}, Uploads: Uploads{MaxIdle: -1}, MinFreeSpace: -1}
 		}, []string{"addr", "data", "log.level", "log.format", "uploads.max_idle", "min_free_space", "proxy.max_fill_size"}},

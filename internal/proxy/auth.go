@@ -78,6 +78,7 @@ func (u *Upstream) token(ctx context.Context, ch authChallenge, scope string) (s
 			delete(u.st.inflight, scope)
 			if c.err == nil {
 				u.tokens[scope] = c.tok
+				u.pruneTokens()
 			}
 			u.mu.Unlock()
 			close(c.done)
@@ -91,6 +92,26 @@ func (u *Upstream) token(ctx context.Context, ch authChallenge, scope string) (s
 	case <-ctx.Done():
 		return "", false, ctx.Err()
 	}
+}
+
+// minTokenPrune is the size of the token cache below which expired tokens are not looked for.
+const minTokenPrune = 64
+
+// pruneTokens drops expired tokens once the cache has doubled since it last did. Tokens are per
+// scope, that is per upstream repository: without this, every repository ever pulled through
+// berth would keep its token (on Docker Hub about 1 KiB) for as long as berth runs. Amortized,
+// it costs O(1) per token fetched. Callers hold u.mu.
+func (u *Upstream) pruneTokens() {
+	if len(u.tokens) < max(u.st.pruneAt, minTokenPrune) {
+		return
+	}
+	now := u.st.now()
+	for scope, t := range u.tokens {
+		if !now.Before(t.expires) {
+			delete(u.tokens, scope)
+		}
+	}
+	u.st.pruneAt = 2 * len(u.tokens)
 }
 
 // tokenResponse is the token endpoint's answer (distribution's token authentication spec).

@@ -40,6 +40,7 @@ type clientState struct {
 	now       func() time.Time // time.Now; tests replace it
 	challenge authChallenge    // the registry's last auth challenge (under mu); scheme "" until one came
 	inflight  map[string]*tokenCall
+	pruneAt   int // the size of the token cache at which expired tokens are dropped (under mu)
 }
 
 // tokenCall is a token request in flight that every request for the same scope waits for, so that

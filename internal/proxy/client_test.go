@@ -535,6 +535,56 @@ func TestTokenExpiry(t *testing.T) {
 	}
 }
 
+// Tokens are cached per scope, that is per upstream repository: the expired ones must not pile
+// up, one for every repository ever pulled, for as long as berth runs. The valid ones stay.
+func TestTokenCacheForgetsExpired(t *testing.T) {
+	t.Parallel()
+	f := newScriptedRegistry(t)
+	u := f.upstream(t, nil)
+	clock := &stepClock{t: time.Unix(1_700_000_000, 0)}
+	u.st.now = clock.now
+	ctx := context.Background()
+	head := func(repo string) {
+		t.Helper()
+		if _, err := u.HeadManifest(ctx, repo, "v1"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const repos = 300
+	for i := range repos {
+		repo := fmt.Sprintf("team/old-%d", i)
+		f.addImage(repo, "v1", scriptedManifest(repo))
+		head(repo)
+		clock.advance(301 * time.Second) // past expires_in: this repository's token is dead
+	}
+	cached := func() int {
+		u.mu.Lock()
+		defer u.mu.Unlock()
+		return len(u.tokens)
+	}
+	if n := cached(); n > minTokenPrune {
+		t.Errorf("%d tokens cached after %d repositories whose tokens all expired, want at most %d", n, repos, minTokenPrune)
+	}
+	// Live tokens, more than a prune's threshold: none is dropped, so pulling them again asks for
+	// no new token.
+	const live = 3 * minTokenPrune
+	for i := range live {
+		repo := fmt.Sprintf("team/live-%d", i)
+		f.addImage(repo, "v1", scriptedManifest(repo))
+		head(repo)
+	}
+	before := f.count("token")
+	for i := range live {
+		head(fmt.Sprintf("team/live-%d", i))
+	}
+	if n := f.count("token") - before; n != 0 {
+		t.Errorf("pulling %d repositories again with valid tokens made %d token requests, want 0", live, n)
+	}
+	if n := cached(); n < live || n > 2*live {
+		t.Errorf("%d tokens cached with %d valid ones, want %d to %d", n, live, live, 2*live)
+	}
+}
+
 func TestTokenRefused(t *testing.T) {
 	t.Parallel()
 	f := newScriptedRegistry(t)

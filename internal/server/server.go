@@ -48,6 +48,13 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		return err
 	}
 	defer meta.Close()
+	if cfg.Debug.PprofAddr != "" {
+		stop, err := startDebug(cfg.Debug.PprofAddr, meta, log)
+		if err != nil {
+			return fmt.Errorf("debug.pprof_addr: %w", err)
+		}
+		defer stop()
+	}
 
 	// Holding the lock, nothing else writes: the temporary files of pushes and fills that a
 	// killed process left are garbage.
