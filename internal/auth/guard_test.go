@@ -479,3 +479,18 @@ func TestThrottledError(t *testing.T) {
 		t.Errorf("ThrottledError: %v", err)
 	}
 }
+
+// Remembered logins that expired are dropped within a minute, not only when the cache is full.
+func TestLoginCacheSweeps(t *testing.T) {
+	l := newLogins(func(string) float64 { return 0 })
+	l.remember(loginKey("a", "1"), cachedLogin{expires: time.Now().Add(-time.Second)})
+	l.remember(loginKey("b", "2"), cachedLogin{expires: time.Now().Add(time.Minute)})
+	if len(l.cache) != 2 {
+		t.Fatalf("%d logins remembered, want 2 (the sweep ran a moment ago)", len(l.cache))
+	}
+	l.swept = time.Now().Add(-2 * time.Minute)
+	l.remember(loginKey("c", "3"), cachedLogin{expires: time.Now().Add(time.Minute)})
+	if _, ok := l.cache[loginKey("a", "1")]; ok || len(l.cache) != 2 {
+		t.Errorf("after a minute: %d logins remembered (the expired one kept: %v), want 2", len(l.cache), ok)
+	}
+}

@@ -353,7 +353,7 @@ func (e *env) scopeOf(t *testing.T, tok string) (sub string, scope []string) {
 	if err != nil {
 		t.Fatalf("verify: %v", err)
 	}
-	return v.sub, scopeStrings(v.scope)
+	return v.sub, scopeStrings(v.scope())
 }
 
 func wantScope(t *testing.T, what string, got []string, want ...string) {

@@ -49,6 +49,7 @@ type cachedLogin struct {
 type logins struct {
 	mu    sync.Mutex
 	cache map[[32]byte]cachedLogin
+	swept time.Time // when expired logins were last dropped
 	gate  *gate
 
 	argonRuns atomic.Int64 // argon2id checks done (tests count them)
@@ -59,6 +60,26 @@ func newLogins(weight func(addr string) float64) *logins {
 }
 
 func loginKey(user, pass string) [32]byte { return sha256.Sum256([]byte(user + "\x00" + pass)) }
+
+// remember keeps a verified login. Expired ones go once a minute; when the cache is full all the
+// same (more distinct logins in loginCache than maxLogins), it starts afresh.
+func (l *logins) remember(key [32]byte, c cachedLogin) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := time.Now()
+	if now.Sub(l.swept) > time.Minute {
+		l.swept = now
+		for k, old := range l.cache {
+			if now.After(old.expires) {
+				delete(l.cache, k)
+			}
+		}
+	}
+	if len(l.cache) >= maxLogins {
+		clear(l.cache)
+	}
+	l.cache[key] = c
+}
 
 // argon runs fn (an argon2id check) when the gate lets a check from addr run.
 func (l *logins) argon(ctx context.Context, addr string, fn func() (bool, error)) (bool, error) {
@@ -96,12 +117,7 @@ func (s *Service) login(ctx context.Context, user, pass, addr string) (*Principa
 	}
 	res.refund()
 	s.guard.succeeded(user, addr)
-	s.logins.mu.Lock()
-	if len(s.logins.cache) >= maxLogins {
-		clear(s.logins.cache)
-	}
-	s.logins.cache[key] = cachedLogin{id: a.ID, secret: a.Secret, expires: time.Now().Add(loginCache)}
-	s.logins.mu.Unlock()
+	s.logins.remember(key, cachedLogin{id: a.ID, secret: a.Secret, expires: time.Now().Add(loginCache)})
 	return accountPrincipal(a), nil
 }
 

@@ -247,7 +247,7 @@ func (s *Service) allows(ctx context.Context, p *Principal, name string) (Action
 	if p.token == nil {
 		return s.identity(ctx, p, name)
 	}
-	have := p.token.scope.Repos[name].effective()
+	have := p.token.on(name).effective()
 	if have == 0 || strings.HasPrefix(p.Subject, "oidc:") {
 		return have, nil
 	}
@@ -401,7 +401,7 @@ func (s *Service) MayPush(r *http.Request, name string) bool {
 	}
 	var a Actions
 	if p.token != nil && !p.isAccount() {
-		a = p.token.scope.Repos[name].effective() // an OIDC caller's grants are in its token
+		a = p.token.on(name).effective() // an OIDC caller's grants are in its token
 	} else if a, err = s.identity(r.Context(), p, name); err != nil {
 		return false
 	}

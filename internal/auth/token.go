@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -73,15 +74,40 @@ type tokens struct {
 	verified map[[32]byte]*verifiedToken // by SHA-256 of the token
 	size     int                         // bytes of verified, estimated
 	maxSize  int                         // bound of size: maxVerifiedBytes (tests set less)
+	swept    time.Time                   // when expired tokens were last dropped
 }
 
 type verifiedToken struct {
 	sub     string
 	account string // the account's ID, for user: and robot: subjects
 	kid     string // the key that signed it: a token is good only while its key is
-	scope   Scope
+	repos   []repoActions // sorted by name: a few bytes each, where a map costs hundreds
+	catalog bool
 	expiry  time.Time
 	size    int
+}
+
+type repoActions struct {
+	name    string
+	actions Actions
+}
+
+// on is what the token carries for repository name.
+func (v *verifiedToken) on(name string) Actions {
+	i, ok := slices.BinarySearchFunc(v.repos, name, func(r repoActions, n string) int { return strings.Compare(r.name, n) })
+	if !ok {
+		return 0
+	}
+	return v.repos[i].actions
+}
+
+// scope is what the token carries, as the token service writes it.
+func (v *verifiedToken) scope() Scope {
+	sc := Scope{Repos: map[string]Actions{}, Catalog: v.catalog}
+	for _, r := range v.repos {
+		sc.Repos[r.name] = r.actions
+	}
+	return sc
 }
 
 const (
@@ -222,9 +248,7 @@ func (t *tokens) verify(ctx context.Context, raw string) (*verifiedToken, error)
 		// Issued before tokens named their account's ID: the client logs in again.
 		return nil, fmt.Errorf("%w: no account ID", errInvalidToken)
 	}
-	v = &verifiedToken{sub: c.Subject, account: c.Account, kid: k.ID, expiry: c.Expiry.Time(), scope: Scope{Repos: map[string]Actions{}}}
-	// What the entry holds, roughly: the struct, the strings, and a map entry per repository.
-	v.size = 256 + len(c.Subject) + len(c.Account) + len(k.ID)
+	v = &verifiedToken{sub: c.Subject, account: c.Account, kid: k.ID, expiry: c.Expiry.Time()}
 	for _, a := range c.Access {
 		switch {
 		case a.Type == "repository":
@@ -232,17 +256,32 @@ func (t *tokens) verify(ctx context.Context, raw string) (*verifiedToken, error)
 			if err != nil && len(a.Actions) > 0 {
 				return nil, fmt.Errorf("%w: %v", errInvalidToken, err)
 			}
-			v.scope.Repos[a.Name] |= acts
-			v.size += 64 + len(a.Name)
+			v.repos = append(v.repos, repoActions{a.Name, acts})
 		case a.Type == "registry" && a.Name == "catalog":
-			v.scope.Catalog = true
+			v.catalog = true
 		}
+	}
+	slices.SortFunc(v.repos, func(a, b repoActions) int { return strings.Compare(a.name, b.name) })
+	merged := v.repos[:0] // a name given twice carries the union of its actions
+	for _, r := range v.repos {
+		if n := len(merged); n > 0 && merged[n-1].name == r.name {
+			merged[n-1].actions |= r.actions
+		} else {
+			merged = append(merged, r)
+		}
+	}
+	v.repos = slices.Clip(merged)
+	// What the entry holds, as measured: the struct, its map entry, the strings and the slice.
+	v.size = 200 + len(c.Subject) + len(c.Account) + len(k.ID)
+	for _, r := range v.repos {
+		v.size += 24 + len(r.name)
 	}
 	t.remember(sum, v)
 	return v, nil
 }
 
-// remember keeps a verified token, making room when the memory of them is full: expired ones go
+// remember keeps a verified token. Expired ones go once a minute, so that the memory of tokens
+// is what the last few minutes' tokens take; when it is full all the same, expired ones go
 // first, then any (they are verified again when they come back).
 func (t *tokens) remember(sum [32]byte, v *verifiedToken) {
 	if v.size > t.maxSize/64 {
@@ -250,14 +289,17 @@ func (t *tokens) remember(sum [32]byte, v *verifiedToken) {
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.size+v.size > t.maxSize {
-		now := time.Now()
+	now := time.Now()
+	if now.Sub(t.swept) > time.Minute || t.size+v.size > t.maxSize {
+		t.swept = now
 		for k, old := range t.verified {
 			if now.After(old.expiry.Add(clockLeeway)) {
 				delete(t.verified, k)
 				t.size -= old.size
 			}
 		}
+	}
+	if t.size+v.size > t.maxSize {
 		for k, old := range t.verified { // in Go's random order
 			if t.size+v.size <= t.maxSize*3/4 {
 				break

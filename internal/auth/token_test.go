@@ -292,6 +292,35 @@ func TestVerifiedCacheExpiry(t *testing.T) {
 	v.expiry = time.Now().Add(-2 * clockLeeway) // as if the token's time had passed
 	e.svc.tokens.mu.Unlock()
 	wantStatus(t, "expired cached token", e.check(t, bearer(tok), "team/a", "", "pull"), 401, "UNAUTHORIZED")
+
+	// Expired tokens are dropped within a minute, not only when the cache is full: its memory is
+	// what the last minutes' tokens take.
+	e.svc.tokens.mu.Lock()
+	e.svc.tokens.swept = time.Now().Add(-2 * time.Minute)
+	e.svc.tokens.mu.Unlock()
+	wantStatus(t, "a new token", e.check(t, bearer(e.token(t, basic("ci", secret), "repository:team/a:pull")), "team/a", "", "pull"), 200, "")
+	e.svc.tokens.mu.RLock()
+	_, kept := e.svc.tokens.verified[sha256.Sum256([]byte(tok))]
+	n := len(e.svc.tokens.verified)
+	e.svc.tokens.mu.RUnlock()
+	if kept || n != 1 {
+		t.Errorf("after a minute: the expired token kept %v, %d tokens cached, want it dropped and 1", kept, n)
+	}
+}
+
+// A repository named twice in a token's access claim carries the union of its actions.
+func TestTokenRepeatedRepository(t *testing.T) {
+	e := newEnv(t, Options{})
+	e.robot(t, "ci", time.Time{})
+	e.grant(t, "robot:ci", "team/*", "pull", "push")
+	key := currentKey(t, e.st)
+	tok := sign(t, jose.ES256, key.priv, key.ID, claimsFor(e.st, "robot:ci", pullAccess("team/b"), pullAccess("team/a"),
+		access{Type: "repository", Name: "team/a", Actions: []string{"push"}}))
+	wantStatus(t, "pull", e.check(t, bearer(tok), "team/a", "", "pull"), 200, "")
+	wantStatus(t, "push", e.check(t, bearer(tok), "team/a", "", "push"), 200, "")
+	// Not in the token, but allowed by the grants: the client asks for a new token.
+	wantStatus(t, "team/b push", e.check(t, bearer(tok), "team/b", "", "push"), 401, "UNAUTHORIZED")
+	wantStatus(t, "team/c", e.check(t, bearer(tok), "team/c", "", "pull"), 401, "UNAUTHORIZED")
 }
 
 // The memory of verified tokens is bounded in bytes: many large distinct tokens (each up to the
