@@ -79,8 +79,8 @@ type tokens struct {
 
 type verifiedToken struct {
 	sub     string
-	account string // the account's ID, for user: and robot: subjects
-	kid     string // the key that signed it: a token is good only while its key is
+	account string        // the account's ID, for user: and robot: subjects
+	kid     string        // the key that signed it: a token is good only while its key is
 	repos   []repoActions // sorted by name: a few bytes each, where a map costs hundreds
 	catalog bool
 	expiry  time.Time
