@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
@@ -85,6 +86,7 @@ type verifiedToken struct {
 	catalog bool
 	expiry  time.Time
 	size    int
+	used    atomic.Int64 // when it was last presented (UnixNano)
 }
 
 type repoActions struct {
@@ -117,6 +119,11 @@ const (
 	// maxVerifiedBytes bounds the memory of verified tokens; a 5-minute token with a handful of
 	// scopes takes a few hundred bytes, so this holds tens of thousands.
 	maxVerifiedBytes = 16 << 20
+	// verifiedIdle: a verified token not presented again for this long is forgotten (and
+	// verified again if it comes back). Clients present a token in bursts (a pull: a manifest and
+	// its blobs), so the memory of tokens is what the last minute's clients use, not every token
+	// of the last five minutes.
+	verifiedIdle = time.Minute
 )
 
 func newTokens(acc metadata.Accounts, sealer Sealer, service string) *tokens {
@@ -204,9 +211,11 @@ func (t *tokens) verify(ctx context.Context, raw string) (*verifiedToken, error)
 	v := t.verified[sum]
 	t.mu.RUnlock()
 	if v != nil {
-		if time.Now().After(v.expiry.Add(clockLeeway)) {
+		now := time.Now()
+		if now.After(v.expiry.Add(clockLeeway)) {
 			return nil, fmt.Errorf("%w: expired", errInvalidToken)
 		}
+		v.used.Store(now.UnixNano())
 		if err := t.fresh(ctx, keyReload); err != nil {
 			return nil, err
 		}
@@ -280,9 +289,9 @@ func (t *tokens) verify(ctx context.Context, raw string) (*verifiedToken, error)
 	return v, nil
 }
 
-// remember keeps a verified token. Expired ones go once a minute, so that the memory of tokens
-// is what the last few minutes' tokens take; when it is full all the same, expired ones go
-// first, then any (they are verified again when they come back).
+// remember keeps a verified token. Expired and idle ones (verifiedIdle) go every half minute, so
+// that the memory of tokens is what the last minute's clients use; when it is full all the same,
+// those go first, then any (they are verified again when they come back).
 func (t *tokens) remember(sum [32]byte, v *verifiedToken) {
 	if v.size > t.maxSize/64 {
 		return // too large to be worth keeping
@@ -290,10 +299,12 @@ func (t *tokens) remember(sum [32]byte, v *verifiedToken) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	now := time.Now()
-	if now.Sub(t.swept) > time.Minute || t.size+v.size > t.maxSize {
+	v.used.Store(now.UnixNano())
+	if now.Sub(t.swept) > verifiedIdle/2 || t.size+v.size > t.maxSize {
 		t.swept = now
+		idle := now.Add(-verifiedIdle).UnixNano()
 		for k, old := range t.verified {
-			if now.After(old.expiry.Add(clockLeeway)) {
+			if now.After(old.expiry.Add(clockLeeway)) || old.used.Load() < idle {
 				delete(t.verified, k)
 				t.size -= old.size
 			}

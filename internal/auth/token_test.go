@@ -293,19 +293,31 @@ func TestVerifiedCacheExpiry(t *testing.T) {
 	e.svc.tokens.mu.Unlock()
 	wantStatus(t, "expired cached token", e.check(t, bearer(tok), "team/a", "", "pull"), 401, "UNAUTHORIZED")
 
-	// Expired tokens are dropped within a minute, not only when the cache is full: its memory is
-	// what the last minutes' tokens take.
+	// Expired tokens, and tokens not presented for verifiedIdle, are dropped at the next sweep
+	// (every half minute), not only when the cache is full: its memory is what the last minute's
+	// clients use.
+	idle := e.token(t, basic("ci", secret), "repository:team/a:pull")
+	busy := e.token(t, basic("ci", secret), "repository:team/a:pull")
+	for _, tok := range []string{idle, busy} {
+		wantStatus(t, "a fresh token", e.check(t, bearer(tok), "team/a", "", "pull"), 200, "")
+	}
 	e.svc.tokens.mu.Lock()
-	e.svc.tokens.swept = time.Now().Add(-2 * time.Minute)
+	e.svc.tokens.swept = time.Now().Add(-verifiedIdle)
+	e.svc.tokens.verified[sha256.Sum256([]byte(idle))].used.Store(time.Now().Add(-2 * verifiedIdle).UnixNano())
 	e.svc.tokens.mu.Unlock()
 	wantStatus(t, "a new token", e.check(t, bearer(e.token(t, basic("ci", secret), "repository:team/a:pull")), "team/a", "", "pull"), 200, "")
 	e.svc.tokens.mu.RLock()
-	_, kept := e.svc.tokens.verified[sha256.Sum256([]byte(tok))]
+	_, keptExpired := e.svc.tokens.verified[sha256.Sum256([]byte(tok))]
+	_, keptIdle := e.svc.tokens.verified[sha256.Sum256([]byte(idle))]
+	_, keptBusy := e.svc.tokens.verified[sha256.Sum256([]byte(busy))]
 	n := len(e.svc.tokens.verified)
 	e.svc.tokens.mu.RUnlock()
-	if kept || n != 1 {
-		t.Errorf("after a minute: the expired token kept %v, %d tokens cached, want it dropped and 1", kept, n)
+	if keptExpired || keptIdle || !keptBusy || n != 2 {
+		t.Errorf("after a sweep: expired kept %v, idle kept %v, busy kept %v, %d cached; want only the busy one and the new one",
+			keptExpired, keptIdle, keptBusy, n)
 	}
+	// The idle one is verified again when it comes back.
+	wantStatus(t, "the idle token again", e.check(t, bearer(idle), "team/a", "", "pull"), 200, "")
 }
 
 // A repository named twice in a token's access claim carries the union of its actions.
