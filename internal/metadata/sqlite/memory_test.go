@@ -33,7 +33,7 @@ func cacheUsed(t *testing.T, c *sql.Conn) int {
 // the connections' cache_size, whatever the size of the database: modernc builds SQLite with
 // SQLITE_ENABLE_MEMORY_MANAGEMENT, so every connection's cache recycles pages from one shared
 // LRU list, and a cache allocates new pages only while it is under its own cache_size. Reading
-// a 24 MiB database through the writer and every reader leaves them holding at most 2 MiB
+// a 24 MiB database through the writer and every reader leaves them holding at most 1 MiB
 // (writer) + 8 x 512 KiB (readers); at SQLite's default of 2 MiB each it would be 18 MiB.
 func TestPageCachesBounded(t *testing.T) {
 	ctx := context.Background()
@@ -93,7 +93,7 @@ func TestPageCachesBounded(t *testing.T) {
 		sum += cacheUsed(t, c)
 	}
 	// SQLite counts each page with its header (about 5%), and each connection's pager.
-	const budget = 2048<<10 + maxReaders*512<<10
+	const budget = 1024<<10 + maxReaders*512<<10
 	t.Logf("page caches after every connection read 24 MiB: %d KiB (budget %d KiB)", sum>>10, budget>>10)
 	if sum > budget*11/10 {
 		t.Errorf("the page caches hold %d KiB after every connection read 24 MiB, want at most %d KiB", sum>>10, budget>>10)

@@ -55,12 +55,13 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	// SQLITE_ENABLE_MEMORY_MANAGEMENT, so the connections' caches share one LRU list and together
 	// hold at most the sum of their cache_size: at SQLite's default of 2 MiB each, 18 MiB, which
 	// took 25 MiB of RSS once a 24 MiB database had been read through every connection
-	// (TestPageCachesBounded). The writer keeps the default, stated here: its cache stays valid
-	// from one of its transactions to the next. A reader's cache is dropped whenever another
-	// connection has written since the reader's last transaction (WAL mode), so it pays off only
-	// in read-only stretches; 512 KiB each holds the upper levels of the indexes, and the file
-	// itself stays in the OS page cache. Together 6 MiB, 8 MiB of RSS.
-	w, err := sql.Open("sqlite", dsn("&_txlock=immediate&_pragma=cache_size(-2048)"))
+	// (TestPageCachesBounded). The writer's cache stays valid from one of its transactions to the
+	// next: 1 MiB (256 pages) holds the upper levels of every index of a database of hundreds of
+	// MiB, and what it misses is in the OS page cache. A reader's cache is dropped whenever
+	// another connection has written since the reader's last transaction (WAL mode), so it pays
+	// off only in read-only stretches; 512 KiB each. Together 5 MiB, 10 MiB of RSS at most, and
+	// filled within minutes, so that memory is level after that (the soak, bench/).
+	w, err := sql.Open("sqlite", dsn("&_txlock=immediate&_pragma=cache_size(-1024)"))
 	if err != nil {
 		return nil, err
 	}
