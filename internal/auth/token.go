@@ -301,14 +301,20 @@ func (t *tokens) remember(sum [32]byte, v *verifiedToken) {
 	now := time.Now()
 	v.used.Store(now.UnixNano())
 	if now.Sub(t.swept) > verifiedIdle/2 || t.size+v.size > t.maxSize {
+		// The survivors go into a new map: a map keeps the room of the most it ever held, and
+		// with every token replaced within minutes, the old one's room would be for a burst.
 		t.swept = now
 		idle := now.Add(-verifiedIdle).UnixNano()
+		kept := map[[32]byte]*verifiedToken{}
+		t.size = 0
 		for k, old := range t.verified {
 			if now.After(old.expiry.Add(clockLeeway)) || old.used.Load() < idle {
-				delete(t.verified, k)
-				t.size -= old.size
+				continue
 			}
+			kept[k] = old
+			t.size += old.size
 		}
+		t.verified = kept
 	}
 	if t.size+v.size > t.maxSize {
 		for k, old := range t.verified { // in Go's random order
