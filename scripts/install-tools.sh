@@ -9,7 +9,8 @@ cd "$(dirname "$0")/.."
 export GOBIN="$PWD/.tools/bin"
 mkdir -p "$GOBIN"
 
-apt_pkgs=(skopeo)
+# haproxy: the load balancer in front of the replicas (e2e TestReplicas).
+apt_pkgs=(skopeo haproxy)
 if [ "${1:-}" = "--bench" ]; then apt_pkgs+=(docker-registry wrk); fi
 missing=()
 for p in "${apt_pkgs[@]}"; do
