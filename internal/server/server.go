@@ -78,6 +78,10 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		return err
 	}
 	defer cache.Close()
+	if cfg.Metadata.Driver == "postgres" {
+		// Replicas share the store: one of them asks the upstream for a given thing at a time.
+		cache.ShareWith(meta, holder)
+	}
 	reg := registry.New(blobs, meta, log)
 	reg.UseCache(cache)
 	reg.SetMaxBlobSize(cfg.Uploads.MaxBlobSize)
