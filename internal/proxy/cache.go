@@ -49,9 +49,9 @@ type Cache struct {
 	fills  map[string]*fill // blob fills in flight, by repository@digest
 	wg     sync.WaitGroup
 
-	// leases, when set (ShareWith), coordinate upstream requests with other replicas.
-	leases metadata.Leases
-	holder string
+	// replicas, when set (ShareWith), coordinate upstream requests with other replicas.
+	replicas Shared
+	holder   string
 
 	// base is the context of fills: no client's, ended only by Close.
 	base   context.Context
@@ -215,7 +215,7 @@ func (c *Cache) revalidate(ctx context.Context, r *Rule, local, up, tag string, 
 		r.stats.hits.Add(1)
 		return cached, nil
 	}
-	if q := r.Source.Quota(); q.Known && q.Remaining <= r.QuotaReserve && (q.Window == 0 || now.Sub(q.Seen) < q.Window) {
+	if q := c.quota(ctx, r); q.Known && q.Remaining <= r.QuotaReserve && (q.Window == 0 || now.Sub(q.Seen) < q.Window) {
 		r.stats.quotaSaves.Add(1)
 		r.stats.hits.Add(1)
 		return cached, nil
@@ -234,6 +234,7 @@ func (c *Cache) revalidate(ctx context.Context, r *Rule, local, up, tag string, 
 		}, func(ctx context.Context) error {
 			r.stats.revalidations.Add(1)
 			desc, err := r.Source.HeadManifest(ctx, up, tag)
+			c.publishQuota(ctx, r)
 			if KindOf(err) == KindNotFound {
 				// The upstream deleted the tag: an answer, not a failure. The cached tag goes
 				// too, so that it is not served on as if current (to callers without fetch, in
@@ -310,6 +311,7 @@ func (c *Cache) fetchManifest(ctx context.Context, r *Rule, local, up, ref, tag 
 		}
 		stored, err := c.leased(ctx, "GET "+local+":"+ref+":"+tag, answered, func(ctx context.Context) error {
 			body, mediaType, err := r.Source.GetManifest(ctx, up, ref)
+			c.publishQuota(ctx, r)
 			if err != nil {
 				return err
 			}

@@ -2,6 +2,8 @@ package proxy
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"time"
 
 	"github.com/berth/berth/internal/metadata"
@@ -23,17 +25,65 @@ var (
 	leasePoll = 100 * time.Millisecond
 )
 
-// ShareWith makes the cache coordinate its upstream requests with the other replicas that share
-// leases (the metadata store), as holder. Without it (one process), nothing is leased.
-func (c *Cache) ShareWith(leases metadata.Leases, holder string) {
-	c.leases, c.holder = leases, holder
+// Shared is what replicas share through the metadata store: leases, and small named values (the
+// upstream quotas they saw).
+type Shared interface {
+	metadata.Leases
+	Setting(ctx context.Context, key string) ([]byte, error)
+	SetSetting(ctx context.Context, key string, value []byte) error
 }
+
+// ShareWith makes the cache coordinate its upstream requests with the other replicas that share
+// the store, as holder. Without it (one process), nothing is leased or shared.
+func (c *Cache) ShareWith(shared Shared, holder string) {
+	c.replicas, c.holder = shared, holder
+}
+
+// quota is the freshest rate-limit state of r's upstream that any replica saw: this replica's
+// own, or the one another replica published, whichever was seen last. So the quota reserve holds
+// on every replica as soon as one of them learns that the quota ran low.
+func (c *Cache) quota(ctx context.Context, r *Rule) Quota {
+	q := r.Source.Quota()
+	if c.replicas == nil {
+		return q
+	}
+	b, err := c.replicas.Setting(ctx, quotaKey(r))
+	if err != nil {
+		if !errors.Is(err, metadata.ErrNotFound) {
+			c.log.Warn("reading the upstream quota other replicas saw", "prefix", r.Prefix, "err", err)
+		}
+		return q
+	}
+	var other Quota
+	if json.Unmarshal(b, &other) == nil && other.Known && other.Seen.After(q.Seen) {
+		return other
+	}
+	return q
+}
+
+// publishQuota shares the quota this replica saw last for r's upstream, if it is newer than the
+// shared one (after each upstream request that may have carried the rate-limit headers).
+func (c *Cache) publishQuota(ctx context.Context, r *Rule) {
+	if c.replicas == nil {
+		return
+	}
+	q := r.Source.Quota()
+	if !q.Known || c.quota(ctx, r).Seen.After(q.Seen) {
+		return
+	}
+	b, _ := json.Marshal(q)
+	if err := c.replicas.SetSetting(ctx, quotaKey(r), b); err != nil {
+		c.log.Warn("sharing the upstream quota with other replicas", "prefix", r.Prefix, "err", err)
+	}
+}
+
+func quotaKey(r *Rule) string { return "proxy-quota:" + r.Prefix }
 
 // leased runs fetch holding the lease key, unless answered reports (before the lease is taken,
 // and again once it is) that another replica's answer is stored: then it returns with
 // found set. While another replica holds the lease, it waits, looking every leasePoll.
 func (c *Cache) leased(ctx context.Context, key string, answered func(context.Context) (bool, error), fetch func(context.Context) error) (found bool, err error) {
-	if c.leases == nil {
+	if c.replicas == nil {
 		if found, err := answered(ctx); err != nil || found {
 			return found, err
 		}
@@ -44,7 +94,7 @@ func (c *Cache) leased(ctx context.Context, key string, answered func(context.Co
 		if found, err := answered(ctx); err != nil || found {
 			return found, err
 		}
-		got, err := c.leases.AcquireLease(ctx, key, c.holder, leaseTTL)
+		got, err := c.replicas.AcquireLease(ctx, key, c.holder, leaseTTL)
 		if err != nil {
 			return false, err
 		}
@@ -72,7 +122,7 @@ func (c *Cache) holding(ctx context.Context, key string, answered func(context.C
 			case <-stop:
 				return
 			case <-t.C:
-				if _, err := c.leases.AcquireLease(ctx, key, c.holder, leaseTTL); err != nil && ctx.Err() == nil {
+				if _, err := c.replicas.AcquireLease(ctx, key, c.holder, leaseTTL); err != nil && ctx.Err() == nil {
 					c.log.Warn("renewing an upstream lease", "lease", key, "err", err)
 				}
 			}
@@ -83,7 +133,7 @@ func (c *Cache) holding(ctx context.Context, key string, answered func(context.C
 		<-renewed
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
-		if err := c.leases.ReleaseLease(rctx, key, c.holder); err != nil {
+		if err := c.replicas.ReleaseLease(rctx, key, c.holder); err != nil {
 			c.log.Warn("releasing an upstream lease", "lease", key, "err", err)
 		}
 	}()

@@ -19,8 +19,9 @@ import (
 
 // replicas starts n berths (registry + cache) that share one blob store and one metadata store,
 // as replicas on S3 and PostgreSQL do, each with its own cache and upstream client, coordinated
-// by leases in the shared store. It returns their URLs and the shared store.
-func replicas(t *testing.T, hub *hubemu.Hub, n int) ([]string, *sqlite.Store) {
+// through the shared store. edit (if not nil) changes each one's rule. It returns their URLs,
+// caches and the shared store.
+func replicas(t *testing.T, hub *hubemu.Hub, n int, edit func(*proxy.Rule)) ([]string, []*proxy.Cache, *sqlite.Store) {
 	t.Helper()
 	dir := t.TempDir()
 	blobs, err := fs.New(dir)
@@ -34,6 +35,7 @@ func replicas(t *testing.T, hub *hubemu.Hub, n int) ([]string, *sqlite.Store) {
 	t.Cleanup(func() { meta.Close() })
 	log := slog.New(slog.NewTextHandler(testWriter{t}, nil))
 	var urls []string
+	var caches []*proxy.Cache
 	for i := range n {
 		up, err := proxy.NewUpstream(proxy.UpstreamConfig{Name: "docker-hub", URL: hub.RegistryURL(),
 			StallTimeout: 10 * time.Second, HeaderTimeout: 10 * time.Second}, log)
@@ -42,6 +44,9 @@ func replicas(t *testing.T, hub *hubemu.Hub, n int) ([]string, *sqlite.Store) {
 		}
 		rule := &proxy.Rule{Prefix: "docker-hub", Source: up, Hosts: []string{"docker.io"}, DockerHub: true,
 			MaxStaleness: 24 * time.Hour}
+		if edit != nil {
+			edit(rule)
+		}
 		cache := proxy.New([]*proxy.Rule{rule}, blobs, meta, log)
 		cache.ShareWith(meta, string(rune('a'+i)))
 		t.Cleanup(cache.Close)
@@ -50,8 +55,9 @@ func replicas(t *testing.T, hub *hubemu.Hub, n int) ([]string, *sqlite.Store) {
 		srv := httptest.NewServer(reg)
 		t.Cleanup(srv.Close)
 		urls = append(urls, srv.URL)
+		caches = append(caches, cache)
 	}
-	return urls, meta
+	return urls, caches, meta
 }
 
 // TestReplicasColdPullsCoalesce: 3 replicas × 10 concurrent cold pulls of a 3-layer image cost the
@@ -64,7 +70,7 @@ func TestReplicasColdPullsCoalesce(t *testing.T) {
 		t.Fatal(err)
 	}
 	hub.SetThrottle(3 << 20) // the fills run for about a second: every replica asks meanwhile
-	urls, _ := replicas(t, hub, 3)
+	urls, _, _ := replicas(t, hub, 3, nil)
 	pullAll := func() {
 		var wg sync.WaitGroup
 		for _, u := range urls {
@@ -101,7 +107,7 @@ func TestReplicasFillHolderDies(t *testing.T) {
 	if _, err := hub.PushImage("library/app", "v1", randomLayers(t, 1, 1<<20)...); err != nil {
 		t.Fatal(err)
 	}
-	urls, meta := replicas(t, hub, 1)
+	urls, _, meta := replicas(t, hub, 1, nil)
 	// The manifest first, so that the blob's fill is planned with its declared size.
 	body, err := get(http.DefaultClient, urls[0]+"/v2/docker-hub/app/manifests/v1")
 	if err != nil {
@@ -132,5 +138,35 @@ func TestReplicasFillHolderDies(t *testing.T) {
 	// Not a timing test: only that the replica did wait for the lease rather than ignore it.
 	if waited < 500*time.Millisecond {
 		t.Errorf("the blob came after %v: the replica did not wait for the dead holder's lease", waited)
+	}
+}
+
+// TestReplicasShareQuota: the quota one replica learns from the upstream holds on the others: a
+// replica that never talked to the upstream keeps the quota reserve (no revalidation HEAD) once
+// another one saw the quota at the reserve.
+func TestReplicasShareQuota(t *testing.T) {
+	hub := startHub(t, hubemu.Options{Limit: 10, Window: time.Hour})
+	if _, err := hub.PushImage("library/svc", "1", randomLayers(t, 1, 1024)...); err != nil {
+		t.Fatal(err)
+	}
+	urls, caches, _ := replicas(t, hub, 2, func(r *proxy.Rule) { r.QuotaReserve = 5 })
+	if err := pull(http.DefaultClient, urls[0], "docker-hub/svc", "1"); err != nil {
+		t.Fatal(err)
+	}
+	hub.SetQuotaRemaining("127.0.0.1", 5)
+	if err := pull(http.DefaultClient, urls[0], "docker-hub/svc", "1"); err != nil { // HEAD reports 5 left
+		t.Fatal(err)
+	}
+	heads := hub.Counts().ManifestHead
+	for range 5 {
+		if err := pull(http.DefaultClient, urls[1], "docker-hub/svc", "1"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if c := hub.Counts(); c.ManifestHead != heads {
+		t.Errorf("the other replica sent %d HEADs at the quota reserve that the first one saw; want none", c.ManifestHead-heads)
+	}
+	if s := caches[1].Status()[0]; s.Cache.QuotaSaves != 5 {
+		t.Errorf("the other replica's status: %+v; want 5 quota saves", s.Cache)
 	}
 }
