@@ -316,8 +316,8 @@ func TestAuthThrottle(t *testing.T) {
 }
 
 // TestAuthBasicFollowsAccounts (item 6): Basic credentials that berth has verified and remembers
-// stop working within 2 s of `berth user rm`, and a user taken out of a granted group loses what
-// the group gave within 2 s too (before, Basic logins were remembered with their groups for 10 s).
+// stop working within a second of `berth user rm`, and a user taken out of a granted group loses
+// what the group gave within a second too (before, Basic logins were remembered with their groups for 10 s).
 func TestAuthBasicFollowsAccounts(t *testing.T) {
 	b := startSecureBerth(t)
 	admin := basicAuth("admin", b.AdminPassword())
@@ -336,10 +336,11 @@ func TestAuthBasicFollowsAccounts(t *testing.T) {
 	tookRm := authEventually(t, 4*time.Second, "gina removed", func() bool { return get("gina", gina).Status == http.StatusUnauthorized })
 	b.Admin("user", "groups", "hal", "")
 	tookGroup := authEventually(t, 4*time.Second, "hal out of devs", func() bool { return get("hal", hal).Status == http.StatusNotFound })
-	t.Logf("Basic refused %v after user rm, %v after the group change (README: within 2 s)", tookRm.Round(time.Millisecond), tookGroup.Round(time.Millisecond))
+	t.Logf("Basic refused %v after user rm, %v after the group change (README: within a second)", tookRm.Round(time.Millisecond), tookGroup.Round(time.Millisecond))
 	for what, took := range map[string]time.Duration{"user rm": tookRm, "group change": tookGroup} {
-		if took > 2*time.Second+500*time.Millisecond {
-			t.Errorf("%s reached Basic logins after %v, want within 2 s", what, took)
+		// authEventually looks every 200 ms: a change seen at 1 s is seen by 1.2 s.
+		if took > time.Second+200*time.Millisecond {
+			t.Errorf("%s reached Basic logins after %v, want within a second", what, took)
 		}
 	}
 }

@@ -8,8 +8,8 @@ import (
 )
 
 // revokeWithin is the README's promise: a revoked grant or a removed account stops the tokens
-// already handed out within 2 seconds of the command.
-const revokeWithin = 2 * time.Second
+// already handed out within a second of the command.
+const revokeWithin = time.Second
 
 // revokeSlack is added to revokeWithin for what lies between the command's commit and its exit,
 // and between a snapshot's load and its timestamp. Requests are timed by when they were sent, so
