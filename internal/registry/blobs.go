@@ -21,6 +21,16 @@ func (rg *Registry) getBlob(w http.ResponseWriter, r *http.Request, rt route) er
 		}
 		return blobErr(err, rt.dgst)
 	}
+	if rd, ok := rg.blobs.(storage.Redirector); ok && rg.redirect > 0 && r.Method == http.MethodGet {
+		// The bytes go from the bucket to the client (spec: a registry may redirect a blob GET).
+		u, err := rd.RedirectURL(ctx, rt.dgst, rg.redirect)
+		if err != nil {
+			return err
+		}
+		w.Header().Set("Docker-Content-Digest", rt.dgst.String())
+		http.Redirect(w, r, u, http.StatusTemporaryRedirect)
+		return nil
+	}
 	f, size, err := rg.blobs.Open(ctx, rt.dgst)
 	if err != nil {
 		return blobErr(err, rt.dgst)

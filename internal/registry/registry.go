@@ -31,6 +31,8 @@ type Registry struct {
 	bodyIdle time.Duration
 	// maxBlob bounds an uploaded blob's size (0: no bound).
 	maxBlob int64
+	// redirect, when positive, is how long the URLs that blob GETs are redirected to last.
+	redirect time.Duration
 }
 
 // Cache is a pull-through cache of upstream registries (package proxy implements it). The
@@ -74,6 +76,10 @@ func (rg *Registry) UseAudit(l *slog.Logger) { rg.auditLog = l }
 
 // UseCache makes the registry serve the repositories c routes from c. Writes to them are refused.
 func (rg *Registry) UseCache(c Cache) { rg.cache = c }
+
+// RedirectBlobs makes blob GETs answer with a 307 to a URL valid for ttl at which the store serves
+// the bytes itself, when the store can (storage.Redirector); 0 turns it off.
+func (rg *Registry) RedirectBlobs(ttl time.Duration) { rg.redirect = ttl }
 
 // New returns a registry serving blobs and meta.
 func New(blobs storage.BlobStore, meta metadata.Store, log *slog.Logger) *Registry {

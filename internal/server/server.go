@@ -85,6 +85,9 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	reg := registry.New(blobs, meta, log)
 	reg.UseCache(cache)
 	reg.SetMaxBlobSize(cfg.Uploads.MaxBlobSize)
+	if cfg.Storage.Driver == "s3" && cfg.Storage.S3.Redirect {
+		reg.RedirectBlobs(cfg.Storage.S3.RedirectTTL)
+	}
 
 	audit, closeAudit, err := AuditLogger(cfg, log)
 	if err != nil {

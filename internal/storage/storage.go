@@ -137,3 +137,10 @@ func CheckFree(s BlobStore, n, floor int64) error {
 type TempRemover interface {
 	RemoveTemps() (int, error)
 }
+
+// Redirector is an optional capability of stores whose blobs clients can download without berth
+// in between (presigned S3 URLs): RedirectURL returns a URL that serves blob d's bytes for ttl.
+// It does not check that the blob exists.
+type Redirector interface {
+	RedirectURL(ctx context.Context, d oci.Digest, ttl time.Duration) (string, error)
+}
