@@ -11,6 +11,7 @@ import (
 	"hash"
 	"io"
 	"sync"
+	"sync/atomic"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -49,8 +50,19 @@ import (
 // it, so that only requests from other processes ever meet a conditional write that fails.
 type live struct {
 	mu   sync.Mutex
-	size int64 // as of this process's last look at the state
-	refs int   // handles open; guarded by Store.mu
+	size atomic.Int64 // the largest size this process has seen in the state
+	refs int          // handles open; guarded by Store.mu
+}
+
+// saw records that the state said size. A session only grows, so the largest size seen is the
+// latest, whichever of this process's requests read it first.
+func (l *live) saw(size int64) {
+	for {
+		old := l.size.Load()
+		if size <= old || l.size.CompareAndSwap(old, size) {
+			return
+		}
+	}
 }
 
 // state is the JSON of uploads/<id>/state.
@@ -133,7 +145,7 @@ func (s *Store) handle(id string, size int64) *upload {
 		s.sessions[id] = l
 	}
 	l.refs++
-	l.size = size // read just now: no older than what the other handles saw
+	l.saw(size)
 	return &upload{s: s, id: id, live: l}
 }
 
@@ -194,9 +206,7 @@ func (u *upload) Size() int64 {
 	if u.live == nil {
 		return 0
 	}
-	u.live.mu.Lock()
-	defer u.live.mu.Unlock()
-	return u.live.size
+	return u.live.size.Load()
 }
 
 // Close implements storage.Upload.
@@ -240,7 +250,7 @@ func (u *upload) AppendAt(ctx context.Context, r io.Reader, offset int64) (int64
 	if err != nil {
 		return 0, err
 	}
-	l.size = st.Size
+	l.saw(st.Size)
 	if offset >= 0 && offset != st.Size {
 		return 0, fmt.Errorf("%w: chunk starts at %d, upload has %d bytes", storage.ErrOffset, offset, st.Size)
 	}
@@ -269,7 +279,7 @@ func (u *upload) AppendAt(ctx context.Context, r io.Reader, offset int64) (int64
 		if errors.Is(err, storage.ErrOffset) {
 			// Another process's chunk came first: what Size says is then its end.
 			if st, _, lerr := u.s.loadState(wctx, u.id); lerr == nil {
-				l.size = st.Size
+				l.saw(st.Size)
 			}
 		}
 		if rerr != nil {
@@ -277,7 +287,7 @@ func (u *upload) AppendAt(ctx context.Context, r io.Reader, offset int64) (int64
 		}
 		return 0, err
 	}
-	l.size = st.Size + n
+	l.saw(st.Size + n)
 	if a.folded != "" {
 		// No longer named by the state; should this fail, the session's end removes it.
 		u.s.deleteObjects(wctx, []string{u.s.sessionPrefix(u.id) + a.folded})
@@ -423,7 +433,7 @@ func (u *upload) Commit(ctx context.Context, want oci.Digest) error {
 	if err != nil {
 		return err
 	}
-	l.size = st.Size
+	l.saw(st.Size)
 	h, b := sha256.New(), st.SHA256
 	if want.Algorithm() == digest.SHA512 {
 		h, b = sha512.New(), st.SHA512
