@@ -11,6 +11,17 @@
 // before Commit copies its parts, server-side, into the blob key. S3 has no rename, and the digest
 // of a chunked upload is known only at its end, so that one server-side copy is the price of the
 // content-addressed layout (see upload.go).
+//
+// What the server must do: conditional PutObject (If-Match, If-None-Match: *; AWS S3 since 2024,
+// versitygw), UploadPartCopy, and ranged GETs. Conditional DeleteObject (If-Match) is used by
+// PurgeUploads where the server has it. A bucket lifecycle rule AbortIncompleteMultipartUpload is
+// worth setting as well: PurgeUploads aborts what a killed process left, the rule does it too if
+// berth never runs again.
+//
+// Limits: a blob has at most 10,000 parts (S3's limit on a multipart upload). A Put or a chunk of
+// a chunked upload is cut into parts of PartSize, but a chunk's last part can be smaller (at least
+// 5 MiB, or it is folded into the next chunk), so an upload sent in chunks of c bytes, with c
+// between 5 MiB and PartSize, is limited to 10,000 × c.
 package s3
 
 import (

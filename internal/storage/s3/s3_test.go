@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -51,6 +52,14 @@ func newStore(t *testing.T) (*Store, enginetest.S3Server) {
 	t.Helper()
 	srv := enginetest.S3(t)
 	return open(t, options(srv)), srv
+}
+
+// TestMain stops the S3 server once the tests are done, rather than leave that to the end of the
+// process (which kills it).
+func TestMain(m *testing.M) {
+	code := m.Run()
+	enginetest.StopS3()
+	os.Exit(code)
 }
 
 func TestConformance(t *testing.T) {

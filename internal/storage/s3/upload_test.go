@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/iotest"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -290,9 +291,14 @@ func TestLargePutStreams(t *testing.T) {
 	if _, err := s.Stat(ctx, wrong); !errors.Is(err, storage.ErrNotFound) {
 		t.Errorf("Stat after a mismatch: %v; want ErrNotFound", err)
 	}
+	// So is one whose body fails after two parts were sent.
+	failing := io.MultiReader(generator(10, 2*MinPartSize+1), iotest.ErrReader(errors.New("connection reset")))
+	if _, err := s.Put(ctx, wrong, failing); err == nil || errors.Is(err, storage.ErrDigestMismatch) {
+		t.Fatalf("Put from a reader that fails: %v; want its error", err)
+	}
 	mps, err := srv.Client().ListMultipartUploads(ctx, &s3.ListMultipartUploadsInput{Bucket: &srv.Bucket})
 	if err != nil || len(mps.Uploads) != 0 {
-		t.Errorf("multipart uploads left after a mismatch: %d, %v", len(mps.Uploads), err)
+		t.Errorf("multipart uploads left after a mismatch and a failed read: %d, %v", len(mps.Uploads), err)
 	}
 }
 
