@@ -30,8 +30,8 @@ import (
 //     and every rewrite is conditional on the ETag it was read with (If-Match; If-None-Match on
 //     creation): that conditional PUT is the moment a chunk is taken, so of two writers appending
 //     at the same offset, in any processes, exactly one wins and the other gets ErrOffset, with
-//     nothing of its chunk left referenced. The lead's claim on the session row in the database
-//     orders requests above this; this is what keeps the bytes consistent without it.
+//     nothing of its chunk left referenced. A claim on the session in the metadata database can
+//     order requests above this; this is what keeps the bytes consistent with or without one.
 //   - uploads/<id>/part-<gen>-<n> hold the bytes. Names are never reused (gen is random per
 //     request), so a writer that loses the race never overwrites what the winner's state names.
 //     Every object but the last is at least MinPartSize, as a multipart upload needs of its parts;
