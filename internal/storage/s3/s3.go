@@ -149,10 +149,11 @@ func New(ctx context.Context, o Options) (*Store, error) {
 			so.BaseEndpoint = aws.String(o.Endpoint)
 		}
 		so.UsePathStyle = o.PathStyle
-		// The SDK's default adds CRC32 checksums to every upload and part. Not every S3-compatible
-		// server takes them (versitygw refuses per-part checksums at completion unless the upload
-		// declared an algorithm), and they add nothing here: requests are signed with the SHA-256
-		// of their payload, and every blob is verified against its digest before it is published.
+		// The SDK's default (since early 2025) sends a CRC32 trailer with every upload and part,
+		// in aws-chunked encoding, which several S3-compatible servers do not accept (versitygw
+		// does, as long as the parts' checksums are not repeated at completion, and they are not
+		// here). Without it the payload's SHA-256 is signed and checked by the server instead, and
+		// every blob is verified against its digest before it is published.
 		so.RequestChecksumCalculation = aws.RequestChecksumCalculationWhenRequired
 		so.ResponseChecksumValidation = aws.ResponseChecksumValidationWhenRequired
 	})
