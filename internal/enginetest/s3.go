@@ -44,7 +44,7 @@ func (s S3Server) Client() *s3.Client {
 		Region:       s.Region,
 		Credentials:  credentials.NewStaticCredentialsProvider(s.AccessKey, s.SecretKey, ""),
 		UsePathStyle: true,
-		// versitygw refuses the CRC32 checksums the SDK adds by default to multipart parts.
+		// As berth's s3 store sends its requests: without the SDK's default CRC32 trailers.
 		RequestChecksumCalculation: aws.RequestChecksumCalculationWhenRequired,
 		ResponseChecksumValidation: aws.ResponseChecksumValidationWhenRequired,
 	})
