@@ -102,6 +102,8 @@ func TestDependencies(t *testing.T) {
 			return func(d string) bool { return d == "internal/oci" }
 		case under(p, "internal/storage"): // backends and storagetest
 			return func(d string) bool { return d == "internal/oci" || d == "internal/storage" }
+		case p == "internal/enginetest": // servers for tests: knows nothing of berth
+			return func(string) bool { return false }
 		case p == "internal/metadata":
 			return func(d string) bool { return d == "internal/oci" }
 		case under(p, "internal/metadata"):
@@ -133,10 +135,12 @@ func TestDependencies(t *testing.T) {
 			}
 		}
 		// Tests follow the same rules (a package's own external test imports the package), and
-		// backends' tests run their interface's conformance suite.
+		// backends' tests run their interface's conformance suite against the real servers that
+		// enginetest starts.
 		suite := func(d string) bool {
 			return d == "internal/storage/storagetest" && under(name, "internal/storage") ||
-				d == "internal/metadata/metadatatest" && under(name, "internal/metadata")
+				d == "internal/metadata/metadatatest" && under(name, "internal/metadata") ||
+				d == "internal/enginetest" && (under(name, "internal/storage") || under(name, "internal/metadata"))
 		}
 		for _, d := range slices.Concat(p.TestImports, p.XTestImports) {
 			if d != name && !ok(d) && !suite(d) {

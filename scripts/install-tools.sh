@@ -28,6 +28,8 @@ tools=(
   "regctl|github.com/regclient/regclient/cmd/regctl@v0.11.7"
   "conformance|github.com/opencontainers/distribution-spec/conformance@v0.0.0-20260831232431-97274622c111"
   "staticcheck|honnef.co/go/tools/cmd/staticcheck@v0.8.2"
+  # the S3-compatible server the s3 blob store is tested against (internal/enginetest), ~3 min
+  "versitygw|github.com/versity/versitygw/cmd/versitygw@v1.8.0"
 )
 if [ "${1:-}" = "--bench" ]; then
   tools+=("registry|github.com/distribution/distribution/v3/cmd/registry@v3.1.2")
