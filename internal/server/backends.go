@@ -3,12 +3,16 @@ package server
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 
 	"github.com/berth/berth/internal/config"
+	"github.com/berth/berth/internal/crypt"
 	"github.com/berth/berth/internal/metadata"
 	"github.com/berth/berth/internal/metadata/sqlite"
+	"github.com/berth/berth/internal/storage"
+	"github.com/berth/berth/internal/storage/s3"
 )
 
 // Metadata is what berth needs of a metadata backend: the registry's records, accounts and
@@ -35,4 +39,29 @@ func OpenMetadata(ctx context.Context, cfg config.Config, create bool) (Metadata
 		}
 		return sqlite.Open(ctx, db)
 	}
+}
+
+// OpenStorage opens the blob store cfg configures: the data directory (encrypted under keys when
+// there are any), or S3-compatible object storage.
+func OpenStorage(ctx context.Context, cfg config.Config, keys *crypt.Keyring, log *slog.Logger) (storage.BlobStore, error) {
+	if cfg.Storage.Driver != "s3" {
+		return openBlobs(cfg.Data, keys, cfg.Encryption.MemoryCache, log)
+	}
+	c := cfg.Storage.S3
+	access, secret, err := c.Credentials()
+	if err != nil {
+		return nil, err
+	}
+	sse := c.SSE
+	if sse == "none" {
+		sse = ""
+	}
+	st, err := s3.New(ctx, s3.Options{Bucket: c.Bucket, Prefix: c.Prefix, Region: c.Region, Endpoint: c.Endpoint,
+		PathStyle: c.PathStyle, AccessKeyID: access, SecretAccessKey: secret,
+		ServerSideEncryption: sse, KMSKeyID: c.KMSKeyID, PartSize: c.PartSize})
+	if err != nil {
+		return nil, fmt.Errorf("storage.s3: %w", err)
+	}
+	log.Info("blobs are in S3-compatible storage", "bucket", c.Bucket, "prefix", c.Prefix, "endpoint", c.Endpoint)
+	return st, nil
 }

@@ -39,7 +39,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	blobs, err := openBlobs(cfg.Data, keys, cfg.Encryption.MemoryCache, log)
+	blobs, err := OpenStorage(ctx, cfg, keys, log)
 	if err != nil {
 		return err
 	}

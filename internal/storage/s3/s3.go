@@ -35,6 +35,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
@@ -193,7 +194,48 @@ func validDigest(d oci.Digest) error {
 // wrap gives an S3 error the object it was about; every error that is not "not found" reaches
 // the caller this way, so that a log says which request to which bucket failed.
 func (s *Store) wrap(key string, err error) error {
+	if unreachable(err) {
+		return fmt.Errorf("s3://%s/%s: %w: %w", s.bucket, key, storage.ErrUnavailable, err)
+	}
 	return fmt.Errorf("s3://%s/%s: %w", s.bucket, key, err)
+}
+
+// unreachable reports an error that says the server could not be reached or could not serve (no
+// HTTP response at all, or a 5xx such as 503 SlowDown), not that the request was wrong: the caller
+// answers 503, and may try again.
+func unreachable(err error) bool {
+	if errors.Is(err, context.Canceled) {
+		return false
+	}
+	var re *smithyhttp.ResponseError // status 0: the request was never answered
+	if errors.As(err, &re) {
+		return re.HTTPStatusCode() == 0 || re.HTTPStatusCode() >= 500
+	}
+	var ae smithy.APIError
+	return !errors.As(err, &ae)
+}
+
+// Ping implements the readiness check (server's /readyz): the bucket answers.
+func (s *Store) Ping(ctx context.Context) error {
+	_, err := s.client.HeadBucket(ctx, &s3.HeadBucketInput{Bucket: aws.String(s.bucket)})
+	if err != nil {
+		return s.wrap("", err)
+	}
+	return nil
+}
+
+// RedirectURL implements storage.Redirector: a presigned GET of the blob's key.
+func (s *Store) RedirectURL(ctx context.Context, d oci.Digest, ttl time.Duration) (string, error) {
+	if err := validDigest(d); err != nil {
+		return "", err
+	}
+	key := s.blobKey(d)
+	req, err := s3.NewPresignClient(s.client).PresignGetObject(ctx,
+		&s3.GetObjectInput{Bucket: aws.String(s.bucket), Key: aws.String(key)}, s3.WithPresignExpires(ttl))
+	if err != nil {
+		return "", s.wrap(key, err)
+	}
+	return req.URL, nil
 }
 
 // isNotFound reports an error that means the key (not the bucket) does not exist. A HEAD cannot

@@ -1,6 +1,7 @@
 package s3
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -10,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -119,6 +121,13 @@ func TestOptionsValidate(t *testing.T) {
 func TestUnreachable(t *testing.T) {
 	s, srv := newStore(t)
 	d := digest.FromString("anything")
+	if err := s.Ping(context.Background()); err != nil {
+		t.Fatalf("Ping: %v", err)
+	}
+	// A missing blob is not a server failure.
+	if _, err := s.Stat(context.Background(), d); !errors.Is(err, storage.ErrNotFound) || errors.Is(err, storage.ErrUnavailable) {
+		t.Fatalf("Stat of a missing blob: %v", err)
+	}
 
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -134,8 +143,14 @@ func TestUnreachable(t *testing.T) {
 	if err == nil || errors.Is(err, storage.ErrNotFound) || !strings.Contains(err.Error(), "s3://"+srv.Bucket+"/berth/test/blobs/sha256/") {
 		t.Errorf("Stat with the server unreachable: %v; want an error naming the key, not ErrNotFound", err)
 	}
-	if _, err := s.ResumeUpload(context.Background(), strings.Repeat("a", 32)); err == nil || errors.Is(err, storage.ErrUploadUnknown) {
-		t.Errorf("ResumeUpload with the server unreachable: %v; want an error, not ErrUploadUnknown", err)
+	if !errors.Is(err, storage.ErrUnavailable) {
+		t.Errorf("Stat with the server unreachable: %v; want ErrUnavailable (the registry answers 503)", err)
+	}
+	if _, err := s.ResumeUpload(context.Background(), strings.Repeat("a", 32)); err == nil || errors.Is(err, storage.ErrUploadUnknown) || !errors.Is(err, storage.ErrUnavailable) {
+		t.Errorf("ResumeUpload with the server unreachable: %v; want ErrUnavailable, not ErrUploadUnknown", err)
+	}
+	if err := s.Ping(context.Background()); !errors.Is(err, storage.ErrUnavailable) {
+		t.Errorf("Ping with the server unreachable: %v; want ErrUnavailable", err)
 	}
 
 	o := options(srv)
@@ -215,5 +230,48 @@ func TestOpenRangedReads(t *testing.T) {
 	}
 	if want := []string{"bytes=3145718-"}; strings.Join(ranges, ",") != strings.Join(want, ",") {
 		t.Errorf("GETs sent with ranges %q, want %q", ranges, want)
+	}
+}
+
+// TestRedirectURL: a presigned URL serves the blob's bytes with no credentials, and ranges of it.
+func TestRedirectURL(t *testing.T) {
+	s, _ := newStore(t)
+	content := []byte("fetched from the bucket directly\n")
+	d := digest.FromBytes(content)
+	if _, err := s.Put(context.Background(), d, bytes.NewReader(content)); err != nil {
+		t.Fatal(err)
+	}
+	u, err := s.RedirectURL(context.Background(), d, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Get(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !bytes.Equal(got, content) {
+		t.Errorf("GET the presigned URL: %d %q", resp.StatusCode, got)
+	}
+	req, _ := http.NewRequest(http.MethodGet, u, nil)
+	req.Header.Set("Range", "bytes=0-7")
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusPartialContent || string(got) != "fetched " {
+		t.Errorf("ranged GET of the presigned URL: %d %q", resp.StatusCode, got)
+	}
+	// Past its time, or altered, it serves nothing.
+	resp, err = http.Get(strings.Replace(u, "X-Amz-Expires=60", "X-Amz-Expires=61", 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode == http.StatusOK {
+		t.Error("an altered presigned URL was served")
 	}
 }
