@@ -31,6 +31,7 @@ func RunAccounts(t *testing.T, open func(t *testing.T) metadata.Accounts) {
 	t.Run("Settings", s.settings)
 	t.Run("ConcurrentCreateSetting", s.concurrentCreateSetting)
 	t.Run("ConcurrentCreateAccount", s.concurrentCreateAccount)
+	t.Run("ConcurrentAddGrant", s.concurrentAddGrant)
 }
 
 type accountsSuite struct {
@@ -581,4 +582,30 @@ func (s accountsSuite) concurrentCreateAccount(t *testing.T) {
 	if n, err := st.CountAccounts(ctx); err != nil || n != 1 {
 		t.Errorf("CountAccounts = %d, %v; want 1", n, err)
 	}
+}
+
+// Grants of different actions to one subject on one pattern at once all count.
+func (s accountsSuite) concurrentAddGrant(t *testing.T) {
+	st := s.open(t)
+	const n = 16
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	start := make(chan struct{})
+	var want []string
+	for i := range n {
+		action := fmt.Sprintf("action%02d", i)
+		want = append(want, action)
+		wg.Go(func() {
+			<-start
+			errs[i] = st.AddGrant(ctx, metadata.Grant{Subject: "user:alice", Pattern: "team/*", Actions: []string{action, "pull"}})
+		})
+	}
+	close(start)
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("AddGrant %d: %v", i, err)
+		}
+	}
+	wantGrants(t, st, fmt.Sprintf("user:alice team/* %v", append(want, "pull")))
 }
