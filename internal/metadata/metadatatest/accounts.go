@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"sync"
 	"testing"
 	"time"
 
@@ -514,20 +513,17 @@ func (s accountsSuite) settings(t *testing.T) {
 	wantSetting("big", big)
 }
 
+// warmAccounts is a read for together.
+func warmAccounts(st metadata.Accounts) func() {
+	return func() { st.CountAccounts(ctx) }
+}
+
 func (s accountsSuite) concurrentCreateSetting(t *testing.T) {
 	st := s.open(t)
 	const n = 16
-	var wg sync.WaitGroup
-	errs := make([]error, n)
-	start := make(chan struct{})
-	for i := range n {
-		wg.Go(func() {
-			<-start
-			errs[i] = st.CreateSetting(ctx, "token_signing_keys", fmt.Appendf(nil, "value %d", i))
-		})
-	}
-	close(start)
-	wg.Wait()
+	errs := together(n, warmAccounts(st), func(i int) error {
+		return st.CreateSetting(ctx, "token_signing_keys", fmt.Appendf(nil, "value %d", i))
+	})
 	winner := -1
 	for i, err := range errs {
 		switch {
@@ -551,17 +547,9 @@ func (s accountsSuite) concurrentCreateSetting(t *testing.T) {
 func (s accountsSuite) concurrentCreateAccount(t *testing.T) {
 	st := s.open(t)
 	const n = 16
-	var wg sync.WaitGroup
-	errs := make([]error, n)
-	start := make(chan struct{})
-	for i := range n {
-		wg.Go(func() {
-			<-start
-			errs[i] = st.CreateAccount(ctx, &metadata.Account{Name: "admin", Kind: metadata.KindUser, Secret: fmt.Sprint(i)})
-		})
-	}
-	close(start)
-	wg.Wait()
+	errs := together(n, warmAccounts(st), func(i int) error {
+		return st.CreateAccount(ctx, &metadata.Account{Name: "admin", Kind: metadata.KindUser, Secret: fmt.Sprint(i)})
+	})
 	winner := -1
 	for i, err := range errs {
 		switch {
@@ -588,20 +576,13 @@ func (s accountsSuite) concurrentCreateAccount(t *testing.T) {
 func (s accountsSuite) concurrentAddGrant(t *testing.T) {
 	st := s.open(t)
 	const n = 16
-	var wg sync.WaitGroup
-	errs := make([]error, n)
-	start := make(chan struct{})
 	var want []string
 	for i := range n {
-		action := fmt.Sprintf("action%02d", i)
-		want = append(want, action)
-		wg.Go(func() {
-			<-start
-			errs[i] = st.AddGrant(ctx, metadata.Grant{Subject: "user:alice", Pattern: "team/*", Actions: []string{action, "pull"}})
-		})
+		want = append(want, fmt.Sprintf("action%02d", i))
 	}
-	close(start)
-	wg.Wait()
+	errs := together(n, warmAccounts(st), func(i int) error {
+		return st.AddGrant(ctx, metadata.Grant{Subject: "user:alice", Pattern: "team/*", Actions: []string{want[i], "pull"}})
+	})
 	for i, err := range errs {
 		if err != nil {
 			t.Errorf("AddGrant %d: %v", i, err)

@@ -838,6 +838,34 @@ func (s suite) uploadsBefore(t *testing.T) {
 	wantStrings(t, "UploadsBefore(after a delete)", list(time.Now().Add(time.Hour)), []string{"a2", "b1"})
 }
 
+// together runs fn(0) to fn(n-1) in goroutines released at one moment, and returns their errors.
+// Each first calls warm (a read) and all wait until every one has: a backend with a pool opens its
+// connections when they are first needed, and without this the first writer would be done before
+// the others had a connection, so that nothing raced.
+func together(n int, warm func(), fn func(i int) error) []error {
+	errs := make([]error, n)
+	var ready, done sync.WaitGroup
+	ready.Add(n)
+	start := make(chan struct{})
+	for i := range n {
+		done.Go(func() {
+			warm()
+			ready.Done()
+			<-start
+			errs[i] = fn(i)
+		})
+	}
+	ready.Wait()
+	close(start)
+	done.Wait()
+	return errs
+}
+
+// warm is a read for together.
+func warm(st metadata.Store) func() {
+	return func() { st.UploadRepo(ctx, "warm-up") }
+}
+
 func (s suite) concurrentPutManifestSameTag(t *testing.T) {
 	st := s.open(t)
 	const n = 32
@@ -848,26 +876,19 @@ func (s suite) concurrentPutManifestSameTag(t *testing.T) {
 		ms[i] = image(t, st, "repo", fmt.Sprintf("m%d", i), "config")
 		pushed[ms[i].Digest] = true
 	}
-	var wg sync.WaitGroup
-	errs := make([]error, n)
-	start := make(chan struct{})
-	for i, m := range ms {
-		wg.Go(func() {
-			<-start
-			errs[i] = st.PutManifest(ctx, "repo", m, "latest", fmt.Sprintf("t%d", i))
-			if errs[i] == nil {
-				// Readers see a whole manifest whatever the writers do.
-				got, err := st.GetManifest(ctx, "repo", "latest")
-				if err != nil {
-					errs[i] = fmt.Errorf("GetManifest(latest) while pushing: %w", err)
-				} else if !pushed[got.Digest] || got.Digest != digest.FromBytes(got.Content) {
-					errs[i] = fmt.Errorf("GetManifest(latest) while pushing = %s", got.Digest)
-				}
-			}
-		})
-	}
-	close(start)
-	wg.Wait()
+	errs := together(n, warm(st), func(i int) error {
+		if err := st.PutManifest(ctx, "repo", ms[i], "latest", fmt.Sprintf("t%d", i)); err != nil {
+			return err
+		}
+		// Readers see a whole manifest whatever the writers do.
+		got, err := st.GetManifest(ctx, "repo", "latest")
+		if err != nil {
+			return fmt.Errorf("GetManifest(latest) while pushing: %w", err)
+		} else if !pushed[got.Digest] || got.Digest != digest.FromBytes(got.Content) {
+			return fmt.Errorf("GetManifest(latest) while pushing = %s", got.Digest)
+		}
+		return nil
+	})
 	for i, err := range errs {
 		if err != nil {
 			t.Errorf("PutManifest %d: %v", i, err)
@@ -891,13 +912,12 @@ func (s suite) concurrentPutManifestSameTag(t *testing.T) {
 func (s suite) concurrentNewRepository(t *testing.T) {
 	st := s.open(t)
 	const n = 16
-	var wg sync.WaitGroup
-	errs := make([]error, 2*n)
-	for i := range n {
-		wg.Go(func() { errs[i] = st.LinkBlob(ctx, "new/repo", dg(fmt.Sprint(i)), int64(i)) })
-		wg.Go(func() { errs[n+i] = st.CreateUpload(ctx, "new/repo", fmt.Sprintf("upload-%d", i)) })
-	}
-	wg.Wait()
+	errs := together(2*n, warm(st), func(i int) error {
+		if i%2 == 0 {
+			return st.LinkBlob(ctx, "new/repo", dg(fmt.Sprint(i/2)), int64(i/2))
+		}
+		return st.CreateUpload(ctx, "new/repo", fmt.Sprintf("upload-%d", i/2))
+	})
 	for i, err := range errs {
 		if err != nil {
 			t.Errorf("%d: %v", i, err)
@@ -932,22 +952,14 @@ func (s suite) concurrentFirstPushes(t *testing.T) {
 		m.Provided = []metadata.BlobRef{empty}
 		ms[i] = m
 	}
-	var wg sync.WaitGroup
-	errs := make([]error, n)
-	start := make(chan struct{})
-	for i, m := range ms {
-		wg.Go(func() {
-			<-start
-			for _, b := range m.Blobs[1:] {
-				if errs[i] = st.LinkBlob(ctx, "team/new", b, 5); errs[i] != nil {
-					return
-				}
+	errs := together(n, warm(st), func(i int) error {
+		for _, b := range ms[i].Blobs[1:] {
+			if err := st.LinkBlob(ctx, "team/new", b, 5); err != nil {
+				return err
 			}
-			errs[i] = st.PutManifest(ctx, "team/new", m, fmt.Sprint("v", i), "latest")
-		})
-	}
-	close(start)
-	wg.Wait()
+		}
+		return st.PutManifest(ctx, "team/new", ms[i], fmt.Sprint("v", i), "latest")
+	})
 	for i, err := range errs {
 		if err != nil {
 			t.Errorf("push %d: %v", i, err)
@@ -973,23 +985,15 @@ func (s suite) concurrentPushDeleteManifest(t *testing.T) {
 	const n = 16
 	m := image(t, st, "repo", "m", "config")
 	putManifest(t, st, "repo", m, "keep")
-	var wg sync.WaitGroup
-	errs := make([]error, 2*n)
-	start := make(chan struct{})
-	for i := range n {
-		wg.Go(func() {
-			<-start
-			errs[i] = st.PutManifest(ctx, "repo", m, fmt.Sprint("t", i))
-		})
-		wg.Go(func() {
-			<-start
-			if err := st.DeleteManifest(ctx, "repo", m.Digest); err != nil && !errors.Is(err, metadata.ErrNotFound) {
-				errs[n+i] = err
-			}
-		})
-	}
-	close(start)
-	wg.Wait()
+	errs := together(2*n, warm(st), func(i int) error {
+		if i%2 == 0 {
+			return st.PutManifest(ctx, "repo", m, fmt.Sprint("t", i/2))
+		}
+		if err := st.DeleteManifest(ctx, "repo", m.Digest); !errors.Is(err, metadata.ErrNotFound) {
+			return err
+		}
+		return nil
+	})
 	for i, err := range errs {
 		if err != nil {
 			t.Errorf("%d: %v", i, err)
