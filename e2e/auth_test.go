@@ -345,7 +345,12 @@ func authMentions(t *testing.T, what, out string, words ...string) {
 // to readonly/lib (pull only: DENIED), which must stay as the admin left them.
 func TestAuthClients(t *testing.T) {
 	t.Parallel()
-	b := startSecureBerth(t)
+	authClients(t, startSecureBerth(t))
+}
+
+// authClients is TestAuthClients on b, a berth with authentication on (or the replicas behind a
+// load balancer: TestReplicas).
+func authClients(t *testing.T, b *berth) {
 	admin := basicAuth("admin", b.AdminPassword())
 	secret := authRobot(b, "ci", "team/*", "pull,push", "readonly/*", "pull")
 	host := b.Addr

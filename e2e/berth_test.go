@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"debug/buildinfo"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -116,6 +117,11 @@ type berth struct {
 	// bin is the binary to run; empty: berthBin. A test that measures the server's resources
 	// sets plainBerthBin(t) before the first start.
 	bin string
+	// tee, when set, gets a copy of the process's output (the replicas' logs, together).
+	tee io.Writer
+	// config, when set, is a configuration file that serve and the account commands are given
+	// (the replicas' backends: TestReplicas).
+	config string
 }
 
 // startBerth starts berth in open mode (--dev) on a free loopback port with a fresh data
@@ -153,7 +159,11 @@ func (b *berth) AdminPassword() string {
 func (b *berth) Admin(args ...string) string {
 	b.t.Helper()
 	var stdout, stderr bytes.Buffer
-	cmd := exec.Command(berthBin, append(args, "--data", b.Data)...)
+	args = append(args, "--data", b.Data)
+	if b.config != "" {
+		args = append(args, "--config", b.config)
+	}
+	cmd := exec.Command(berthBin, args...)
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
 		b.t.Fatalf("berth %s: %v\n%s", strings.Join(args, " "), err, stderr.String())
@@ -168,6 +178,9 @@ func (b *berth) start(args ...string) {
 	}
 	b.log = &syncBuffer{}
 	base := []string{"serve", "--addr", b.Addr, "--data", b.Data}
+	if b.config != "" {
+		base = append(base, "--config", b.config)
+	}
 	if !b.secure {
 		base = append(base, "--dev")
 	}
@@ -176,7 +189,11 @@ func (b *berth) start(args ...string) {
 		bin = berthBin
 	}
 	b.cmd = exec.Command(bin, append(base, args...)...)
-	b.cmd.Stdout, b.cmd.Stderr = b.log, b.log
+	var out io.Writer = b.log
+	if b.tee != nil {
+		out = io.MultiWriter(b.log, b.tee)
+	}
+	b.cmd.Stdout, b.cmd.Stderr = out, out
 	if err := b.cmd.Start(); err != nil {
 		b.t.Fatalf("start berth: %v", err)
 	}

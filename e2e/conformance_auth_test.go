@@ -21,8 +21,13 @@ import (
 // plain upload), which the suite counts as a skip ("fell back to blob POST+PUT"), not a failure.
 func TestConformanceAuth(t *testing.T) {
 	t.Parallel()
+	conformanceAuth(t, startSecureBerth(t))
+}
+
+// conformanceAuth is TestConformanceAuth on b, a berth with authentication on (or the replicas
+// behind a load balancer: TestReplicas).
+func conformanceAuth(t *testing.T, b *berth) {
 	bin := tool(t, "conformance")
-	b := startSecureBerth(t)
 	secret := authRobot(b, "conformance", "conformance/*", "pull,push,delete")
 	dir := t.TempDir()
 	results := filepath.Join(dir, "results")

@@ -8,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -20,7 +19,6 @@ import (
 	"github.com/berth/berth/internal/auth"
 	"github.com/berth/berth/internal/config"
 	"github.com/berth/berth/internal/metadata"
-	"github.com/berth/berth/internal/metadata/sqlite"
 	"github.com/berth/berth/internal/server"
 )
 
@@ -53,10 +51,6 @@ func openAccounts(cmd *cobra.Command) (*accountsEnv, error) {
 	if flags.Changed("data") {
 		cfg.Data, _ = flags.GetString("data")
 	}
-	db := filepath.Join(cfg.Data, "metadata.db")
-	if _, err := os.Stat(db); err != nil {
-		return nil, fmt.Errorf("no berth data directory at %s (use --data or --config): %w", cfg.Data, err)
-	}
 	var sealer auth.Sealer
 	if cfg.Encryption.Enabled() {
 		keys, err := server.LoadKeyring(cfg.Encryption)
@@ -65,7 +59,7 @@ func openAccounts(cmd *cobra.Command) (*accountsEnv, error) {
 		}
 		sealer = keys
 	}
-	st, err := sqlite.Open(cmd.Context(), db)
+	st, err := server.OpenMetadata(cmd.Context(), cfg, false)
 	if err != nil {
 		return nil, err
 	}

@@ -13,7 +13,6 @@ import (
 	"github.com/berth/berth/internal/auth"
 	"github.com/berth/berth/internal/config"
 	"github.com/berth/berth/internal/crypt"
-	"github.com/berth/berth/internal/metadata/sqlite"
 	"github.com/berth/berth/internal/server"
 	"github.com/berth/berth/internal/storage/fs"
 )
@@ -103,8 +102,8 @@ func rotateCmd() *cobra.Command {
 			}
 			// Then the secrets in the metadata store (the keyring still has the old key to open them;
 			// rotate reports success only when both are done).
-			if db := filepath.Join(cfg.Data, "metadata.db"); fileExists(db) {
-				st, err := sqlite.Open(cmd.Context(), db)
+			if cfg.Metadata.Driver == "postgres" || fileExists(filepath.Join(cfg.Data, "metadata.db")) {
+				st, err := server.OpenMetadata(cmd.Context(), cfg, false)
 				if err != nil {
 					return err
 				}

@@ -117,6 +117,8 @@ func (s *Service) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			writeTokenError(w, http.StatusUnauthorized, "UNAUTHORIZED", "invalid credentials")
 		case errors.Is(err, ErrUnavailable):
 			writeTokenError(w, http.StatusServiceUnavailable, "temporarily_unavailable", err.Error())
+		case errors.Is(err, metadata.ErrUnavailable):
+			writeTokenError(w, http.StatusServiceUnavailable, "temporarily_unavailable", "the registry's database is unavailable; try again")
 		default:
 			writeTokenError(w, http.StatusInternalServerError, "server_error", "internal error")
 		}
@@ -142,7 +144,10 @@ func (s *Service) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		expiry = p.expiry // an OIDC caller's access ends with its OIDC token, a robot's with the robot
 	}
 	tok, err := s.tokens.issue(r.Context(), p.Subject, p.account, scope, expiry)
-	if err != nil {
+	if errors.Is(err, metadata.ErrUnavailable) {
+		writeTokenError(w, http.StatusServiceUnavailable, "temporarily_unavailable", "the registry's database is unavailable; try again")
+		return
+	} else if err != nil {
 		writeTokenError(w, http.StatusInternalServerError, "server_error", "internal error")
 		return
 	}

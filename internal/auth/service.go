@@ -77,7 +77,8 @@ type Service struct {
 type snapshot struct {
 	policy   *Policy
 	accounts map[string]*accountState // by name
-	at       time.Time
+	version  int64                    // the store's AuthVersion it was loaded at
+	at       time.Time                // when it was last known to be current
 }
 
 // accountState is what a decision needs of an account.
@@ -100,7 +101,11 @@ func newAccountState(a *metadata.Account) *accountState {
 	return st
 }
 
-const policyReload = 2 * time.Second // grant and account changes take effect within this
+// policyReload is how often the store's auth version is compared with the snapshot's: grant
+// and account changes, made by any process sharing the store (another replica, the account
+// commands), take effect within it and a query. A comparison is one row read; the accounts and
+// grants are read again only when the version moved.
+const policyReload = 500 * time.Millisecond
 
 // New returns a service; it loads (creating on first start) the token signing keys.
 func New(ctx context.Context, opt Options) (*Service, error) {
@@ -182,6 +187,18 @@ func (s *Service) current(ctx context.Context) (*snapshot, error) {
 		return sn, nil
 	}
 	at := time.Now()
+	// The version first: a change made while the rest is read moves it past what is stored
+	// here, so the next comparison reloads.
+	version, err := s.opt.Accounts.AuthVersion(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if sn := s.snap.Load(); sn != nil && sn.version == version {
+		fresh := *sn
+		fresh.at = at
+		s.snap.Store(&fresh)
+		return &fresh, nil
+	}
 	grants, err := s.opt.Accounts.Grants(ctx)
 	if err != nil {
 		return nil, err
@@ -190,7 +207,7 @@ func (s *Service) current(ctx context.Context) (*snapshot, error) {
 	if err != nil {
 		return nil, err
 	}
-	sn := &snapshot{policy: NewPolicy(grants), accounts: make(map[string]*accountState, len(accounts)), at: at}
+	sn := &snapshot{policy: NewPolicy(grants), accounts: make(map[string]*accountState, len(accounts)), version: version, at: at}
 	for i := range accounts {
 		sn.accounts[accounts[i].Name] = newAccountState(&accounts[i])
 	}

@@ -19,7 +19,8 @@ import (
 type Config struct {
 	// Addr is the address to listen on, host:port.
 	Addr string `yaml:"addr"`
-	// Data is the directory for blobs, metadata and upload sessions.
+	// Data is the directory for blobs, metadata and upload sessions (with the default fs and
+	// sqlite backends), the TLS certificate files berth makes, and the audit log.
 	Data    string  `yaml:"data"`
 	Log     Log     `yaml:"log"`
 	Uploads Uploads `yaml:"uploads"`
@@ -32,8 +33,15 @@ type Config struct {
 	// pull-through fills stop before they would go below it. 0 turns the floor off.
 	MinFreeSpace int64 `yaml:"min_free_space"`
 
+	// Storage and Metadata choose the backends: the data directory by default, S3-compatible
+	// object storage and PostgreSQL for replicas.
+	Storage  Storage  `yaml:"storage"`
+	Metadata Metadata `yaml:"metadata"`
+
 	// Encryption is encryption at rest of blobs.
 	Encryption Encryption `yaml:"encryption"`
+
+	Shutdown Shutdown `yaml:"shutdown"`
 
 	// Debug holds diagnostics, off by default.
 	Debug Debug `yaml:"debug"`
@@ -65,6 +73,9 @@ func Default() Config {
 		Encryption:   Encryption{MemoryCache: DefaultMemoryCache},
 		Proxy:        Proxy{MaxFillSize: DefaultMaxFillSize},
 		MinFreeSpace: DefaultMinFreeSpace,
+		Storage:      defaultStorage(),
+		Metadata:     defaultMetadata(),
+		Shutdown:     Shutdown{Timeout: DefaultShutdownTimeout},
 	}
 }
 
@@ -107,10 +118,24 @@ func (c Config) Validate() error {
 	if err := c.Encryption.validate(c.Data); err != nil {
 		errs = append(errs, err)
 	}
+	if err := c.Storage.validate(c.Encryption.Enabled()); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.Metadata.validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if c.Storage.Driver == "s3" && c.Encryption.Enabled() {
+		// The envelope encryption of today is a layer of the filesystem store; it becomes a layer
+		// over any store in a later step (DESIGN §5).
+		errs = append(errs, errors.New("encryption: not yet available with storage.driver s3 (use storage.s3.sse for encryption by the bucket)"))
+	}
 	if err := c.Proxy.validate(); err != nil {
 		errs = append(errs, err)
 	}
 	if err := c.Auth.validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.Shutdown.validate(); err != nil {
 		errs = append(errs, err)
 	}
 	if err := c.Debug.validate(); err != nil {

@@ -26,7 +26,9 @@ func TestDefault(t *testing.T) {
 	c := Default()
 	want := Config{Addr: ":5000", Data: "./berth-data", Log: Log{Level: "info", Format: "text"},
 		Uploads: Uploads{MaxIdle: 24 * time.Hour}, Encryption: Encryption{MemoryCache: 512 << 20},
-		Proxy: Proxy{MaxFillSize: 16 << 30}, MinFreeSpace: 1 << 30}
+		Proxy: Proxy{MaxFillSize: 16 << 30}, MinFreeSpace: 1 << 30,
+		Storage:  Storage{Driver: "fs", S3: S3{SSE: "none", PartSize: 16 << 20, RedirectTTL: 5 * time.Minute}},
+		Metadata: Metadata{Driver: "sqlite"}, Shutdown: Shutdown{Timeout: 30 * time.Second}}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("Default() = %+v, want %+v", c, want)
 	}
@@ -60,7 +62,35 @@ uploads:
   max_idle: 90m
 `, Config{Addr: "127.0.0.1:5001", Data: "/var/lib/berth", Log: Log{Level: "debug", Format: "json"},
 			Uploads: Uploads{MaxIdle: 90 * time.Minute}, Encryption: Encryption{MemoryCache: DefaultMemoryCache},
-			Proxy: Proxy{MaxFillSize: DefaultMaxFillSize}, MinFreeSpace: DefaultMinFreeSpace}},
+			Proxy: Proxy{MaxFillSize: DefaultMaxFillSize}, MinFreeSpace: DefaultMinFreeSpace,
+			Storage: defaultStorage(), Metadata: defaultMetadata(), Shutdown: Shutdown{Timeout: DefaultShutdownTimeout}}},
+		{"replicas", `
+storage:
+  driver: s3
+  s3:
+    bucket: registry
+    prefix: berth
+    region: eu-west-1
+    endpoint: http://127.0.0.1:7070
+    path_style: true
+    sse: aws:kms
+    kms_key_id: alias/berth
+    part_size: 33554432
+    redirect: true
+    redirect_ttl: 2m
+metadata:
+  driver: postgres
+  dsn_env: BERTH_DSN
+shutdown:
+  drain: 5s
+  timeout: 1m
+`, with(func(c *Config) {
+			c.Storage = Storage{Driver: "s3", S3: S3{Bucket: "registry", Prefix: "berth", Region: "eu-west-1",
+				Endpoint: "http://127.0.0.1:7070", PathStyle: true, SSE: "aws:kms", KMSKeyID: "alias/berth",
+				PartSize: 32 << 20, Redirect: true, RedirectTTL: 2 * time.Minute}}
+			c.Metadata = Metadata{Driver: "postgres", DSNEnv: "BERTH_DSN"}
+			c.Shutdown = Shutdown{Drain: 5 * time.Second, Timeout: time.Minute}
+		})},
 		{"fill bounds", "min_free_space: 5368709120\nproxy:\n  max_fill_size: 1073741824\n",
 			with(func(c *Config) { c.MinFreeSpace, c.Proxy.MaxFillSize = 5<<30, 1<<30 })},
 		{"no free-space floor", "min_free_space: 0\n", with(func(c *Config) { c.MinFreeSpace = 0 })},
@@ -92,7 +122,8 @@ func TestLoadUnknownKey(t *testing.T) {
 		{"addr: :5000\nlisten: :6000\n", "listen"},
 		{"log:\n  level: info\n  colour: true\n", "colour"},
 		{"Addr: :5000\n", "Addr"}, // keys are case-sensitive
-		{"storage:\n  s3:\n    bucket: b\n", "storage"},
+		{"storage:\n  s4:\n    bucket: b\n", "s4"},
+		{"metadata:\n  dsn: postgres://x\n", "dsn"},
 	} {
 		path := writeFile(t, c.file)
 		_, err := Load(path)
@@ -170,9 +201,42 @@ func TestValidate(t *testing.T) {
 		{"pprof on every interface", func(c *Config) { c.Debug.PprofAddr = ":6060" }, []string{"debug.pprof_addr"}},
 		{"pprof on a public address", func(c *Config) { c.Debug.PprofAddr = "192.0.2.1:6060" }, []string{"debug.pprof_addr"}},
 		{"pprof without port", func(c *Config) { c.Debug.PprofAddr = "127.0.0.1" }, []string{"debug.pprof_addr"}},
+		{"s3", func(c *Config) { c.Storage = s3Storage(func(*S3) {}) }, nil},
+		{"s3 with sse", func(c *Config) { c.Storage = s3Storage(func(s *S3) { s.SSE, s.KMSKeyID = "aws:kms", "k" }) }, nil},
+		{"s3 with static credentials", func(c *Config) {
+			c.Storage = s3Storage(func(s *S3) { s.AccessKeyFile, s.SecretKeyFile = "/run/secrets/a", "/run/secrets/s" })
+		}, nil},
+		{"s3 on an endpoint, no region", func(c *Config) {
+			c.Storage = s3Storage(func(s *S3) { s.Region, s.Endpoint = "", "http://127.0.0.1:9000" })
+		}, nil},
+		{"s3 without bucket", func(c *Config) { c.Storage = s3Storage(func(s *S3) { s.Bucket = "" }) }, []string{"storage.s3.bucket"}},
+		{"s3 without region", func(c *Config) { c.Storage = s3Storage(func(s *S3) { s.Region = "" }) }, []string{"storage.s3.region"}},
+		{"s3 endpoint not a URL", func(c *Config) { c.Storage = s3Storage(func(s *S3) { s.Endpoint = "minio:9000" }) }, []string{"storage.s3.endpoint"}},
+		{"s3 prefix absolute", func(c *Config) { c.Storage = s3Storage(func(s *S3) { s.Prefix = "/berth" }) }, []string{"storage.s3.prefix"}},
+		{"s3 prefix dots", func(c *Config) { c.Storage = s3Storage(func(s *S3) { s.Prefix = "a/../b" }) }, []string{"storage.s3.prefix"}},
+		{"s3 half the credentials", func(c *Config) { c.Storage = s3Storage(func(s *S3) { s.AccessKeyFile = "/a" }) }, []string{"secret_key_file"}},
+		{"s3 bad sse", func(c *Config) { c.Storage = s3Storage(func(s *S3) { s.SSE = "aes" }) }, []string{"storage.s3.sse"}},
+		{"s3 kms key without kms", func(c *Config) { c.Storage = s3Storage(func(s *S3) { s.SSE, s.KMSKeyID = "AES256", "k" }) }, []string{"kms_key_id"}},
+		{"s3 small parts", func(c *Config) { c.Storage = s3Storage(func(s *S3) { s.PartSize = 1 << 20 }) }, []string{"storage.s3.part_size"}},
+		{"s3 redirect ttl", func(c *Config) { c.Storage = s3Storage(func(s *S3) { s.RedirectTTL = 24 * time.Hour }) }, []string{"storage.s3.redirect_ttl"}},
+		{"s3 redirect with encryption", func(c *Config) {
+			c.Storage = s3Storage(func(s *S3) { s.Redirect = true })
+			c.Encryption.KeyFile = "/etc/berth/key"
+		}, []string{"storage.s3.redirect", "encryption: not yet available"}},
+		{"unknown storage", func(c *Config) { c.Storage.Driver = "gcs" }, []string{`storage.driver "gcs"`}},
+		{"postgres from env", func(c *Config) { c.Metadata = Metadata{Driver: "postgres", DSNEnv: "DSN"} }, nil},
+		{"postgres from file", func(c *Config) { c.Metadata = Metadata{Driver: "postgres", DSNFile: "/run/secrets/dsn"} }, nil},
+		{"postgres without dsn", func(c *Config) { c.Metadata = Metadata{Driver: "postgres"} }, []string{"exactly one of dsn_env"}},
+		{"postgres with two dsns", func(c *Config) { c.Metadata = Metadata{Driver: "postgres", DSNEnv: "A", DSNFile: "/b"} }, []string{"exactly one of dsn_env"}},
+		{"sqlite with a dsn", func(c *Config) { c.Metadata.DSNEnv = "DSN" }, []string{"driver postgres"}},
+		{"unknown metadata", func(c *Config) { c.Metadata.Driver = "mysql" }, []string{`metadata.driver "mysql"`}},
+		{"drain", func(c *Config) { c.Shutdown.Drain = 10 * time.Second }, nil},
+		{"negative drain", func(c *Config) { c.Shutdown.Drain = -time.Second }, []string{"shutdown.drain"}},
+		{"no shutdown timeout", func(c *Config) { c.Shutdown.Timeout = 0 }, []string{"shutdown.timeout"}},
 		{"everything wrong", func(c *Config) {
 			*c = Config{Addr: "nope", Data: "", Log: Log{Level: "loud", Format: "yaml"}, Uploads: Uploads{MaxIdle: -1}, MinFreeSpace: -1}
-		}, []string{"addr", "data", "log.level", "log.format", "uploads.max_idle", "min_free_space", "proxy.max_fill_size"}},
+		}, []string{"addr", "data", "log.level", "log.format", "uploads.max_idle", "min_free_space", "proxy.max_fill_size",
+			"storage.driver", "metadata.driver", "shutdown.timeout"}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			cfg := valid
@@ -202,6 +266,48 @@ func TestValidate(t *testing.T) {
 				t.Errorf("Validate error %T is not a list of problems", err)
 			}
 		})
+	}
+}
+
+// s3Storage is a valid s3 storage configuration changed by edit.
+func s3Storage(edit func(*S3)) Storage {
+	s := defaultStorage()
+	s.Driver = "s3"
+	s.S3.Bucket, s.S3.Region = "registry", "eu-west-1"
+	edit(&s.S3)
+	return s
+}
+
+func TestMetadataDSN(t *testing.T) {
+	t.Setenv("BERTH_TEST_DSN", "postgres://u:p@127.0.0.1/berth")
+	if got, err := (Metadata{Driver: "postgres", DSNEnv: "BERTH_TEST_DSN"}).DSN(); err != nil || got != "postgres://u:p@127.0.0.1/berth" {
+		t.Errorf("DSN from env = %q, %v", got, err)
+	}
+	if _, err := (Metadata{Driver: "postgres", DSNEnv: "BERTH_TEST_UNSET_DSN"}).DSN(); err == nil || !strings.Contains(err.Error(), "BERTH_TEST_UNSET_DSN") {
+		t.Errorf("DSN from an unset variable: %v", err)
+	}
+	f := writeFile(t, "postgres://u:p@db/berth\n")
+	if got, err := (Metadata{Driver: "postgres", DSNFile: f}).DSN(); err != nil || got != "postgres://u:p@db/berth" {
+		t.Errorf("DSN from file = %q, %v", got, err)
+	}
+	if _, err := (Metadata{Driver: "postgres", DSNFile: writeFile(t, " \n")}).DSN(); err == nil {
+		t.Error("an empty DSN file was taken")
+	}
+}
+
+func TestS3Credentials(t *testing.T) {
+	if a, s, err := (S3{}).Credentials(); a != "" || s != "" || err != nil {
+		t.Errorf("no files: %q %q %v, want the default chain", a, s, err)
+	}
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "a"), []byte("AKIA\n"), 0o600)
+	os.WriteFile(filepath.Join(dir, "s"), []byte("secret\n"), 0o600)
+	a, s, err := (S3{AccessKeyFile: filepath.Join(dir, "a"), SecretKeyFile: filepath.Join(dir, "s")}).Credentials()
+	if a != "AKIA" || s != "secret" || err != nil {
+		t.Errorf("from files: %q %q %v", a, s, err)
+	}
+	if _, _, err := (S3{AccessKeyFile: filepath.Join(dir, "a"), SecretKeyFile: filepath.Join(dir, "missing")}).Credentials(); err == nil || !strings.Contains(err.Error(), "secret_key_file") {
+		t.Errorf("a missing secret file: %v", err)
 	}
 }
 

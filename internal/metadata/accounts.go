@@ -63,6 +63,9 @@ type Accounts interface {
 	RevokeGrant(ctx context.Context, subject, pattern string, actions ...string) error
 	// Grants lists every grant by subject and pattern.
 	Grants(ctx context.Context) ([]Grant, error)
+	// AuthVersion returns a number that changes with every change to accounts or grants, made
+	// by any process sharing the store, so that a running berth reloads them only then.
+	AuthVersion(ctx context.Context) (int64, error)
 
 	// CreateRefreshToken records a refresh token (by its hash) of an account.
 	CreateRefreshToken(ctx context.Context, hash, account string, expires time.Time) error

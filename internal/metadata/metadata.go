@@ -19,6 +19,9 @@ var (
 	ErrManifestUnknown = errors.New("referenced manifest unknown")
 	// ErrFull reports a write refused because the store's disk is full; nothing was written.
 	ErrFull = errors.New("metadata store full")
+	// ErrUnavailable reports that the database could not be reached (down, unreachable, out of
+	// connections): nothing was written, and the request may be tried again.
+	ErrUnavailable = errors.New("metadata database unavailable")
 )
 
 // Manifest is a stored manifest.

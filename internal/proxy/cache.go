@@ -49,6 +49,10 @@ type Cache struct {
 	fills  map[string]*fill // blob fills in flight, by repository@digest
 	wg     sync.WaitGroup
 
+	// replicas, when set (ShareWith), coordinate upstream requests with other replicas.
+	replicas Shared
+	holder   string
+
 	// base is the context of fills: no client's, ended only by Close.
 	base   context.Context
 	cancel context.CancelFunc
@@ -211,40 +215,49 @@ func (c *Cache) revalidate(ctx context.Context, r *Rule, local, up, tag string, 
 		r.stats.hits.Add(1)
 		return cached, nil
 	}
-	if q := r.Source.Quota(); q.Known && q.Remaining <= r.QuotaReserve && (q.Window == 0 || now.Sub(q.Seen) < q.Window) {
+	if q := c.quota(ctx, r); q.Known && q.Remaining <= r.QuotaReserve && (q.Window == 0 || now.Sub(q.Seen) < q.Window) {
 		r.stats.quotaSaves.Add(1)
 		r.stats.hits.Add(1)
 		return cached, nil
 	}
 	v, err := c.shared(ctx, r, "HEAD "+local+":"+tag, func(ctx context.Context) (any, error) {
+		var d oci.Digest
 		// A check of the tag that another request's HEAD or GET completed after this request
-		// started, its flight already over, answers for this one as joining it would have.
-		if m, err := c.checkedSince(ctx, local, tag, now); err != nil {
-			return nil, err
-		} else if m != nil {
-			return m.Digest, nil
-		}
-		r.stats.revalidations.Add(1)
-		desc, err := r.Source.HeadManifest(ctx, up, tag)
-		if KindOf(err) == KindNotFound {
-			// The upstream deleted the tag: an answer, not a failure. The cached tag goes too, so
-			// that it is not served on as if current (to callers without fetch, in tag lists);
-			// the manifest stays, by digest.
-			if derr := c.meta.DeleteTag(ctx, local, tag); derr != nil && !errors.Is(derr, metadata.ErrNotFound) {
-				return nil, derr
+		// started (here or on another replica), its flight already over, answers for this one
+		// as joining it would have.
+		_, err := c.leased(ctx, "HEAD "+local+":"+tag, func(ctx context.Context) (bool, error) {
+			m, err := c.checkedSince(ctx, local, tag, now)
+			if m != nil {
+				d = m.Digest
 			}
-			c.log.Info("tag deleted upstream: removed from the cache", "repository", local, "tag", tag, "digest", cached.Digest)
-		}
+			return m != nil, err
+		}, func(ctx context.Context) error {
+			r.stats.revalidations.Add(1)
+			desc, err := r.Source.HeadManifest(ctx, up, tag)
+			c.publishQuota(ctx, r)
+			if KindOf(err) == KindNotFound {
+				// The upstream deleted the tag: an answer, not a failure. The cached tag goes
+				// too, so that it is not served on as if current (to callers without fetch, in
+				// tag lists); the manifest stays, by digest.
+				if derr := c.meta.DeleteTag(ctx, local, tag); derr != nil && !errors.Is(derr, metadata.ErrNotFound) {
+					return derr
+				}
+				c.log.Info("tag deleted upstream: removed from the cache", "repository", local, "tag", tag, "digest", cached.Digest)
+			}
+			if err != nil {
+				return err
+			}
+			d = desc.Digest
+			if desc.Digest == cached.Digest {
+				// Stamped with when the answer came, for every request that started before it.
+				return c.meta.SetTagChecked(ctx, local, tag, c.now())
+			}
+			return nil
+		})
 		if err != nil {
 			return nil, err
 		}
-		if desc.Digest == cached.Digest {
-			// Stamped with when the answer came, for every request that started before it.
-			if err := c.meta.SetTagChecked(ctx, local, tag, c.now()); err != nil {
-				return nil, err
-			}
-		}
-		return desc.Digest, nil
+		return d, nil
 	})
 	if err == nil {
 		d := v.(oci.Digest)
@@ -282,50 +295,37 @@ type fetched struct {
 func (c *Cache) fetchManifest(ctx context.Context, r *Rule, local, up, ref, tag string, since time.Time) (*metadata.Manifest, error) {
 	v, err := c.shared(ctx, r, "GET "+local+":"+ref+":"+tag, func(ctx context.Context) (any, error) {
 		var m *metadata.Manifest
-		switch {
-		case oci.IsDigest(ref):
-			m, _ = c.meta.GetManifest(ctx, local, ref)
-			if m != nil && tag == "" {
-				return fetched{m, true}, nil
+		// What is stored answers without the upstream: a manifest by digest, or the tag as a
+		// fetch or HEAD that completed since this caller started left it (checkedSince).
+		answered := func(ctx context.Context) (bool, error) {
+			var err error
+			switch {
+			case oci.IsDigest(ref):
+				if m, err = c.meta.GetManifest(ctx, local, ref); errors.Is(err, metadata.ErrNotFound) {
+					m, err = nil, nil
+				}
+			case ref == tag:
+				m, err = c.checkedSince(ctx, local, tag, since)
 			}
-		case ref == tag:
-			// The tag is checked (stored with its check time) by every fetch and HEAD that
-			// completes: one completed since this caller started is as good as a fetch of ours.
-			m, err := c.checkedSince(ctx, local, tag, since)
-			if err != nil {
-				return nil, err
-			}
-			if m != nil {
-				return fetched{m, true}, nil
-			}
+			return m != nil, err
 		}
-		stored := m != nil
-		if m == nil {
+		stored, err := c.leased(ctx, "GET "+local+":"+ref+":"+tag, answered, func(ctx context.Context) error {
 			body, mediaType, err := r.Source.GetManifest(ctx, up, ref)
+			c.publishQuota(ctx, r)
 			if err != nil {
-				return nil, err
+				return err
 			}
 			if m, err = newManifest(ref, mediaType, body); err != nil {
-				return nil, err
+				return err
 			}
-		}
-		// No reference checks: a cache holds manifests before the blobs clients will ask for.
-		// What it names is recorded, with the sizes it declares (see plan).
-		nm, err := expecting(m)
+			return c.storeManifest(ctx, local, tag, m)
+		})
 		if err != nil {
 			return nil, err
 		}
-		var tags []string
-		if tag != "" {
-			tags = []string{tag}
-		}
-		if err := c.meta.PutManifest(ctx, local, nm, tags...); err != nil {
-			return nil, err
-		}
-		if tag != "" {
-			// Stamped after the store, so that a request that read the store before sees a time
-			// after its own start (checkedSince).
-			if err := c.meta.SetTagChecked(ctx, local, tag, c.now()); err != nil {
+		if stored && oci.IsDigest(ref) && tag != "" {
+			// Here by digest already: the tag (which moved upstream) is to point at it.
+			if err := c.storeManifest(ctx, local, tag, m); err != nil {
 				return nil, err
 			}
 		}
@@ -345,6 +345,30 @@ func (c *Cache) fetchManifest(ctx context.Context, r *Rule, local, up, ref, tag 
 		r.stats.misses.Add(1)
 	}
 	return f.m, nil
+}
+
+// storeManifest stores m, an upstream manifest, in the cached repository local, and points tag (if
+// any) at it, stamped as checked with the upstream now.
+func (c *Cache) storeManifest(ctx context.Context, local, tag string, m *metadata.Manifest) error {
+	// No reference checks: a cache holds manifests before the blobs clients will ask for. What
+	// it names is recorded, with the sizes it declares (see plan).
+	nm, err := expecting(m)
+	if err != nil {
+		return err
+	}
+	var tags []string
+	if tag != "" {
+		tags = []string{tag}
+	}
+	if err := c.meta.PutManifest(ctx, local, nm, tags...); err != nil {
+		return err
+	}
+	if tag == "" {
+		return nil
+	}
+	// Stamped after the store, so that a request that read the store before sees a time after
+	// its own start (checkedSince).
+	return c.meta.SetTagChecked(ctx, local, tag, c.now())
 }
 
 // checkedSince returns the manifest tag points at if the tag was checked with the upstream (by a

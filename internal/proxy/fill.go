@@ -169,20 +169,30 @@ func (c *Cache) leave(f *fill) {
 // Content-Length that disagrees is refused before a byte is read), else by the Content-Length,
 // else by proxy.max_fill_size; a body longer than its bound is cut one byte past it and fails.
 // Nothing is written that would leave less than min_free_space free on the store's filesystem.
+//
+// Replicas sharing a store download a blob once (leased): the others wait until it is stored.
 func (c *Cache) run(f *fill, rule *Rule, local, up string, d oci.Digest) error {
 	ctx, cancel := context.WithTimeout(c.base, blobTimeout)
 	defer cancel()
-	p, err := c.decide(ctx, rule, local, up, d)
-	if err != nil {
-		return err
-	}
-	if p.action == serveStored {
+	var p blobPlan
+	stored, err := c.leased(ctx, "fill "+local+"@"+d.String(), func(ctx context.Context) (bool, error) {
+		var err error
+		p, err = c.decide(ctx, rule, local, up, d)
+		return err == nil && p.action == serveStored, err
+	}, func(ctx context.Context) error {
+		return c.download(ctx, f, rule, local, up, d, p)
+	})
+	if stored {
 		f.mu.Lock()
 		f.stored = true
 		f.mu.Unlock()
 		rule.stats.hits.Add(1)
-		return nil
 	}
+	return err
+}
+
+// download is run's upstream GET of d, as p planned it.
+func (c *Cache) download(ctx context.Context, f *fill, rule *Rule, local, up string, d oci.Digest, p blobPlan) error {
 	if p.declared {
 		if err := storage.CheckFree(c.blobs, p.size, c.limits.MinFreeSpace); err != nil {
 			return err

@@ -40,6 +40,16 @@ func (rg *Registry) writeError(w http.ResponseWriter, r *http.Request, err error
 			// to be written was not made visible (temporary files go, transactions roll back).
 			rg.log.Error("disk full: a write was refused", "method", r.Method, "path", r.URL.Path, "err", err)
 			e = oci.Errorf(oci.ErrInsufficientStorage, "the registry's disk is full: nothing was stored; try again once space is freed")
+		case errors.Is(err, metadata.ErrUnavailable) || errors.Is(err, storage.ErrUnavailable):
+			// A backend is down: say so, and that trying again is right; /readyz says it too, so
+			// that a load balancer sends the next requests to a replica that reaches it.
+			rg.log.Error("a backend is unavailable", "method", r.Method, "path", r.URL.Path, "err", err)
+			what := "metadata database"
+			if errors.Is(err, storage.ErrUnavailable) {
+				what = "blob storage"
+			}
+			e = oci.Errorf(oci.ErrUnavailable, "the registry's %s is unavailable: nothing was changed; try again", what).
+				WithHeader("Retry-After", "5")
 		case errors.Is(err, context.Canceled) || errors.Is(err, errResponseStarted):
 			return // the client went away, or the response is already on its way
 		default:

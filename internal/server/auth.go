@@ -70,7 +70,9 @@ func firstAdmin(ctx context.Context, data string, acc metadata.Accounts, audit, 
 	err = acc.CreateAccount(ctx, &metadata.Account{Name: "admin", Kind: metadata.KindUser, Secret: hash,
 		Description: "created on first start"})
 	if errors.Is(err, metadata.ErrExists) {
-		return nil
+		// Another replica, starting at the same time on the same database, created admin first:
+		// the password written here is not admin's.
+		return os.Remove(path)
 	} else if err != nil {
 		return err
 	}

@@ -17,7 +17,7 @@ import (
 // startDebug serves Go's profiles (/debug/pprof/) and /debug/memory on addr (debug.pprof_addr,
 // loopback only, checked by config) until stop is called. Off unless configured: the profiles
 // show goroutine stacks and request paths, and are served without authentication.
-func startDebug(addr string, meta *sqlite.Store, log *slog.Logger) (stop func(), err error) {
+func startDebug(addr string, meta Metadata, log *slog.Logger) (stop func(), err error) {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
@@ -55,7 +55,7 @@ var goMemory = []struct{ name, metric string }{
 // memoryHandler answers GET /debug/memory: the Go runtime's memory classes and what SQLite holds
 // outside the Go heap, as JSON. in_use (total less released) is what the Go runtime holds of
 // the process's RSS at most; the rest of the anonymous RSS is SQLite (modernc's libc allocator).
-func memoryHandler(meta *sqlite.Store) http.Handler {
+func memoryHandler(meta Metadata) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		samples := make([]metrics.Sample, len(goMemory))
 		for i, m := range goMemory {
@@ -72,10 +72,12 @@ func memoryHandler(meta *sqlite.Store) http.Handler {
 		out := map[string]any{"go": goOut}
 		ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
 		defer cancel()
-		if m, err := meta.Memory(ctx); err != nil {
-			out["sqlite_error"] = err.Error()
-		} else {
-			out["sqlite"] = m
+		if db, ok := meta.(*sqlite.Store); ok {
+			if m, err := db.Memory(ctx); err != nil {
+				out["sqlite_error"] = err.Error()
+			} else {
+				out["sqlite"] = m
+			}
 		}
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(out)

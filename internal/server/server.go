@@ -11,13 +11,13 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"time"
 
 	"github.com/berth/berth/internal/auth"
 	"github.com/berth/berth/internal/config"
 	"github.com/berth/berth/internal/metadata"
-	"github.com/berth/berth/internal/metadata/sqlite"
 	"github.com/berth/berth/internal/registry"
 	"github.com/berth/berth/internal/storage"
 )
@@ -43,7 +43,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	meta, err := sqlite.Open(ctx, filepath.Join(cfg.Data, "metadata.db"))
+	meta, err := OpenMetadata(ctx, cfg, true)
 	if err != nil {
 		return err
 	}
@@ -65,13 +65,23 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 			log.Info("removed temporary files left by a previous run (interrupted pushes or pull-through fills)", "count", n)
 		}
 	}
-	go purgeUploads(ctx, blobs, meta, cfg.Uploads.MaxIdle, log)
+	holder := holderID()
+	jobs := sync.WaitGroup{}
+	defer jobs.Wait() // leases handed over before the store closes
+	jobs.Go(func() {
+		exclusive(ctx, meta, "upload-purge", holder, min(cfg.Uploads.MaxIdle/4, 10*time.Minute), log,
+			purgeUploads(blobs, meta, cfg.Uploads.MaxIdle, log))
+	})
 
 	cache, err := newCache(cfg.Proxy, cfg.MinFreeSpace, blobs, meta, log)
 	if err != nil {
 		return err
 	}
 	defer cache.Close()
+	if cfg.Metadata.Driver == "postgres" {
+		// Replicas share the store: one of them asks the upstream for a given thing at a time.
+		cache.ShareWith(meta, holder)
+	}
 	reg := registry.New(blobs, meta, log)
 	reg.UseCache(cache)
 	reg.SetMaxBlobSize(cfg.Uploads.MaxBlobSize)
@@ -95,7 +105,15 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	}
 	mux.Handle("/v2/", reg)
 	mux.Handle("/berth/v1/upstreams", upstreamsHandler(cache, admins(authn)))
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
+	hc := &health{checks: map[string]Pinger{}, log: log}
+	if p, ok := meta.(Pinger); ok {
+		hc.checks["metadata"] = p
+	}
+	if p, ok := blobs.(Pinger); ok {
+		hc.checks["storage"] = p
+	}
+	mux.HandleFunc("/healthz", hc.live)
+	mux.HandleFunc("/readyz", hc.ready)
 	srv := &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 30 * time.Second,
@@ -130,8 +148,17 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		return err
 	case <-ctx.Done():
 	}
-	log.Info("shutting down")
-	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	// Unready first, serving on for the drain time: a load balancer takes the replica out on its
+	// next health checks, while requests it already sent here are still taken.
+	hc.draining.Store(true)
+	srv.SetKeepAlivesEnabled(false) // clients reconnect, through the load balancer, elsewhere
+	log.Info("shutting down: /readyz answers 503", "drain", cfg.Shutdown.Drain, "timeout", cfg.Shutdown.Timeout)
+	select {
+	case err := <-errc:
+		return err
+	case <-time.After(cfg.Shutdown.Drain):
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.Shutdown.Timeout)
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil {
 		return err
@@ -156,12 +183,11 @@ func lockDir(dir string) (func(), error) {
 	return func() { f.Close() }, nil
 }
 
-// purgeUploads discards idle upload sessions now and then, and forgets the metadata of sessions whose
-// bytes are gone (purged, or lost to a crash between the two stores).
-func purgeUploads(ctx context.Context, blobs storage.BlobStore, meta metadata.Store, maxIdle time.Duration, log *slog.Logger) {
-	tick := time.NewTicker(min(maxIdle/4, 10*time.Minute))
-	defer tick.Stop()
-	for {
+// purgeUploads discards idle upload sessions, and forgets the metadata of sessions whose bytes are
+// gone (purged, or lost to a crash between the two stores). It is one pass of the background job
+// that one replica runs (exclusive).
+func purgeUploads(blobs storage.BlobStore, meta metadata.Store, maxIdle time.Duration, log *slog.Logger) func(context.Context) {
+	return func(ctx context.Context) {
 		before := time.Now().Add(-maxIdle)
 		n, err := blobs.PurgeUploads(ctx, before)
 		if err != nil {
@@ -178,11 +204,6 @@ func purgeUploads(ctx context.Context, blobs storage.BlobStore, meta metadata.St
 					u.Close()
 				}
 			}
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
 		}
 	}
 }

@@ -20,6 +20,9 @@ var (
 	ErrDigestMismatch = errors.New("content does not match digest")
 	// ErrOffset reports a chunk that does not start where the upload ends.
 	ErrOffset = errors.New("chunk does not continue the upload")
+	// ErrUnavailable reports that the storage could not be reached (object storage down or
+	// unreachable): nothing was made visible, and the request may be tried again.
+	ErrUnavailable = errors.New("blob storage unavailable")
 	// ErrInsufficientSpace reports that a write would leave less free space than the floor
 	// berth keeps (min_free_space).
 	ErrInsufficientSpace = errors.New("not enough free disk space")

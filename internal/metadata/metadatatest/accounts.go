@@ -31,6 +31,7 @@ func RunAccounts(t *testing.T, open func(t *testing.T) metadata.Accounts) {
 	t.Run("ConcurrentCreateSetting", s.concurrentCreateSetting)
 	t.Run("ConcurrentCreateAccount", s.concurrentCreateAccount)
 	t.Run("ConcurrentAddGrant", s.concurrentAddGrant)
+	t.Run("AuthVersion", s.authVersion)
 }
 
 type accountsSuite struct {
@@ -589,4 +590,51 @@ func (s accountsSuite) concurrentAddGrant(t *testing.T) {
 		}
 	}
 	wantGrants(t, st, fmt.Sprintf("user:alice team/* %v", append(want, "pull")))
+}
+
+// authVersion: every change to accounts or grants moves the version; reads, settings and refresh
+// tokens do not.
+func (s accountsSuite) authVersion(t *testing.T) {
+	st := s.open(t)
+	version := func() int64 {
+		t.Helper()
+		v, err := st.AuthVersion(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	last := version()
+	step := func(what string, moves bool, change func() error) {
+		t.Helper()
+		if err := change(); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		v := version()
+		if moved := v != last; moved != moves {
+			t.Errorf("%s: version %d -> %d; want moved=%v", what, last, v, moves)
+		}
+		last = v
+	}
+	a := &metadata.Account{Name: "ver", Kind: metadata.KindUser, Secret: "h1"}
+	step("create account", true, func() error { return st.CreateAccount(ctx, a) })
+	step("read accounts", false, func() error { _, err := st.ListAccounts(ctx, ""); return err })
+	step("update account", true, func() error {
+		b := *a
+		b.Groups = []string{"dev"}
+		return st.UpdateAccount(ctx, &b)
+	})
+	step("add grant", true, func() error {
+		return st.AddGrant(ctx, metadata.Grant{Subject: "user:ver", Pattern: "team/*", Actions: []string{"pull", "push"}})
+	})
+	step("add to a grant", true, func() error {
+		return st.AddGrant(ctx, metadata.Grant{Subject: "user:ver", Pattern: "team/*", Actions: []string{"delete"}})
+	})
+	step("revoke part of a grant", true, func() error { return st.RevokeGrant(ctx, "user:ver", "team/*", "push") })
+	step("setting", false, func() error { return st.SetSetting(ctx, "k", []byte("v")) })
+	step("refresh token", false, func() error {
+		return st.CreateRefreshToken(ctx, "rt", "ver", time.Now().Add(time.Hour))
+	})
+	step("revoke the grant", true, func() error { return st.RevokeGrant(ctx, "user:ver", "team/*") })
+	step("delete account", true, func() error { return st.DeleteAccount(ctx, "ver") })
 }

@@ -227,6 +227,13 @@ func (s *Store) Grants(ctx context.Context) ([]metadata.Grant, error) {
 	return out, rows.Err()
 }
 
+// AuthVersion implements metadata.Accounts: triggers bump it (migration 007).
+func (s *Store) AuthVersion(ctx context.Context) (int64, error) {
+	var v int64
+	err := s.r.QueryRowContext(ctx, `SELECT version FROM auth_version WHERE id = 1`).Scan(&v)
+	return v, err
+}
+
 // CreateRefreshToken implements metadata.Accounts.
 func (s *Store) CreateRefreshToken(ctx context.Context, hash, account string, expires time.Time) error {
 	return s.write(ctx, func(tx *sql.Tx) error {

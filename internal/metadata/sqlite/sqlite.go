@@ -182,3 +182,9 @@ func (q *queries) close() error {
 	}
 	return errors.Join(errs...)
 }
+
+// Ping reports whether the database answers a query.
+func (s *Store) Ping(ctx context.Context) error {
+	var one int
+	return s.r.QueryRowContext(ctx, "SELECT 1").Scan(&one)
+}

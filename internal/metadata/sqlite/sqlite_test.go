@@ -45,6 +45,10 @@ func TestAccountsConformance(t *testing.T) {
 	metadatatest.RunAccounts(t, func(t *testing.T) metadata.Accounts { return open(t).(*Store) })
 }
 
+func TestLeasesConformance(t *testing.T) {
+	metadatatest.RunLeases(t, func(t *testing.T) metadata.Leases { return open(t).(*Store) })
+}
+
 // fill stores one of everything.
 func fill(t *testing.T, s metadata.Store) *metadata.NewManifest {
 	t.Helper()
@@ -290,6 +294,9 @@ func TestMigration005Backfill(t *testing.T) {
 	// As a database of version 4 had it: no table of declared blobs, a manifest stored.
 	for _, q := range []string{
 		`DROP INDEX repo_blobs_digest`, `DROP TABLE cache_expected`,
+		// and none of what later migrations add
+		`DROP TABLE leases`, `DROP TRIGGER accounts_insert`, `DROP TRIGGER accounts_update`, `DROP TRIGGER accounts_delete`,
+		`DROP TRIGGER grants_insert`, `DROP TRIGGER grants_update`, `DROP TRIGGER grants_delete`, `DROP TABLE auth_version`,
 		`INSERT INTO repositories (name, created) VALUES ('docker-hub/library/app', 0)`,
 		`INSERT INTO manifests (repo_id, digest, media_type, artifact_type, content, created)
 		 VALUES ((SELECT id FROM repositories WHERE name = 'docker-hub/library/app'), 'sha256:x', '` + oci.MediaTypeImageManifest + `', '', CAST('` + content + `' AS BLOB), 0)`,

@@ -254,3 +254,23 @@ func validID(id string) bool {
 	}
 	return true
 }
+
+// Ping reports whether the store's directory can be read: a disk that went away, or a mount that
+// went stale, makes berth unready (/readyz).
+func (s *Store) Ping(context.Context) error { return ping(s.root) }
+
+// Ping is Store.Ping for the encrypted store.
+func (s *EncryptedStore) Ping(context.Context) error { return ping(s.root) }
+
+func ping(root string) error {
+	d, err := os.Open(filepath.Join(root, "blobs"))
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	_, err = d.Readdirnames(1)
+	if err == io.EOF {
+		err = nil
+	}
+	return err
+}

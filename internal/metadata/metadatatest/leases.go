@@ -1,0 +1,83 @@
+package metadatatest
+
+import (
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/berth/berth/internal/metadata"
+)
+
+// RunLeases runs the suite of metadata.Leases. open returns a new, empty store.
+func RunLeases(t *testing.T, open func(t *testing.T) metadata.Leases) {
+	t.Run("AcquireRenewRelease", func(t *testing.T) {
+		st := open(t)
+		acquire := func(holder string, ttl time.Duration, want bool) {
+			t.Helper()
+			got, err := st.AcquireLease(ctx, "purge", holder, ttl)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != want {
+				t.Fatalf("AcquireLease(purge, %s) = %v, want %v", holder, got, want)
+			}
+		}
+		acquire("a", time.Minute, true)
+		acquire("b", time.Minute, false) // a holds it
+		acquire("a", time.Minute, true)  // renewed
+		if got, err := st.AcquireLease(ctx, "gc", "b", time.Minute); err != nil || !got {
+			t.Fatalf("another lease's name: %v, %v", got, err)
+		}
+		if err := st.ReleaseLease(ctx, "purge", "b"); err != nil { // not b's: nothing happens
+			t.Fatal(err)
+		}
+		acquire("b", time.Minute, false)
+		if err := st.ReleaseLease(ctx, "purge", "a"); err != nil {
+			t.Fatal(err)
+		}
+		acquire("b", time.Minute, true)
+	})
+	t.Run("Expiry", func(t *testing.T) {
+		st := open(t)
+		if got, err := st.AcquireLease(ctx, "purge", "a", 50*time.Millisecond); err != nil || !got {
+			t.Fatalf("first: %v, %v", got, err)
+		}
+		if got, _ := st.AcquireLease(ctx, "purge", "b", time.Minute); got {
+			t.Fatal("b took a lease that had not expired")
+		}
+		time.Sleep(100 * time.Millisecond)
+		if got, err := st.AcquireLease(ctx, "purge", "b", time.Minute); err != nil || !got {
+			t.Fatalf("b after a's lease expired: %v, %v", got, err)
+		}
+		if got, _ := st.AcquireLease(ctx, "purge", "a", time.Minute); got {
+			t.Fatal("a took its expired lease back from b")
+		}
+	})
+	t.Run("Concurrent", func(t *testing.T) {
+		st := open(t)
+		const n = 16
+		var wg sync.WaitGroup
+		won := make(chan string, n)
+		for i := range n {
+			wg.Go(func() {
+				holder := string(rune('a' + i))
+				got, err := st.AcquireLease(ctx, "purge", holder, time.Minute)
+				if err != nil {
+					t.Error(err)
+				}
+				if got {
+					won <- holder
+				}
+			})
+		}
+		wg.Wait()
+		close(won)
+		var winners []string
+		for h := range won {
+			winners = append(winners, h)
+		}
+		if len(winners) != 1 {
+			t.Fatalf("%d holders at once: %q", len(winners), winners)
+		}
+	})
+}

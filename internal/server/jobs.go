@@ -1,0 +1,57 @@
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/berth/berth/internal/metadata"
+)
+
+// holderID names this process among the replicas that share a metadata store: the host, the
+// process and a random part (a restarted container may get the same host name and PID).
+func holderID() string {
+	host, _ := os.Hostname()
+	var b [4]byte
+	rand.Read(b[:])
+	return fmt.Sprintf("%s/%d/%s", host, os.Getpid(), hex.EncodeToString(b[:]))
+}
+
+// exclusive runs job every period on whichever one of the replicas holds the lease name. The
+// lease lasts two periods and is renewed at each run, so the holder keeps it while it lives;
+// when it dies, another replica takes over within two periods. On the way out (ctx done) the
+// holder gives the lease up, so that another replica need not wait for it to expire.
+func exclusive(ctx context.Context, leases metadata.Leases, name, holder string, period time.Duration, log *slog.Logger, job func(context.Context)) {
+	tick := time.NewTicker(period)
+	defer tick.Stop()
+	held := false
+	for {
+		got, err := leases.AcquireLease(ctx, name, holder, 2*period)
+		switch {
+		case err != nil && ctx.Err() == nil:
+			log.Warn("background job: taking its lease", "job", name, "err", err)
+		case got:
+			if !held {
+				log.Debug("background job: this replica runs it", "job", name)
+			}
+			held = true
+			job(ctx)
+		default:
+			held = false
+		}
+		select {
+		case <-ctx.Done():
+			if held {
+				rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+				leases.ReleaseLease(rctx, name, holder)
+				cancel()
+			}
+			return
+		case <-tick.C:
+		}
+	}
+}
