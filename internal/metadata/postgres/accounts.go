@@ -75,7 +75,7 @@ func scanAccount(row pgx.Row) (*metadata.Account, error) {
 
 // Account implements metadata.Accounts.
 func (s *Store) Account(ctx context.Context, name string) (*metadata.Account, error) {
-	a, err := scanAccount(s.pool.QueryRow(ctx, `SELECT `+accountCols+` FROM accounts WHERE name = $1`, name))
+	a, err := scanAccount(s.queryRow(ctx, `SELECT `+accountCols+` FROM accounts WHERE name = $1`, name))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, fmt.Errorf("account %s: %w", name, metadata.ErrNotFound)
 	}
@@ -84,7 +84,7 @@ func (s *Store) Account(ctx context.Context, name string) (*metadata.Account, er
 
 // ListAccounts implements metadata.Accounts.
 func (s *Store) ListAccounts(ctx context.Context, kind string) ([]metadata.Account, error) {
-	rows, err := s.pool.Query(ctx, `SELECT `+accountCols+` FROM accounts WHERE $1 = '' OR kind = $1 ORDER BY name`, kind)
+	rows, err := s.query(ctx, `SELECT `+accountCols+` FROM accounts WHERE $1 = '' OR kind = $1 ORDER BY name`, kind)
 	if err != nil {
 		return nil, err
 	}
@@ -97,7 +97,7 @@ func (s *Store) ListAccounts(ctx context.Context, kind string) ([]metadata.Accou
 		}
 		out = append(out, *a)
 	}
-	return out, rows.Err()
+	return out, mapError(rows.Err())
 }
 
 // UpdateAccount implements metadata.Accounts.
@@ -139,7 +139,7 @@ func (s *Store) DeleteAccount(ctx context.Context, name string) error {
 // CountAccounts implements metadata.Accounts.
 func (s *Store) CountAccounts(ctx context.Context) (int, error) {
 	var n int
-	err := s.pool.QueryRow(ctx, `SELECT count(*) FROM accounts`).Scan(&n)
+	err := s.queryRow(ctx, `SELECT count(*) FROM accounts`).Scan(&n)
 	return n, err
 }
 
@@ -180,7 +180,7 @@ func (s *Store) RevokeGrant(ctx context.Context, subject, pattern string, action
 
 // Grants implements metadata.Accounts.
 func (s *Store) Grants(ctx context.Context) ([]metadata.Grant, error) {
-	rows, err := s.pool.Query(ctx, `SELECT subject, pattern, actions, created FROM grants ORDER BY subject, pattern`)
+	rows, err := s.query(ctx, `SELECT subject, pattern, actions, created FROM grants ORDER BY subject, pattern`)
 	if err != nil {
 		return nil, err
 	}
@@ -193,7 +193,15 @@ func (s *Store) Grants(ctx context.Context) ([]metadata.Grant, error) {
 		}
 		out = append(out, g)
 	}
-	return out, rows.Err()
+	return out, mapError(rows.Err())
+}
+
+// AuthVersion implements metadata.Accounts: triggers on accounts and grants bump it as a change
+// commits (migration 007).
+func (s *Store) AuthVersion(ctx context.Context) (int64, error) {
+	var v int64
+	err := s.queryRow(ctx, `SELECT version FROM auth_version WHERE id = 1`).Scan(&v)
+	return v, err
 }
 
 // CreateRefreshToken implements metadata.Accounts.
@@ -213,7 +221,7 @@ func (s *Store) CreateRefreshToken(ctx context.Context, hash, account string, ex
 // RefreshToken implements metadata.Accounts.
 func (s *Store) RefreshToken(ctx context.Context, hash string) (string, error) {
 	var account string
-	err := s.pool.QueryRow(ctx, `SELECT account FROM refresh_tokens WHERE hash = $1 AND expires > $2`, hash, now()).Scan(&account)
+	err := s.queryRow(ctx, `SELECT account FROM refresh_tokens WHERE hash = $1 AND expires > $2`, hash, now()).Scan(&account)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return "", fmt.Errorf("refresh token: %w", metadata.ErrNotFound)
 	}
@@ -223,7 +231,7 @@ func (s *Store) RefreshToken(ctx context.Context, hash string) (string, error) {
 // Setting implements metadata.Accounts.
 func (s *Store) Setting(ctx context.Context, key string) ([]byte, error) {
 	var v []byte
-	err := s.pool.QueryRow(ctx, `SELECT value FROM settings WHERE key = $1`, key).Scan(&v)
+	err := s.queryRow(ctx, `SELECT value FROM settings WHERE key = $1`, key).Scan(&v)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, fmt.Errorf("setting %s: %w", key, metadata.ErrNotFound)
 	}

@@ -10,12 +10,15 @@ import (
 	"embed"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"math/rand/v2"
+	"net"
 	"path"
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -53,7 +56,7 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 	}
 	if err := migrate(ctx, pool); err != nil {
 		pool.Close()
-		return nil, fmt.Errorf("metadata: %w", err)
+		return nil, fmt.Errorf("metadata: %w", mapError(err))
 	}
 	return &Store{pool: pool}, nil
 }
@@ -156,10 +159,40 @@ func (s *Store) write(ctx context.Context, fn func(tx pgx.Tx) error) error {
 	}
 }
 
-// exec runs one statement, which is a transaction of its own.
+// exec runs one statement, which is a transaction of its own; again, as write does, when
+// PostgreSQL aborted it for a deadlock.
 func (s *Store) exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
-	tag, err := s.pool.Exec(ctx, sql, args...)
-	return tag, mapError(err)
+	for attempt := 1; ; attempt++ {
+		tag, err := s.pool.Exec(ctx, sql, args...)
+		if err == nil || attempt == maxAttempts || !retryable(err) {
+			return tag, mapError(err)
+		}
+		select {
+		case <-ctx.Done():
+			return tag, ctx.Err()
+		case <-time.After(time.Duration(attempt*(1+rand.IntN(4))) * time.Millisecond):
+		}
+	}
+}
+
+// queryRow is pool.QueryRow whose Scan maps errors as mapError does.
+func (s *Store) queryRow(ctx context.Context, sql string, args ...any) pgx.Row {
+	return mappedRow{s.pool.QueryRow(ctx, sql, args...)}
+}
+
+type mappedRow struct{ pgx.Row }
+
+func (r mappedRow) Scan(dest ...any) error { return mapError(r.Row.Scan(dest...)) }
+
+// query is pool.Query with its error mapped as mapError does.
+func (s *Store) query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
+	rows, err := s.pool.Query(ctx, sql, args...)
+	return rows, mapError(err)
+}
+
+// Ping reports whether the database answers; metadata.ErrUnavailable when it does not.
+func (s *Store) Ping(ctx context.Context) error {
+	return mapError(s.pool.Ping(ctx))
 }
 
 // SQLSTATE codes (PostgreSQL, Appendix A).
@@ -168,6 +201,10 @@ const (
 	deadlockDetected     = "40P01"
 	foreignKeyViolation  = "23503"
 	diskFull             = "53100"
+	tooManyConnections   = "53300"
+	adminShutdown        = "57P01"
+	crashShutdown        = "57P02"
+	cannotConnectNow     = "57P03"
 )
 
 func sqlState(err error) string {
@@ -186,13 +223,36 @@ func retryable(err error) bool {
 	return errors.Is(err, errRetry)
 }
 
-// mapError marks a full disk as metadata.ErrFull: PostgreSQL rolled the transaction back, so
-// nothing of it was written.
+// mapError marks a full disk as metadata.ErrFull, and a database that cannot be reached (down,
+// restarting, out of connections, the network between) as metadata.ErrUnavailable: in both
+// cases PostgreSQL rolled the transaction back, or never began it, so nothing of it was written.
 func mapError(err error) error {
-	if sqlState(err) == diskFull {
+	switch {
+	case err == nil, errors.Is(err, pgx.ErrNoRows):
+		return err
+	case sqlState(err) == diskFull:
 		return fmt.Errorf("%w: %v", metadata.ErrFull, err)
+	case unavailable(err):
+		return fmt.Errorf("%w: %v", metadata.ErrUnavailable, err)
 	}
 	return err
+}
+
+func unavailable(err error) bool {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return false // the caller gave up: the database may be fine
+	}
+	if code := sqlState(err); code != "" {
+		switch code {
+		case tooManyConnections, adminShutdown, crashShutdown, cannotConnectNow:
+			return true
+		}
+		return strings.HasPrefix(code, "08") // connection exceptions
+	}
+	var ce *pgconn.ConnectError
+	var ne net.Error
+	return errors.As(err, &ce) || errors.As(err, &ne) || errors.Is(err, pgconn.ErrConnClosed) ||
+		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET)
 }
 
 // now is the time the store records for "now": the replica's clock, as the times callers pass

@@ -44,6 +44,9 @@ func TestConformance(t *testing.T) {
 	t.Run("Accounts", func(t *testing.T) {
 		metadatatest.RunAccounts(t, func(t *testing.T) metadata.Accounts { return open(t) })
 	})
+	t.Run("Leases", func(t *testing.T) {
+		metadatatest.RunLeases(t, func(t *testing.T) metadata.Leases { return open(t) })
+	})
 }
 
 // fill stores one of everything.

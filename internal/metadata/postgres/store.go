@@ -54,7 +54,7 @@ func (s *Store) LinkBlob(ctx context.Context, repo string, d oci.Digest, size in
 // BlobSize implements metadata.Store.
 func (s *Store) BlobSize(ctx context.Context, repo string, d oci.Digest) (int64, error) {
 	var size int64
-	err := s.pool.QueryRow(ctx, `SELECT b.size FROM repositories r JOIN repo_blobs b ON b.repo_id = r.id
+	err := s.queryRow(ctx, `SELECT b.size FROM repositories r JOIN repo_blobs b ON b.repo_id = r.id
 		WHERE r.name = $1 AND b.digest = $2`, repo, d.String()).Scan(&size)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return 0, fmt.Errorf("%s@%s: %w", repo, d, metadata.ErrNotFound)
@@ -237,7 +237,7 @@ func (s *Store) GetManifest(ctx context.Context, repo, reference string) (*metad
 		dgst                 string
 		subject, annotations *string
 	)
-	err := s.pool.QueryRow(ctx, query, repo, reference).Scan(&dgst, &m.MediaType, &m.ArtifactType,
+	err := s.queryRow(ctx, query, repo, reference).Scan(&dgst, &m.MediaType, &m.ArtifactType,
 		&subject, &annotations, &m.Content, &m.Created)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, fmt.Errorf("%s:%s: %w", repo, reference, metadata.ErrNotFound)
@@ -274,7 +274,7 @@ func (s *Store) DeleteTag(ctx context.Context, repo, tag string) error {
 // Tags implements metadata.Store.
 func (s *Store) Tags(ctx context.Context, repo string, p metadata.Page) ([]string, bool, error) {
 	var id int64
-	err := s.pool.QueryRow(ctx, `SELECT id FROM repositories WHERE name = $1`, repo).Scan(&id)
+	err := s.queryRow(ctx, `SELECT id FROM repositories WHERE name = $1`, repo).Scan(&id)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, false, fmt.Errorf("%s: %w", repo, metadata.ErrRepoUnknown)
 	}
@@ -308,13 +308,13 @@ func (s *Store) page(ctx context.Context, query string, p metadata.Page, args ..
 		l := int64(p.N) + 1
 		limit = &l
 	}
-	rows, err := s.pool.Query(ctx, query, append(args, limit)...)
+	rows, err := s.query(ctx, query, append(args, limit)...)
 	if err != nil {
 		return nil, false, err
 	}
 	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
 	if err != nil {
-		return nil, false, err
+		return nil, false, mapError(err)
 	}
 	if names == nil {
 		names = []string{}
@@ -335,7 +335,7 @@ func (s *Store) Referrers(ctx context.Context, repo string, d oci.Digest, artifa
 		query += ` AND m.artifact_type = $3`
 		args = append(args, artifactType)
 	}
-	rows, err := s.pool.Query(ctx, query+` ORDER BY m.digest`, args...)
+	rows, err := s.query(ctx, query+` ORDER BY m.digest`, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -358,13 +358,13 @@ func (s *Store) Referrers(ctx context.Context, repo string, d oci.Digest, artifa
 		}
 		out = append(out, desc)
 	}
-	return out, rows.Err()
+	return out, mapError(rows.Err())
 }
 
 // ExpectedBlob implements metadata.Store.
 func (s *Store) ExpectedBlob(ctx context.Context, repo string, d oci.Digest) (int64, error) {
 	var size int64
-	err := s.pool.QueryRow(ctx, `SELECT e.size FROM repositories r JOIN cache_expected e ON e.repo_id = r.id
+	err := s.queryRow(ctx, `SELECT e.size FROM repositories r JOIN cache_expected e ON e.repo_id = r.id
 		WHERE r.name = $1 AND e.digest = $2`, repo, d.String()).Scan(&size)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return 0, fmt.Errorf("%s@%s: %w", repo, d, metadata.ErrNotFound)
@@ -376,7 +376,7 @@ func (s *Store) ExpectedBlob(ctx context.Context, repo string, d oci.Digest) (in
 // are no wildcards, as they would be in LIKE.
 func (s *Store) LinkedUnder(ctx context.Context, d oci.Digest, prefix string, except []string) (bool, error) {
 	var yes bool
-	err := s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM repo_blobs b JOIN repositories r ON r.id = b.repo_id
+	err := s.queryRow(ctx, `SELECT EXISTS (SELECT 1 FROM repo_blobs b JOIN repositories r ON r.id = b.repo_id
 		WHERE b.digest = $1 AND starts_with(r.name, $2)
 		AND NOT EXISTS (SELECT 1 FROM unnest($3::text[]) AS e WHERE starts_with(r.name, e)))`,
 		d.String(), prefix, except).Scan(&yes)
@@ -386,7 +386,7 @@ func (s *Store) LinkedUnder(ctx context.Context, d oci.Digest, prefix string, ex
 // TagChecked implements metadata.Store.
 func (s *Store) TagChecked(ctx context.Context, repo, tag string) (time.Time, error) {
 	var t time.Time
-	err := s.pool.QueryRow(ctx, `SELECT c.checked FROM repositories r JOIN tag_checks c ON c.repo_id = r.id
+	err := s.queryRow(ctx, `SELECT c.checked FROM repositories r JOIN tag_checks c ON c.repo_id = r.id
 		WHERE r.name = $1 AND c.tag = $2`, repo, tag).Scan(&t)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return time.Time{}, fmt.Errorf("%s:%s: %w", repo, tag, metadata.ErrNotFound)
@@ -417,7 +417,7 @@ func (s *Store) CreateUpload(ctx context.Context, repo, id string) error {
 // UploadRepo implements metadata.Store.
 func (s *Store) UploadRepo(ctx context.Context, id string) (string, error) {
 	var repo string
-	err := s.pool.QueryRow(ctx, `SELECT repo FROM uploads WHERE id = $1`, id).Scan(&repo)
+	err := s.queryRow(ctx, `SELECT repo FROM uploads WHERE id = $1`, id).Scan(&repo)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return "", fmt.Errorf("upload %s: %w", id, metadata.ErrNotFound)
 	}
@@ -426,11 +426,12 @@ func (s *Store) UploadRepo(ctx context.Context, id string) (string, error) {
 
 // UploadsBefore implements metadata.Store.
 func (s *Store) UploadsBefore(ctx context.Context, t time.Time) ([]string, error) {
-	rows, err := s.pool.Query(ctx, `SELECT id FROM uploads WHERE created < $1 ORDER BY created`, t)
+	rows, err := s.query(ctx, `SELECT id FROM uploads WHERE created < $1 ORDER BY created`, t)
 	if err != nil {
 		return nil, err
 	}
-	return pgx.CollectRows(rows, pgx.RowTo[string])
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	return ids, mapError(err)
 }
 
 // DeleteUpload implements metadata.Store.
