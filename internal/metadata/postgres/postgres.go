@@ -31,7 +31,7 @@ import (
 //go:embed migrations/*.sql
 var migrationFiles embed.FS
 
-// Store is a metadata.Store and metadata.Accounts in a PostgreSQL database.
+// Store is a metadata.Store, metadata.Accounts and metadata.Leases in a PostgreSQL database.
 type Store struct {
 	pool *pgxpool.Pool
 }
