@@ -20,6 +20,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/berth/berth/internal/enginetest"
 )
 
 var (
@@ -46,7 +48,7 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	code := m.Run()
+	code := enginetest.Run(m) // stops the PostgreSQL and S3 servers that TestReplicas started
 	os.RemoveAll(binDir)
 	os.Exit(code)
 }

@@ -4,6 +4,9 @@
 //	cmd -> server -> registry -> storage, metadata -> oci
 //	                             storage/<backend> -> storage, oci
 //	                             metadata/<backend> -> metadata, oci
+//
+// enginetest (the outside engines that backends' tests run against) depends on no berth package,
+// and only tests import it.
 package internal_test
 
 import (
@@ -81,7 +84,7 @@ func under(p, dir string) bool { return p == dir || strings.HasPrefix(p, dir+"/"
 func TestDependencies(t *testing.T) {
 	pkgs := listPackages(t)
 	for _, want := range []string{"internal/oci", "internal/storage", "internal/storage/fs",
-		"internal/metadata", "internal/metadata/sqlite", "internal/registry", "internal/server", "cmd/berth"} {
+		"internal/metadata", "internal/metadata/sqlite", "internal/metadata/postgres", "internal/enginetest", "internal/registry", "internal/server", "cmd/berth"} {
 		if _, ok := pkgs[want]; !ok {
 			t.Fatalf("go list did not report %s; it reported %v", want, slices.Sorted(func(yield func(string) bool) {
 				for k := range pkgs {
@@ -96,7 +99,7 @@ func TestDependencies(t *testing.T) {
 	// allowed says which berth packages p may depend on (transitively); nil means any.
 	allowed := func(p string) func(dep string) bool {
 		switch {
-		case p == "internal/oci":
+		case p == "internal/oci", p == "internal/enginetest":
 			return func(string) bool { return false }
 		case p == "internal/storage":
 			return func(d string) bool { return d == "internal/oci" }
@@ -140,12 +143,18 @@ func TestDependencies(t *testing.T) {
 		suite := func(d string) bool {
 			return d == "internal/storage/storagetest" && under(name, "internal/storage") ||
 				d == "internal/metadata/metadatatest" && under(name, "internal/metadata") ||
-				d == "internal/enginetest" && (under(name, "internal/storage") || under(name, "internal/metadata"))
+				d == "internal/enginetest"
 		}
 		for _, d := range slices.Concat(p.TestImports, p.XTestImports) {
 			if d != name && !ok(d) && !suite(d) {
 				t.Errorf("the tests of %s import %s", name, d)
 			}
+		}
+	}
+	// Only tests run engines.
+	for name, p := range pkgs {
+		if slices.Contains(p.Deps, "internal/enginetest") {
+			t.Errorf("%s depends on internal/enginetest, which only tests may import", name)
 		}
 	}
 	// And nothing, tests included, imports a command.

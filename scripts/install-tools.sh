@@ -10,7 +10,9 @@ export GOBIN="$PWD/.tools/bin"
 mkdir -p "$GOBIN"
 
 # haproxy: the load balancer in front of the replicas (e2e TestReplicas).
-apt_pkgs=(skopeo haproxy)
+# postgresql-15: the PostgreSQL metadata store's tests start a server of their own
+# (internal/enginetest), from /usr/lib/postgresql/15/bin.
+apt_pkgs=(skopeo haproxy postgresql-15)
 if [ "${1:-}" = "--bench" ]; then apt_pkgs+=(docker-registry wrk); fi
 missing=()
 for p in "${apt_pkgs[@]}"; do

@@ -1,5 +1,3 @@
-// Package enginetest starts the real servers that berth's backends are tested against, once per
-// test binary, and gives each test a fresh, private part of them.
 package enginetest
 
 import (
@@ -162,6 +160,7 @@ func startVersity() {
 		return
 	}
 	versity.cmd, versity.exited, versity.url, versity.err = runVersity(bin, versity.dir)
+	atExit(StopS3)
 }
 
 // findVersity looks on PATH, then in .tools/bin of the module this test runs in.

@@ -101,7 +101,8 @@ type Store interface {
 	// TagChecked returns when the pull-through cache last confirmed tag with the upstream;
 	// ErrNotFound if never.
 	TagChecked(ctx context.Context, repo, tag string) (time.Time, error)
-	// SetTagChecked records that the cache confirmed tag with the upstream at t.
+	// SetTagChecked records that the cache confirmed tag with the upstream at t. A backend that
+	// keeps microseconds rounds t up, so that TagChecked never reports a check older than it was.
 	SetTagChecked(ctx context.Context, repo, tag string, t time.Time) error
 
 	// CreateUpload records an upload session of repo.

@@ -10,6 +10,7 @@ import (
 	"github.com/berth/berth/internal/config"
 	"github.com/berth/berth/internal/crypt"
 	"github.com/berth/berth/internal/metadata"
+	"github.com/berth/berth/internal/metadata/postgres"
 	"github.com/berth/berth/internal/metadata/sqlite"
 	"github.com/berth/berth/internal/storage"
 	"github.com/berth/berth/internal/storage/s3"
@@ -29,7 +30,11 @@ type Metadata interface {
 func OpenMetadata(ctx context.Context, cfg config.Config, create bool) (Metadata, error) {
 	switch cfg.Metadata.Driver {
 	case "postgres":
-		return nil, fmt.Errorf("metadata.driver postgres: not in this build yet")
+		dsn, err := cfg.Metadata.DSN()
+		if err != nil {
+			return nil, err
+		}
+		return postgres.Open(ctx, dsn)
 	default:
 		db := filepath.Join(cfg.Data, "metadata.db")
 		if !create {

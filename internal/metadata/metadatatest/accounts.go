@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"sync"
 	"testing"
 	"time"
 
@@ -31,6 +30,7 @@ func RunAccounts(t *testing.T, open func(t *testing.T) metadata.Accounts) {
 	t.Run("Settings", s.settings)
 	t.Run("ConcurrentCreateSetting", s.concurrentCreateSetting)
 	t.Run("ConcurrentCreateAccount", s.concurrentCreateAccount)
+	t.Run("ConcurrentAddGrant", s.concurrentAddGrant)
 	t.Run("AuthVersion", s.authVersion)
 }
 
@@ -514,20 +514,17 @@ func (s accountsSuite) settings(t *testing.T) {
 	wantSetting("big", big)
 }
 
+// warmAccounts is a read for together.
+func warmAccounts(st metadata.Accounts) func() {
+	return func() { st.CountAccounts(ctx) }
+}
+
 func (s accountsSuite) concurrentCreateSetting(t *testing.T) {
 	st := s.open(t)
 	const n = 16
-	var wg sync.WaitGroup
-	errs := make([]error, n)
-	start := make(chan struct{})
-	for i := range n {
-		wg.Go(func() {
-			<-start
-			errs[i] = st.CreateSetting(ctx, "token_signing_keys", fmt.Appendf(nil, "value %d", i))
-		})
-	}
-	close(start)
-	wg.Wait()
+	errs := together(n, warmAccounts(st), func(i int) error {
+		return st.CreateSetting(ctx, "token_signing_keys", fmt.Appendf(nil, "value %d", i))
+	})
 	winner := -1
 	for i, err := range errs {
 		switch {
@@ -551,17 +548,9 @@ func (s accountsSuite) concurrentCreateSetting(t *testing.T) {
 func (s accountsSuite) concurrentCreateAccount(t *testing.T) {
 	st := s.open(t)
 	const n = 16
-	var wg sync.WaitGroup
-	errs := make([]error, n)
-	start := make(chan struct{})
-	for i := range n {
-		wg.Go(func() {
-			<-start
-			errs[i] = st.CreateAccount(ctx, &metadata.Account{Name: "admin", Kind: metadata.KindUser, Secret: fmt.Sprint(i)})
-		})
-	}
-	close(start)
-	wg.Wait()
+	errs := together(n, warmAccounts(st), func(i int) error {
+		return st.CreateAccount(ctx, &metadata.Account{Name: "admin", Kind: metadata.KindUser, Secret: fmt.Sprint(i)})
+	})
 	winner := -1
 	for i, err := range errs {
 		switch {
@@ -582,6 +571,25 @@ func (s accountsSuite) concurrentCreateAccount(t *testing.T) {
 	if n, err := st.CountAccounts(ctx); err != nil || n != 1 {
 		t.Errorf("CountAccounts = %d, %v; want 1", n, err)
 	}
+}
+
+// Grants of different actions to one subject on one pattern at once all count.
+func (s accountsSuite) concurrentAddGrant(t *testing.T) {
+	st := s.open(t)
+	const n = 16
+	var want []string
+	for i := range n {
+		want = append(want, fmt.Sprintf("action%02d", i))
+	}
+	errs := together(n, warmAccounts(st), func(i int) error {
+		return st.AddGrant(ctx, metadata.Grant{Subject: "user:alice", Pattern: "team/*", Actions: []string{want[i], "pull"}})
+	})
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("AddGrant %d: %v", i, err)
+		}
+	}
+	wantGrants(t, st, fmt.Sprintf("user:alice team/* %v", append(want, "pull")))
 }
 
 // authVersion: every change to accounts or grants moves the version; reads, settings and refresh

@@ -49,6 +49,8 @@ func Run(t *testing.T, open func(t *testing.T) metadata.Store) {
 	t.Run("UploadsBefore", s.uploadsBefore)
 	t.Run("ConcurrentPutManifestSameTag", s.concurrentPutManifestSameTag)
 	t.Run("ConcurrentNewRepository", s.concurrentNewRepository)
+	t.Run("ConcurrentFirstPushes", s.concurrentFirstPushes)
+	t.Run("ConcurrentPushDeleteManifest", s.concurrentPushDeleteManifest)
 }
 
 type suite struct {
@@ -579,6 +581,9 @@ func checkPages(t *testing.T, what string, want []string, list func(metadata.Pag
 			j++
 		}
 		wantStrings(t, fmt.Sprintf("%s(last=%q)", what, before), p, want[j:])
+		// A last that no name can be (a client's query string may say anything) sorts as bytes.
+		p, _ = page(metadata.Page{N: -1, Last: w + "\x00"})
+		wantStrings(t, fmt.Sprintf("%s(last=%q)", what, w+"\x00"), p, want[i+1:])
 		p, more := page(metadata.Page{N: 1, Last: w})
 		if i+1 < len(want) {
 			wantStrings(t, fmt.Sprintf("%s(n=1, last=%q)", what, w), p, want[i+1:i+2])
@@ -833,6 +838,34 @@ func (s suite) uploadsBefore(t *testing.T) {
 	wantStrings(t, "UploadsBefore(after a delete)", list(time.Now().Add(time.Hour)), []string{"a2", "b1"})
 }
 
+// together runs fn(0) to fn(n-1) in goroutines released at one moment, and returns their errors.
+// Each first calls warm (a read) and all wait until every one has: a backend with a pool opens its
+// connections when they are first needed, and without this the first writer would be done before
+// the others had a connection, so that nothing raced.
+func together(n int, warm func(), fn func(i int) error) []error {
+	errs := make([]error, n)
+	var ready, done sync.WaitGroup
+	ready.Add(n)
+	start := make(chan struct{})
+	for i := range n {
+		done.Go(func() {
+			warm()
+			ready.Done()
+			<-start
+			errs[i] = fn(i)
+		})
+	}
+	ready.Wait()
+	close(start)
+	done.Wait()
+	return errs
+}
+
+// warm is a read for together.
+func warm(st metadata.Store) func() {
+	return func() { st.UploadRepo(ctx, "warm-up") }
+}
+
 func (s suite) concurrentPutManifestSameTag(t *testing.T) {
 	st := s.open(t)
 	const n = 32
@@ -843,26 +876,19 @@ func (s suite) concurrentPutManifestSameTag(t *testing.T) {
 		ms[i] = image(t, st, "repo", fmt.Sprintf("m%d", i), "config")
 		pushed[ms[i].Digest] = true
 	}
-	var wg sync.WaitGroup
-	errs := make([]error, n)
-	start := make(chan struct{})
-	for i, m := range ms {
-		wg.Go(func() {
-			<-start
-			errs[i] = st.PutManifest(ctx, "repo", m, "latest", fmt.Sprintf("t%d", i))
-			if errs[i] == nil {
-				// Readers see a whole manifest whatever the writers do.
-				got, err := st.GetManifest(ctx, "repo", "latest")
-				if err != nil {
-					errs[i] = fmt.Errorf("GetManifest(latest) while pushing: %w", err)
-				} else if !pushed[got.Digest] || got.Digest != digest.FromBytes(got.Content) {
-					errs[i] = fmt.Errorf("GetManifest(latest) while pushing = %s", got.Digest)
-				}
-			}
-		})
-	}
-	close(start)
-	wg.Wait()
+	errs := together(n, warm(st), func(i int) error {
+		if err := st.PutManifest(ctx, "repo", ms[i], "latest", fmt.Sprintf("t%d", i)); err != nil {
+			return err
+		}
+		// Readers see a whole manifest whatever the writers do.
+		got, err := st.GetManifest(ctx, "repo", "latest")
+		if err != nil {
+			return fmt.Errorf("GetManifest(latest) while pushing: %w", err)
+		} else if !pushed[got.Digest] || got.Digest != digest.FromBytes(got.Content) {
+			return fmt.Errorf("GetManifest(latest) while pushing = %s", got.Digest)
+		}
+		return nil
+	})
 	for i, err := range errs {
 		if err != nil {
 			t.Errorf("PutManifest %d: %v", i, err)
@@ -886,13 +912,12 @@ func (s suite) concurrentPutManifestSameTag(t *testing.T) {
 func (s suite) concurrentNewRepository(t *testing.T) {
 	st := s.open(t)
 	const n = 16
-	var wg sync.WaitGroup
-	errs := make([]error, 2*n)
-	for i := range n {
-		wg.Go(func() { errs[i] = st.LinkBlob(ctx, "new/repo", dg(fmt.Sprint(i)), int64(i)) })
-		wg.Go(func() { errs[n+i] = st.CreateUpload(ctx, "new/repo", fmt.Sprintf("upload-%d", i)) })
-	}
-	wg.Wait()
+	errs := together(2*n, warm(st), func(i int) error {
+		if i%2 == 0 {
+			return st.LinkBlob(ctx, "new/repo", dg(fmt.Sprint(i/2)), int64(i/2))
+		}
+		return st.CreateUpload(ctx, "new/repo", fmt.Sprintf("upload-%d", i/2))
+	})
 	for i, err := range errs {
 		if err != nil {
 			t.Errorf("%d: %v", i, err)
@@ -910,25 +935,112 @@ func (s suite) concurrentNewRepository(t *testing.T) {
 	}
 }
 
+// Clients pushing whole images (blobs, then the manifest with a tag, the empty config provided by
+// the registry) to the same new repository at once all succeed, into one repository.
+func (s suite) concurrentFirstPushes(t *testing.T) {
+	st := s.open(t)
+	const n = 16
+	empty := metadata.BlobRef{Digest: oci.EmptyJSONDigest, Size: int64(len(oci.EmptyJSON))}
+	ms := make([]*metadata.NewManifest, n)
+	for i := range ms {
+		m := &metadata.NewManifest{Manifest: metadata.Manifest{
+			MediaType: oci.MediaTypeImageManifest,
+			Content:   []byte(fmt.Sprintf(`{"schemaVersion":2,"push":%d}`, i)),
+		}}
+		m.Digest = digest.FromBytes(m.Content)
+		m.Blobs = []oci.Digest{oci.EmptyJSONDigest, dg("shared layer"), dg(fmt.Sprint("layer ", i))}
+		m.Provided = []metadata.BlobRef{empty}
+		ms[i] = m
+	}
+	errs := together(n, warm(st), func(i int) error {
+		for _, b := range ms[i].Blobs[1:] {
+			if err := st.LinkBlob(ctx, "team/new", b, 5); err != nil {
+				return err
+			}
+		}
+		return st.PutManifest(ctx, "team/new", ms[i], fmt.Sprint("v", i), "latest")
+	})
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("push %d: %v", i, err)
+		}
+	}
+	names, _, err := st.Repositories(ctx, metadata.Page{N: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantStrings(t, "Repositories", names, []string{"team/new"})
+	for i, m := range ms {
+		wantSame(t, getManifest(t, st, "team/new", fmt.Sprint("v", i)), m)
+	}
+	if tags := tagsOf(t, st, "team/new"); len(tags) != n+1 {
+		t.Errorf("%d tags, want %d", len(tags), n+1)
+	}
+}
+
+// Pushes and deletes of the same manifest at once leave no tag pointing at nothing: every listed
+// tag resolves, whichever came last.
+func (s suite) concurrentPushDeleteManifest(t *testing.T) {
+	st := s.open(t)
+	const n = 16
+	m := image(t, st, "repo", "m", "config")
+	putManifest(t, st, "repo", m, "keep")
+	errs := together(2*n, warm(st), func(i int) error {
+		if i%2 == 0 {
+			return st.PutManifest(ctx, "repo", m, fmt.Sprint("t", i/2))
+		}
+		if err := st.DeleteManifest(ctx, "repo", m.Digest); !errors.Is(err, metadata.ErrNotFound) {
+			return err
+		}
+		return nil
+	})
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("%d: %v", i, err)
+		}
+	}
+	tags := tagsOf(t, st, "repo")
+	for _, tag := range tags {
+		if got, err := st.GetManifest(ctx, "repo", tag); err != nil || got.Digest != m.Digest {
+			t.Errorf("tag %s is listed, but GetManifest = %v, %v", tag, got, err)
+		}
+	}
+	if _, err := st.GetManifest(ctx, "repo", m.Digest.String()); err != nil && len(tags) > 0 {
+		t.Errorf("tags %q are listed, but the manifest is gone: %v", tags, err)
+	}
+}
+
 // tagChecks: the cache's record of when a tag was last confirmed upstream, per repository.
 func (s *suite) tagChecks(t *testing.T) {
 	st := s.open(t)
 	if _, err := st.TagChecked(ctx, "cache/a", "latest"); !errors.Is(err, metadata.ErrNotFound) {
 		t.Fatalf("TagChecked before any check: %v, want ErrNotFound", err)
 	}
+	// A backend that keeps microseconds rounds up: a check is never read as older than it was.
+	wantChecked := func(what string, want time.Time) {
+		t.Helper()
+		got, err := st.TagChecked(ctx, "cache/a", "latest")
+		if err != nil || got.Before(want) || got.Sub(want) >= time.Microsecond {
+			t.Fatalf("TagChecked %s = %v, %v; want %v, or less than a microsecond later", what, got, err, want)
+		}
+	}
 	first := time.Unix(1700000000, 123)
 	if err := st.SetTagChecked(ctx, "cache/a", "latest", first); err != nil {
 		t.Fatal(err)
 	}
-	if got, err := st.TagChecked(ctx, "cache/a", "latest"); err != nil || !got.Equal(first) {
-		t.Fatalf("TagChecked = %v, %v; want %v", got, err, first)
-	}
+	wantChecked("", first)
 	later := first.Add(time.Hour)
 	if err := st.SetTagChecked(ctx, "cache/a", "latest", later); err != nil {
 		t.Fatal(err)
 	}
-	if got, _ := st.TagChecked(ctx, "cache/a", "latest"); !got.Equal(later) {
-		t.Fatalf("TagChecked after update = %v, want %v", got, later)
+	wantChecked("after update", later)
+	// Whole microseconds are kept as they are.
+	exact := time.Unix(1700000000, 5000)
+	if err := st.SetTagChecked(ctx, "cache/a", "latest", exact); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := st.TagChecked(ctx, "cache/a", "latest"); err != nil || !got.Equal(exact) {
+		t.Fatalf("TagChecked = %v, %v; want %v", got, err, exact)
 	}
 	if _, err := st.TagChecked(ctx, "cache/b", "latest"); !errors.Is(err, metadata.ErrNotFound) {
 		t.Fatalf("another repository's check is visible: %v", err)

@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -58,11 +57,7 @@ func newStore(t *testing.T) (*Store, enginetest.S3Server) {
 
 // TestMain stops the S3 server once the tests are done, rather than leave that to the end of the
 // process (which kills it).
-func TestMain(m *testing.M) {
-	code := m.Run()
-	enginetest.StopS3()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { enginetest.Main(m) }
 
 func TestConformance(t *testing.T) {
 	// Each store's options, so that Reopen opens another store (another client, other in-process

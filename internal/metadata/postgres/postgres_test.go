@@ -1,0 +1,244 @@
+package postgres
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/berth/berth/internal/enginetest"
+	"github.com/berth/berth/internal/metadata"
+	"github.com/berth/berth/internal/metadata/metadatatest"
+	"github.com/berth/berth/internal/oci"
+)
+
+func TestMain(m *testing.M) { enginetest.Main(m) }
+
+func openAt(t *testing.T, dsn string) *Store {
+	t.Helper()
+	s, err := Open(context.Background(), dsn)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	return s
+}
+
+// open returns a store on a new, empty database.
+func open(t *testing.T) *Store {
+	s := openAt(t, enginetest.Postgres(t))
+	t.Cleanup(func() {
+		if err := s.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+	return s
+}
+
+func TestConformance(t *testing.T) {
+	t.Run("Store", func(t *testing.T) {
+		metadatatest.Run(t, func(t *testing.T) metadata.Store { return open(t) })
+	})
+	t.Run("Accounts", func(t *testing.T) {
+		metadatatest.RunAccounts(t, func(t *testing.T) metadata.Accounts { return open(t) })
+	})
+	t.Run("Leases", func(t *testing.T) {
+		metadatatest.RunLeases(t, func(t *testing.T) metadata.Leases { return open(t) })
+	})
+}
+
+// fill stores one of everything.
+func fill(t *testing.T, s *Store) *metadata.NewManifest {
+	t.Helper()
+	ctx := context.Background()
+	if err := s.LinkBlob(ctx, "library/app", digest.FromString("config"), 6); err != nil {
+		t.Fatal(err)
+	}
+	m := &metadata.NewManifest{
+		Manifest: metadata.Manifest{
+			Digest: digest.FromString("manifest"), MediaType: oci.MediaTypeImageManifest,
+			ArtifactType: "application/vnd.example", Subject: digest.FromString("subject"),
+			Annotations: map[string]string{"k": "v"}, Content: []byte("manifest"),
+		},
+		Blobs: []oci.Digest{digest.FromString("config")},
+	}
+	if err := s.PutManifest(ctx, "library/app", m, "latest"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CreateUpload(ctx, "library/app", "upload-1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CreateAccount(ctx, &metadata.Account{Name: "alice", Kind: metadata.KindUser, Secret: "x"}); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// check verifies what fill stored.
+func check(t *testing.T, s *Store, m *metadata.NewManifest) {
+	t.Helper()
+	ctx := context.Background()
+	if size, err := s.BlobSize(ctx, "library/app", digest.FromString("config")); err != nil || size != 6 {
+		t.Errorf("BlobSize = %d, %v", size, err)
+	}
+	got, err := s.GetManifest(ctx, "library/app", "latest")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Digest != m.Digest || string(got.Content) != string(m.Content) || got.Annotations["k"] != "v" ||
+		got.Subject != m.Subject || got.ArtifactType != m.ArtifactType || got.Created.IsZero() {
+		t.Errorf("GetManifest = %+v", got)
+	}
+	if repo, err := s.UploadRepo(ctx, "upload-1"); err != nil || repo != "library/app" {
+		t.Errorf("UploadRepo = %q, %v", repo, err)
+	}
+	if n, err := s.CountAccounts(ctx); err != nil || n != 1 {
+		t.Errorf("CountAccounts = %d, %v", n, err)
+	}
+}
+
+// versions returns the rows of schema_migrations.
+func versions(t *testing.T, s *Store) []int {
+	t.Helper()
+	rows, err := s.pool.Query(context.Background(), `SELECT version FROM schema_migrations ORDER BY version`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var vs []int
+	for rows.Next() {
+		var v int
+		if err := rows.Scan(&v); err != nil {
+			t.Fatal(err)
+		}
+		vs = append(vs, v)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return vs
+}
+
+func wantVersions(t *testing.T, s *Store) {
+	t.Helper()
+	list, err := migrations()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := versions(t, s)
+	if len(got) != len(list) {
+		t.Fatalf("schema_migrations = %v, want one row for each of %v", got, list)
+	}
+	for i, m := range list {
+		if got[i] != m.version {
+			t.Errorf("schema_migrations = %v, want %v", got, list)
+		}
+	}
+}
+
+// Replicas that start at the same time on a new database all open it; one of them migrates.
+func TestConcurrentOpen(t *testing.T) {
+	dsn := enginetest.Postgres(t)
+	const n = 8
+	stores := make([]*Store, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := range n {
+		wg.Go(func() {
+			<-start
+			stores[i], errs[i] = Open(context.Background(), dsn)
+		})
+	}
+	close(start)
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("Open %d: %v", i, err)
+		} else {
+			t.Cleanup(func() { stores[i].Close() })
+		}
+	}
+	if t.Failed() {
+		return
+	}
+	wantVersions(t, stores[0])
+	// Each sees the others' writes.
+	m := fill(t, stores[n-1])
+	for _, s := range stores {
+		check(t, s, m)
+	}
+}
+
+func TestReopen(t *testing.T) {
+	dsn := enginetest.Postgres(t)
+	s := openAt(t, dsn)
+	m := fill(t, s)
+	s.Close()
+	for range 3 {
+		s = openAt(t, dsn)
+		check(t, s, m)
+		wantVersions(t, s)
+		s.Close()
+	}
+}
+
+// Migrating a migrated database again changes nothing and fails on nothing.
+func TestMigrationsIdempotent(t *testing.T) {
+	s := open(t)
+	m := fill(t, s)
+	for range 3 {
+		if err := migrate(context.Background(), s.pool); err != nil {
+			t.Fatalf("migrate again: %v", err)
+		}
+	}
+	wantVersions(t, s)
+	check(t, s, m)
+}
+
+// A database from a newer berth (a migration this one does not know) is left alone.
+func TestNewerDatabase(t *testing.T) {
+	dsn := enginetest.Postgres(t)
+	s := openAt(t, dsn)
+	m := fill(t, s)
+	if _, err := s.pool.Exec(context.Background(), `INSERT INTO schema_migrations (version) VALUES (1000)`); err != nil {
+		t.Fatal(err)
+	}
+	want := versions(t, s)
+	s.Close()
+	s = openAt(t, dsn)
+	defer s.Close()
+	check(t, s, m)
+	if got := versions(t, s); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("schema_migrations = %v, want %v", got, want)
+	}
+}
+
+// A DSN that names no server fails Open, in bounded time.
+func TestOpenUnreachable(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := Open(ctx, "postgres://nobody:secret@127.0.0.1:1/none?sslmode=disable&connect_timeout=5")
+	if err == nil {
+		s.Close()
+		t.Fatal("Open of an unreachable server succeeded")
+	}
+	if ctx.Err() != nil {
+		t.Errorf("Open took until the deadline: %v", err)
+	}
+}
+
+// Times are stored to the microsecond, rounded up.
+func TestCeilMicro(t *testing.T) {
+	base := time.Unix(1700000000, 0)
+	for _, c := range []struct{ in, want time.Duration }{
+		{0, 0}, {1, time.Microsecond}, {999, time.Microsecond}, {1000, time.Microsecond},
+		{1001, 2 * time.Microsecond}, {time.Second - 1, time.Second},
+	} {
+		if got := ceilMicro(base.Add(c.in)); !got.Equal(base.Add(c.want)) {
+			t.Errorf("ceilMicro(+%v) = +%v, want +%v", c.in, got.Sub(base), c.want)
+		}
+	}
+}
