@@ -1,15 +1,25 @@
 package e2e
 
 import (
+	"bytes"
+	"context"
+	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/berth/berth/internal/enginetest"
 )
@@ -24,6 +34,7 @@ type cluster struct {
 	// front is the load balancer's address with the account commands and the admin password of
 	// the replica that created admin; its Log is every replica's output together.
 	front *berth
+	s3    enginetest.S3Server
 }
 
 // startCluster starts n replicas at once (so that they race to migrate the database and create
@@ -57,7 +68,7 @@ shutdown:
   drain: 1s
 `, s3.Bucket, s3.Region, s3.Endpoint, write("access-key", s3.AccessKey), write("secret-key", s3.SecretKey), write("dsn", dsn)))
 
-	c := &cluster{t: t, front: &berth{t: t, secure: true, config: config, log: &syncBuffer{}}}
+	c := &cluster{t: t, s3: s3, front: &berth{t: t, secure: true, config: config, log: &syncBuffer{}}}
 	started := make(chan *berth, n)
 	for range n {
 		r := &berth{t: t, Data: t.TempDir(), secure: true, config: config, tee: c.front.log}
@@ -156,4 +167,294 @@ func TestReplicas(t *testing.T) {
 	}
 	t.Run("conformance", func(t *testing.T) { conformanceAuth(t, c.front) })
 	t.Run("clients", func(t *testing.T) { authClients(t, c.front) })
+
+	// The blobs are in the bucket, none in the replicas' data directories.
+	out, err := c.s3.Client().ListObjectsV2(context.Background(), &s3.ListObjectsV2Input{Bucket: aws.String(c.s3.Bucket), Prefix: aws.String("blobs/")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(out.Contents) < 10 {
+		t.Errorf("the bucket holds %d blobs after the conformance suite and four clients", len(out.Contents))
+	}
+	for _, r := range c.replicas {
+		if n, _ := filepath.Glob(filepath.Join(r.Data, "blobs", "*", "*", "*")); len(n) > 0 {
+			t.Errorf("replica %s has %d blobs in its data directory", r.Addr, len(n))
+		}
+	}
+}
+
+// send sends one request through the load balancer and returns the response with its body, and
+// which replica answered; unlike authDo, a failure is returned, not fatal (the chaos tests count
+// them).
+func (c *cluster) send(method, path, authz string, body []byte, extra ...string) (*http.Response, []byte, error) {
+	u := path
+	if !strings.HasPrefix(u, "http") {
+		u = c.front.URL() + path
+	}
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequest(method, u, rd)
+	if err != nil {
+		return nil, nil, err
+	}
+	req.Header.Set("Authorization", authz)
+	for i := 0; i+1 < len(extra); i += 2 {
+		req.Header.Set(extra[i], extra[i+1])
+	}
+	resp, err := chaosHTTP.Do(req)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp, b, err
+}
+
+var chaosHTTP = &http.Client{Timeout: 30 * time.Second}
+
+// replica returns the replica HAProxy names r<i>.
+func (c *cluster) replica(name string) *berth {
+	var i int
+	fmt.Sscanf(name, "r%d", &i)
+	return c.replicas[i]
+}
+
+// waitSeen waits until the load balancer sends requests to exactly the replicas that run.
+func (c *cluster) waitSeen(t *testing.T, want int) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for len(c.replicasSeen(3*len(c.replicas))) != want {
+		if time.Now().After(deadline) {
+			t.Fatalf("the load balancer does not settle on %d replicas", want)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// push pushes a one-layer image through the load balancer; it returns the manifest's digest and
+// body, or the first failure.
+func (c *cluster) push(authz, repo, tag string, layer []byte) (string, []byte, error) {
+	upload := func(data []byte) error {
+		resp, b, err := c.send(http.MethodPost, "/v2/"+repo+"/blobs/uploads/", authz, nil)
+		if err != nil {
+			return err
+		}
+		if resp.StatusCode != http.StatusAccepted {
+			return fmt.Errorf("POST upload: %d %s", resp.StatusCode, b)
+		}
+		loc, err := url.Parse(c.front.URL())
+		if err != nil {
+			return err
+		}
+		if loc, err = loc.Parse(resp.Header.Get("Location")); err != nil {
+			return err
+		}
+		q := loc.Query()
+		q.Set("digest", clDigest(data))
+		loc.RawQuery = q.Encode()
+		resp, b, err = c.send(http.MethodPut, loc.String(), authz, data, "Content-Type", "application/octet-stream")
+		if err != nil {
+			return err
+		}
+		if resp.StatusCode != http.StatusCreated {
+			return fmt.Errorf("PUT blob: %d %s", resp.StatusCode, b)
+		}
+		return nil
+	}
+	cfg := []byte(fmt.Sprintf(`{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[%q]}}`, clDigest(layer)))
+	for _, blob := range [][]byte{cfg, layer} {
+		if err := upload(blob); err != nil {
+			return "", nil, err
+		}
+	}
+	body := []byte(fmt.Sprintf(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",`+
+		`"config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":%q,"size":%d},`+
+		`"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":%q,"size":%d}]}`,
+		clDigest(cfg), len(cfg), clDigest(layer), len(layer)))
+	resp, b, err := c.send(http.MethodPut, "/v2/"+repo+"/manifests/"+tag, authz, body, "Content-Type", "application/vnd.oci.image.manifest.v1+json")
+	if err != nil {
+		return "", nil, err
+	}
+	if resp.StatusCode != http.StatusCreated {
+		return "", nil, fmt.Errorf("PUT manifest: %d %s", resp.StatusCode, b)
+	}
+	return clDigest(body), body, nil
+}
+
+// pull gets repo:tag and every blob it names through the load balancer, checking each digest.
+func (c *cluster) pull(authz, repo, tag, want string) error {
+	resp, body, err := c.send(http.MethodGet, "/v2/"+repo+"/manifests/"+tag, authz, nil, "Accept", "application/vnd.oci.image.manifest.v1+json")
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK || clDigest(body) != want {
+		return fmt.Errorf("GET %s:%s: %d, digest %s, want %s", repo, tag, resp.StatusCode, clDigest(body), want)
+	}
+	var m clManifestJSON
+	if err := json.Unmarshal(body, &m); err != nil || len(m.Layers) != 1 {
+		return fmt.Errorf("manifest %s: %v", body, err)
+	}
+	for _, d := range []string{m.Config.Digest, m.Layers[0].Digest} {
+		resp, b, err := c.send(http.MethodGet, "/v2/"+repo+"/blobs/"+d, authz, nil)
+		if err != nil {
+			return err
+		}
+		if resp.StatusCode != http.StatusOK || clDigest(b) != d {
+			return fmt.Errorf("GET blob %s: %d, digest %s", d, resp.StatusCode, clDigest(b))
+		}
+	}
+	return nil
+}
+
+// TestReplicasChaos: replicas killed or restarted while clients work through the load balancer.
+//   - An upload whose replica is killed with SIGKILL between two chunks continues on another
+//     replica, and its blob is whole.
+//   - Replicas killed with SIGKILL in the middle of concurrent pushes lose no acknowledged push.
+//   - A rolling restart of every replica (SIGTERM: unready, drained, stopped; then started again)
+//     under 50 concurrent pulling clients fails no pull.
+func TestReplicasChaos(t *testing.T) {
+	t.Parallel()
+	c := startCluster(t, 3)
+	admin := basicAuth("admin", c.front.AdminPassword())
+
+	t.Run("upload-continues-elsewhere", func(t *testing.T) {
+		data := bytes.Repeat([]byte("chunked across replicas\n"), 100_000) // 2.4 MB
+		resp, b, err := c.send(http.MethodPost, "/v2/chaos/upload/blobs/uploads/", admin, nil)
+		if err != nil || resp.StatusCode != http.StatusAccepted {
+			t.Fatalf("POST upload: %v %v %s", err, resp, b)
+		}
+		loc := resp.Header.Get("Location")
+		half := len(data) / 2
+		resp, b, err = c.send(http.MethodPatch, loc, admin, data[:half], "Content-Type", "application/octet-stream",
+			"Content-Range", fmt.Sprintf("0-%d", half-1))
+		if err != nil || resp.StatusCode != http.StatusAccepted {
+			t.Fatalf("PATCH 1: %v %v %s", err, resp, b)
+		}
+		victim := resp.Header.Get("X-Berth-Replica")
+		c.replica(victim).Kill()
+		t.Logf("the first chunk went to %s, killed with SIGKILL", victim)
+		c.waitSeen(t, 2) // the health checks took it out
+		loc = resp.Header.Get("Location")
+		resp, b, err = c.send(http.MethodPatch, loc, admin, data[half:], "Content-Type", "application/octet-stream",
+			"Content-Range", fmt.Sprintf("%d-%d", half, len(data)-1))
+		if err != nil || resp.StatusCode != http.StatusAccepted {
+			t.Fatalf("PATCH 2 after the first replica died: %v %v %s", err, resp, b)
+		}
+		second := resp.Header.Get("X-Berth-Replica")
+		u, _ := url.Parse(c.front.URL())
+		u, _ = u.Parse(resp.Header.Get("Location"))
+		q := u.Query()
+		q.Set("digest", clDigest(data))
+		u.RawQuery = q.Encode()
+		resp, b, err = c.send(http.MethodPut, u.String(), admin, nil)
+		if err != nil || resp.StatusCode != http.StatusCreated {
+			t.Fatalf("PUT to close the upload: %v %v %s", err, resp, b)
+		}
+		resp, b, err = c.send(http.MethodGet, "/v2/chaos/upload/blobs/"+clDigest(data), admin, nil)
+		if err != nil || resp.StatusCode != http.StatusOK || !bytes.Equal(b, data) {
+			t.Fatalf("GET the blob: %v %v, %d bytes", err, resp, len(b))
+		}
+		if victim == second {
+			t.Errorf("the second chunk went to %s, which was dead", second)
+		}
+		t.Logf("the second chunk went to %s, the PUT to %s", second, resp.Header.Get("X-Berth-Replica"))
+		c.replica(victim).start()
+		c.waitSeen(t, 3)
+	})
+
+	t.Run("kill-during-pushes", func(t *testing.T) {
+		type pushed struct{ repo, digest string }
+		var mu sync.Mutex
+		var acked []pushed
+		var failed atomic.Int32
+		stop := make(chan struct{})
+		var wg sync.WaitGroup
+		for w := range 6 {
+			wg.Go(func() {
+				for i := 0; ; i++ {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					repo := fmt.Sprintf("chaos/push-%d", w)
+					tag := fmt.Sprintf("v%d", i)
+					d, _, err := c.push(admin, repo, tag, []byte(fmt.Sprintf("worker %d push %d\n", w, i)))
+					if err != nil {
+						failed.Add(1)
+						continue
+					}
+					mu.Lock()
+					acked = append(acked, pushed{repo + ":" + tag, d})
+					mu.Unlock()
+				}
+			})
+		}
+		for _, r := range c.replicas[:2] {
+			time.Sleep(time.Second)
+			r.Kill()
+			time.Sleep(time.Second)
+			r.start()
+		}
+		time.Sleep(500 * time.Millisecond)
+		close(stop)
+		wg.Wait()
+		c.waitSeen(t, 3)
+		t.Logf("%d pushes acknowledged, %d failed while two replicas were killed in turn", len(acked), failed.Load())
+		if len(acked) < 12 {
+			t.Fatalf("only %d pushes acknowledged", len(acked))
+		}
+		for _, p := range acked {
+			repo, tag, _ := strings.Cut(p.repo, ":")
+			if err := c.pull(admin, repo, tag, p.digest); err != nil {
+				t.Errorf("acknowledged push %s: %v", p.repo, err)
+			}
+		}
+	})
+
+	t.Run("rolling-restart-under-pulls", func(t *testing.T) {
+		digest, _, err := c.push(admin, "chaos/pull", "v1", bytes.Repeat([]byte("pulled while replicas restart\n"), 10_000))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// As container runtimes do: a token, which any replica accepts (the signing keys are in
+		// the shared database), not a password on every request.
+		puller := bearerAuth(authToken(t, c.front, "admin", c.front.AdminPassword(), "repository:chaos/pull:pull"))
+		var pulls, failures atomic.Int32
+		var firstErr atomic.Value
+		stop := make(chan struct{})
+		var wg sync.WaitGroup
+		for range 50 {
+			wg.Go(func() {
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					if err := c.pull(puller, "chaos/pull", "v1", digest); err != nil {
+						failures.Add(1)
+						firstErr.CompareAndSwap(nil, err)
+					}
+					pulls.Add(1)
+				}
+			})
+		}
+		for _, r := range c.replicas {
+			r.Stop() // SIGTERM: unready, drained for shutdown.drain, then stopped
+			r.start()
+			c.waitSeen(t, 3)
+		}
+		close(stop)
+		wg.Wait()
+		t.Logf("%d pulls by 50 clients during a rolling restart of 3 replicas, %d failed", pulls.Load(), failures.Load())
+		if n := failures.Load(); n > 0 {
+			t.Errorf("%d pulls failed during the rolling restart; the first: %v", n, firstErr.Load())
+		}
+		if pulls.Load() < 50 {
+			t.Errorf("only %d pulls ran", pulls.Load())
+		}
+	})
 }
