@@ -22,6 +22,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/berth/berth/internal/enginetest"
+	"github.com/berth/berth/internal/hubemu"
 )
 
 // cluster is berth as it scales out: replicas sharing S3-compatible storage (versitygw) and
@@ -38,8 +39,8 @@ type cluster struct {
 }
 
 // startCluster starts n replicas at once (so that they race to migrate the database and create
-// the first admin) and HAProxy in front of them.
-func startCluster(t testing.TB, n int) *cluster {
+// the first admin) and HAProxy in front of them. extra is more of the replicas' configuration.
+func startCluster(t testing.TB, n int, extra string) *cluster {
 	t.Helper()
 	haproxy := tool(t, "haproxy")
 	dsn := enginetest.Postgres(t)
@@ -66,7 +67,7 @@ metadata:
   dsn_file: %s
 shutdown:
   drain: 1s
-`, s3.Bucket, s3.Region, s3.Endpoint, write("access-key", s3.AccessKey), write("secret-key", s3.SecretKey), write("dsn", dsn)))
+%s`, s3.Bucket, s3.Region, s3.Endpoint, write("access-key", s3.AccessKey), write("secret-key", s3.SecretKey), write("dsn", dsn), extra))
 
 	c := &cluster{t: t, s3: s3, front: &berth{t: t, secure: true, config: config, log: &syncBuffer{}}}
 	started := make(chan *berth, n)
@@ -157,7 +158,7 @@ func (c *cluster) replicasSeen(k int) map[string]int {
 // load balancer as they do against one berth (TestAuthClients).
 func TestReplicas(t *testing.T) {
 	t.Parallel()
-	c := startCluster(t, 3)
+	c := startCluster(t, 3, "")
 	seen := c.replicasSeen(6)
 	for _, r := range []string{"r0", "r1", "r2"} {
 		if seen[r] != 2 {
@@ -316,7 +317,7 @@ func (c *cluster) pull(authz, repo, tag, want string) error {
 //     under 50 concurrent pulling clients fails no pull.
 func TestReplicasChaos(t *testing.T) {
 	t.Parallel()
-	c := startCluster(t, 3)
+	c := startCluster(t, 3, "")
 	admin := basicAuth("admin", c.front.AdminPassword())
 
 	t.Run("upload-continues-elsewhere", func(t *testing.T) {
@@ -457,4 +458,93 @@ func TestReplicasChaos(t *testing.T) {
 			t.Errorf("only %d pulls ran", pulls.Load())
 		}
 	})
+}
+
+// TestReplicasPullThrough: 3 replicas × 50 concurrent cold pulls of a Docker Hub image (through
+// the load balancer, so each replica gets a third) cost the upstream one manifest GET and one GET
+// per blob: the replicas coordinate with leases in PostgreSQL. Warm pulls afterwards ask only for
+// HEADs.
+func TestReplicasPullThrough(t *testing.T) {
+	t.Parallel()
+	hub := startHubemu(t, hubemu.Options{})
+	var layers [][]byte
+	for i := range 3 {
+		layers = append(layers, bytes.Repeat([]byte{byte('a' + i)}, 1<<20))
+	}
+	img, err := hub.PushImage("library/app", "v1", layers...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hub.SetThrottle(3 << 20) // about a second for the image: every replica asks meanwhile
+	c := startCluster(t, 3, fmt.Sprintf(`proxy:
+  defaults: false
+  rules:
+    - prefix: docker-hub
+      upstream: %s
+      docker_hub: true
+      revalidate: always
+`, hub.RegistryURL()))
+	secret := authRobot(c.front, "puller", "docker-hub/*", "pull,fetch")
+	token := bearerAuth(authToken(t, c.front, "puller", secret, "repository:docker-hub/library/app:pull"))
+	pullAll := func() (failed int32) {
+		var n atomic.Int32
+		var wg sync.WaitGroup
+		for range 150 {
+			wg.Go(func() {
+				if err := c.pullAny(token, "docker-hub/library/app", "v1"); err != nil {
+					if n.Add(1) == 1 {
+						t.Errorf("pull: %v", err)
+					}
+				}
+			})
+		}
+		wg.Wait()
+		return n.Load()
+	}
+	if failed := pullAll(); failed > 0 {
+		t.Fatalf("%d of 150 cold pulls failed", failed)
+	}
+	counts := hub.Counts()
+	t.Logf("150 cold pulls through 3 replicas: the upstream saw %d manifest GETs, %d blob GETs (%d blobs)", counts.ManifestGet, counts.BlobGet, len(img.Layers)+1)
+	if counts.ManifestGet != 1 || counts.BlobGet != int64(len(img.Layers)+1) {
+		t.Errorf("upstream requests: %d manifest GETs, %d blob GETs; want 1 and %d", counts.ManifestGet, counts.BlobGet, len(img.Layers)+1)
+	}
+	hub.ResetCounts()
+	if failed := pullAll(); failed > 0 {
+		t.Fatalf("%d of 150 warm pulls failed", failed)
+	}
+	if counts := hub.Counts(); counts.ManifestGet != 0 || counts.BlobGet != 0 {
+		t.Errorf("warm pulls cost the upstream %d manifest GETs and %d blob GETs; want none", counts.ManifestGet, counts.BlobGet)
+	}
+}
+
+// pullAny pulls repo:tag and every blob it names through the load balancer, whatever the
+// manifest's digest, checking every blob's.
+func (c *cluster) pullAny(authz, repo, tag string) error {
+	resp, body, err := c.send(http.MethodGet, "/v2/"+repo+"/manifests/"+tag, authz, nil, "Accept",
+		"application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json")
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s:%s: %d %s", repo, tag, resp.StatusCode, body)
+	}
+	var m clManifestJSON
+	if err := json.Unmarshal(body, &m); err != nil {
+		return err
+	}
+	blobs := []string{m.Config.Digest}
+	for _, l := range m.Layers {
+		blobs = append(blobs, l.Digest)
+	}
+	for _, d := range blobs {
+		resp, b, err := c.send(http.MethodGet, "/v2/"+repo+"/blobs/"+d, authz, nil)
+		if err != nil {
+			return err
+		}
+		if resp.StatusCode != http.StatusOK || clDigest(b) != d {
+			return fmt.Errorf("GET blob %s: %d, digest %s", d, resp.StatusCode, clDigest(b))
+		}
+	}
+	return nil
 }
