@@ -36,6 +36,8 @@ type cluster struct {
 	// the replica that created admin; its Log is every replica's output together.
 	front *berth
 	s3    enginetest.S3Server
+	// pgFwd and s3Fwd stand between the replicas and the engines: Cut makes one unreachable.
+	pgFwd, s3Fwd *enginetest.Forwarder
 }
 
 // startCluster starts n replicas at once (so that they race to migrate the database and create
@@ -43,8 +45,20 @@ type cluster struct {
 func startCluster(t testing.TB, n int, extra string) *cluster {
 	t.Helper()
 	haproxy := tool(t, "haproxy")
-	dsn := enginetest.Postgres(t)
+	// The replicas reach both engines through forwarders that a test can cut.
+	dsn, err := url.Parse(enginetest.Postgres(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pgFwd := enginetest.Forward(t, dsn.Host)
+	dsn.Host = pgFwd.Addr()
 	s3 := enginetest.S3(t)
+	s3u, err := url.Parse(s3.Endpoint)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s3Fwd := enginetest.Forward(t, s3u.Host)
+	s3u.Host = s3Fwd.Addr()
 	dir := t.TempDir()
 	write := func(name, content string) string {
 		p := filepath.Join(dir, name)
@@ -67,9 +81,9 @@ metadata:
   dsn_file: %s
 shutdown:
   drain: 1s
-%s`, s3.Bucket, s3.Region, s3.Endpoint, write("access-key", s3.AccessKey), write("secret-key", s3.SecretKey), write("dsn", dsn), extra))
+%s`, s3.Bucket, s3.Region, s3u.String(), write("access-key", s3.AccessKey), write("secret-key", s3.SecretKey), write("dsn", dsn.String()), extra))
 
-	c := &cluster{t: t, s3: s3, front: &berth{t: t, secure: true, config: config, log: &syncBuffer{}}}
+	c := &cluster{t: t, s3: s3, pgFwd: pgFwd, s3Fwd: s3Fwd, front: &berth{t: t, secure: true, config: config, log: &syncBuffer{}}}
 	started := make(chan *berth, n)
 	for range n {
 		r := &berth{t: t, Data: t.TempDir(), secure: true, config: config, tee: c.front.log}
@@ -547,4 +561,74 @@ func (c *cluster) pullAny(authz, repo, tag string) error {
 		}
 	}
 	return nil
+}
+
+// TestReplicasBackendsDown: with the database or the bucket unreachable, requests that need it fail
+// fast with 503 UNAVAILABLE and a message that says which, /readyz answers 503, what does not
+// need it goes on (manifests while the bucket is away), and everything recovers by itself when
+// the engine is back.
+func TestReplicasBackendsDown(t *testing.T) {
+	t.Parallel()
+	c := startCluster(t, 1, "")
+	admin := basicAuth("admin", c.front.AdminPassword())
+	digest, body, err := c.push(admin, "down/app", "v1", []byte("stored before the outage\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	token := bearerAuth(authToken(t, c.front, "admin", c.front.AdminPassword(), "repository:down/app:pull,push"))
+	var m clManifestJSON
+	json.Unmarshal(body, &m)
+	layer := "/v2/down/app/blobs/" + m.Layers[0].Digest
+	replica := c.replicas[0].URL()
+	want := func(what, path string, status int, words ...string) {
+		t.Helper()
+		start := time.Now()
+		resp, b, err := c.send(http.MethodGet, replica+path, token, nil, "Accept", "application/vnd.oci.image.manifest.v1+json")
+		took := time.Since(start)
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		if resp.StatusCode != status {
+			t.Errorf("%s: %d %s, want %d", what, resp.StatusCode, b, status)
+		}
+		for _, w := range words {
+			if !strings.Contains(string(b), w) {
+				t.Errorf("%s: %q does not say %q", what, b, w)
+			}
+		}
+		if status == http.StatusServiceUnavailable && resp.Header.Get("Retry-After") == "" && path != "/readyz" {
+			t.Errorf("%s: 503 without Retry-After", what)
+		}
+		t.Logf("%s: %d in %v", what, resp.StatusCode, took.Round(time.Millisecond))
+	}
+	recovers := func(what string) {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			resp, _, err := c.send(http.MethodGet, replica+"/readyz", "", nil)
+			if err == nil && resp.StatusCode == http.StatusOK {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("not ready again within 30 s after %s came back", what)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if err := c.pull(token, "down/app", "v1", digest); err != nil {
+			t.Errorf("pull after %s came back: %v", what, err)
+		}
+	}
+
+	c.pgFwd.Cut()
+	want("manifest with the database away", "/v2/down/app/manifests/v1", http.StatusServiceUnavailable, "UNAVAILABLE", "database")
+	want("readiness with the database away", "/readyz", http.StatusServiceUnavailable, "metadata")
+	c.pgFwd.Start()
+	recovers("the database")
+
+	c.s3Fwd.Cut()
+	want("blob with the bucket away", layer, http.StatusServiceUnavailable, "UNAVAILABLE", "storage")
+	want("manifest with the bucket away", "/v2/down/app/manifests/v1", http.StatusOK)
+	want("readiness with the bucket away", "/readyz", http.StatusServiceUnavailable, "storage")
+	c.s3Fwd.Start()
+	recovers("the bucket")
 }

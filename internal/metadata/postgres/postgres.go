@@ -50,6 +50,11 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("metadata: %w", err)
 	}
+	if cfg.ConnConfig.ConnectTimeout == 0 {
+		// A database that does not answer fails requests (503) within this, rather than hold
+		// them until the client gives up; connect_timeout in the DSN overrides it.
+		cfg.ConnConfig.ConnectTimeout = defaultConnectTimeout
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("metadata: %w", err)
@@ -60,6 +65,9 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 	}
 	return &Store{pool: pool}, nil
 }
+
+// defaultConnectTimeout bounds a new connection when the DSN does not.
+const defaultConnectTimeout = 5 * time.Second
 
 // Close implements metadata.Store; it waits for the connections in use to be returned.
 func (s *Store) Close() error {

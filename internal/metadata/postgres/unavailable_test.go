@@ -3,10 +3,7 @@ package postgres
 import (
 	"context"
 	"errors"
-	"io"
-	"net"
 	"net/url"
-	"sync"
 	"testing"
 	"time"
 
@@ -16,55 +13,6 @@ import (
 	"github.com/berth/berth/internal/metadata"
 )
 
-// forwarder passes TCP connections from its address to the server's until it is cut.
-type forwarder struct {
-	t      *testing.T
-	addr   string // where it listens
-	target string
-	mu     sync.Mutex
-	l      net.Listener
-	conns  []net.Conn
-}
-
-func (f *forwarder) start() {
-	l, err := net.Listen("tcp", f.addr)
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	f.mu.Lock()
-	f.l, f.addr = l, l.Addr().String()
-	f.mu.Unlock()
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			s, err := net.Dial("tcp", f.target)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			f.mu.Lock()
-			f.conns = append(f.conns, c, s)
-			f.mu.Unlock()
-			go func() { io.Copy(s, c); s.Close() }()
-			go func() { io.Copy(c, s); c.Close() }()
-		}
-	}()
-}
-
-// cut closes the listener and every connection: the database is unreachable.
-func (f *forwarder) cut() {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.l.Close()
-	for _, c := range f.conns {
-		c.Close()
-	}
-	f.conns = nil
-}
-
 // A database that cannot be reached is metadata.ErrUnavailable (the registry answers 503 and
 // /readyz fails), on reads and writes; once it is back, the store works again.
 func TestUnavailable(t *testing.T) {
@@ -73,10 +21,8 @@ func TestUnavailable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &forwarder{t: t, addr: "127.0.0.1:0", target: u.Host}
-	f.start()
-	t.Cleanup(f.cut)
-	u.Host = f.addr
+	f := enginetest.Forward(t, u.Host)
+	u.Host = f.Addr()
 	q := u.Query()
 	q.Set("connect_timeout", "2")
 	u.RawQuery = q.Encode()
@@ -86,7 +32,7 @@ func TestUnavailable(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 
-	f.cut()
+	f.Cut()
 	for what, op := range map[string]func() error{
 		"Ping":         func() error { return s.Ping(ctx) },
 		"BlobSize":     func() error { _, err := s.BlobSize(ctx, "library/app", digest.FromString("config")); return err },
@@ -106,7 +52,7 @@ func TestUnavailable(t *testing.T) {
 		t.Fatalf("the calls took until the deadline")
 	}
 
-	f.start() // the same address again
+	f.Start() // the same address again
 	if err := s.Ping(ctx); err != nil {
 		t.Fatalf("Ping once the database is back: %v", err)
 	}
