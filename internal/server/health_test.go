@@ -4,9 +4,11 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -59,18 +61,29 @@ func TestReadyAndDrain(t *testing.T) {
 	if err := os.Rename(blobs, blobs+".away"); err != nil {
 		t.Fatal(err)
 	}
-	if code, body := get(t, base+"/readyz"); code != http.StatusServiceUnavailable || body != "storage unreachable\n" {
-		t.Errorf("/readyz without the blob directory = %d %q", code, body)
+	// A result is reused for a second: the change shows within that.
+	eventually := func(what string, want int, body string) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			code, b := get(t, base+"/readyz")
+			if code == want && (body == "" || b == body) {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: /readyz = %d %q, want %d %q", what, code, b, want, body)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
 	}
+	eventually("without the blob directory", http.StatusServiceUnavailable, "storage unreachable\n")
 	if code, _ := get(t, base+"/healthz"); code != http.StatusOK {
 		t.Errorf("/healthz = %d: the process is alive", code)
 	}
 	if err := os.Rename(blobs+".away", blobs); err != nil {
 		t.Fatal(err)
 	}
-	if code, _ := get(t, base+"/readyz"); code != http.StatusOK {
-		t.Errorf("/readyz after the blob directory came back = %d", code)
-	}
+	eventually("after the blob directory came back", http.StatusOK, "ready\n")
 
 	// A monolithic push whose body is still coming when the shutdown begins.
 	body := strings.Repeat("in flight\n", 1000)
@@ -157,4 +170,63 @@ func TestExclusiveJob(t *testing.T) {
 	eventually("b takes over once a stopped", func() bool { return runs[1].Load() >= 2 })
 	cancels[1]()
 	wg.Wait()
+}
+
+// slowPinger answers after delay, or fails with err at once.
+type slowPinger struct {
+	delay time.Duration
+	err   error
+	calls atomic.Int32
+}
+
+func (p *slowPinger) Ping(ctx context.Context) error {
+	p.calls.Add(1)
+	if p.err != nil {
+		return p.err
+	}
+	select {
+	case <-time.After(p.delay):
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// TestReadySlowBackend: a backend that is slow to answer a ping (a loaded bucket) leaves the
+// replica ready (a load balancer would otherwise take every replica out at once); one that fails
+// makes it unready; however many checks ask at once, one ping runs.
+func TestReadySlowBackend(t *testing.T) {
+	slow := &slowPinger{delay: 3 * time.Second}
+	h := newHealth(slog.New(slog.NewTextHandler(io.Discard, nil)), map[string]Pinger{"storage": slow})
+	srv := httptest.NewServer(http.HandlerFunc(h.ready))
+	defer srv.Close()
+	var wg sync.WaitGroup
+	for range 10 {
+		wg.Go(func() {
+			if code, body := get(t, srv.URL); code != http.StatusOK {
+				t.Errorf("/readyz with a slow backend: %d %q", code, body)
+			}
+		})
+	}
+	wg.Wait()
+	if n := slow.calls.Load(); n != 1 {
+		t.Errorf("10 checks at once ran %d pings, want 1", n)
+	}
+	// Once the slow ping has ended, its answer (reachable) stands.
+	pr := h.probes["storage"]
+	for ended := false; !ended; time.Sleep(50 * time.Millisecond) {
+		pr.mu.Lock()
+		ended = !pr.at.IsZero()
+		pr.mu.Unlock()
+	}
+	if code, body := get(t, srv.URL); code != http.StatusOK {
+		t.Errorf("/readyz after a slow ping ended: %d %q", code, body)
+	}
+	failing := &slowPinger{err: errors.New("connection refused")}
+	h = newHealth(slog.New(slog.NewTextHandler(io.Discard, nil)), map[string]Pinger{"metadata": failing})
+	srv2 := httptest.NewServer(http.HandlerFunc(h.ready))
+	defer srv2.Close()
+	if code, body := get(t, srv2.URL); code != http.StatusServiceUnavailable || body != "metadata unreachable\n" {
+		t.Errorf("/readyz with a failing backend: %d %q", code, body)
+	}
 }

@@ -108,13 +108,14 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	}
 	mux.Handle("/v2/", reg)
 	mux.Handle("/berth/v1/upstreams", upstreamsHandler(cache, admins(authn)))
-	hc := &health{checks: map[string]Pinger{}, log: log}
+	backends := map[string]Pinger{}
 	if p, ok := meta.(Pinger); ok {
-		hc.checks["metadata"] = p
+		backends["metadata"] = p
 	}
 	if p, ok := blobs.(Pinger); ok {
-		hc.checks["storage"] = p
+		backends["storage"] = p
 	}
+	hc := newHealth(log, backends)
 	mux.HandleFunc("/healthz", hc.live)
 	mux.HandleFunc("/readyz", hc.ready)
 	srv := &http.Server{
