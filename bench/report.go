@@ -284,6 +284,8 @@ type phaseSum struct {
 
 func newResults(o options, p plan) *results {
 	registries := slices.DeleteFunc(slices.Clone(o.servers), func(s string) bool { return s == "fileserver" })
+	// The memory server answers manifests only.
+	registryOnly := slices.DeleteFunc(slices.Clone(registries), func(s string) bool { return s == "memory" })
 	byConcMetric := func(conc int, metric string) []string { return []string{strconv.Itoa(conc), metric} }
 	res := &results{
 		manifest: &series{
@@ -312,7 +314,7 @@ func newResults(o options, p plan) *results {
 			name:    "download",
 			title:   fmt.Sprintf("Blob download, %d MiB blob (Go client, %s window per point)", p.dlSize>>20, p.dlDur),
 			heads:   []string{"conc", "metric"},
-			servers: slices.DeleteFunc(slices.Clone(o.servers), func(s string) bool { return s == "berth-enc" }),
+			servers: slices.DeleteFunc(slices.Clone(o.servers), func(s string) bool { return s == "berth-enc" || s == "memory" }),
 			key:     byConcMetric,
 			notes: []string{"MB/s = 10^6 bytes/s; CPU s/GB = server utime+stime per 10^9 bytes sent (lower is better)",
 				"first MB/s: the first download after the push, one client alone (one sample); the other rows download the blob again and again"},
@@ -322,7 +324,7 @@ func newResults(o options, p plan) *results {
 			name:    "push",
 			title:   fmt.Sprintf("Blob push, %d MiB distinct blobs (POST, one PATCH, PUT ?digest=)", p.pushSize>>20),
 			heads:   []string{"conc", "metric"},
-			servers: registries,
+			servers: registryOnly,
 			key:     byConcMetric,
 			notes:   []string{"CPU s/GB = server utime+stime per 10^9 bytes received (lower is better)"},
 		},
