@@ -89,7 +89,7 @@ func (rg *Registry) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	sw := &statusWriter{ResponseWriter: w}
 	w = sw
-	w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
+	w.Header()["Docker-Distribution-Api-Version"] = []string{"registry/2.0"} // canonical key: Set's work done once
 	rt, err := parseRoute(r)
 	visible := rt.name
 	if err == nil && rg.cache != nil && rt.name != "" {
