@@ -214,6 +214,33 @@ func (r relative) check(vals map[string]cell) (string, string) {
 	return "MISSED", shown
 }
 
+// both is two goals at one row (manifest GET: against v3 and against the memory server): the
+// table shows both, the summary gives each a line of its own.
+type both [2]goal
+
+func (b both) String() string { return b[0].String() + "; " + b[1].String() }
+
+// check is the worse verdict: MISSED if either is, met if both are, else n/a.
+func (b both) check(vals map[string]cell) (string, string) {
+	v0, s0 := b[0].check(vals)
+	v1, s1 := b[1].check(vals)
+	switch {
+	case v0 == "MISSED" || v1 == "MISSED":
+		return "MISSED", s0 + "; " + s1
+	case v0 == "met" && v1 == "met":
+		return "met", s0 + "; " + s1
+	}
+	return "n/a", s0 + "; " + s1
+}
+
+// goals lists the goals of a row's target.
+func goals(g goal) []goal {
+	if b, ok := g.(both); ok {
+		return b[:]
+	}
+	return []goal{g}
+}
+
 // row is one point of a measurement: a concurrency and a metric (or a method), every server's cell.
 type row struct {
 	labels []string
@@ -339,6 +366,16 @@ func newResults(o options, p plan) *results {
 			if c >= 16 {
 				t = &target{ref: "v3", atLeast: true, bound: 2}
 			}
+			if m == "GET" {
+				// The scale-out issue's bound: a manifest pull costs berth little more than
+				// answering the bytes from a map (the memory server).
+				mem := &target{ref: "memory", atLeast: true, bound: 0.85}
+				if t == nil {
+					t = mem
+				} else {
+					t = both{t, mem}
+				}
+			}
 			res.manifest.addRow(res.manifest.key(c, m), "%.0f", t)
 			res.manifestCPU.addRow(res.manifest.key(c, m), "%.0f", nil)
 			res.auth.addRow(res.manifest.key(c, m), "%.0f", &target{of: "berth-auth", ref: "berth", atLeast: true, bound: 0.8})
@@ -420,8 +457,10 @@ func (res *results) tables() []table {
 			if r.target == nil {
 				continue
 			}
-			verdict, v := r.target.check(r.vals)
-			sum.rows = append(sum.rows, []string{label, strings.Join(r.labels, " "), r.target.String(), v, verdict})
+			for _, g := range goals(r.target) {
+				verdict, v := g.check(r.vals)
+				sum.rows = append(sum.rows, []string{label, strings.Join(r.labels, " "), g.String(), v, verdict})
+			}
 		}
 	}
 	ts = append(ts, sum)
