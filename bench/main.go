@@ -1,11 +1,11 @@
 // Command bench measures berth side by side with CNCF Distribution 2.8 and v3, in one run on one
 // machine, and prints each number with the ratios berth/v3 and berth/2.8: manifest GET and HEAD
-// requests/s (wrk), blob download MB/s and server CPU per GB (also against a plain Go file server,
+// requests/s (wrk; also against a trivial Go server answering from a map, the ceiling), blob download MB/s and server CPU per GB (also against a plain Go file server,
 // the physical ceiling), push MB/s, and peak RSS; and each as a pull-through cache of an emulated
 // Docker Hub (upstream requests, wall time of cold and warm pulls by N concurrent clients). See
 // bench/README.md.
 //
-//	go run ./bench [-quick] [-only manifest,download,push,proxy] [-servers berth,v3,2.8,fileserver]
+//	go run ./bench [-quick] [-only manifest,download,push,proxy] [-servers berth,v3,2.8,fileserver,memory]
 package main
 
 import (
@@ -29,7 +29,7 @@ import (
 var (
 	allMeasures = []string{"manifest", "download", "push", "proxy", "logins"}
 	optMeasures = []string{"soak"}
-	allServers  = []string{"berth", "berth-auth", "berth-enc", "v3", "2.8", "fileserver"}
+	allServers  = []string{"berth", "berth-auth", "berth-enc", "v3", "2.8", "fileserver", "memory"}
 )
 
 // isStandard says whether a measurement runs on one start of each server (all but proxy, which
@@ -91,6 +91,10 @@ func defaultPlan(quick bool) plan {
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == fileServerCmd {
 		runFileServer(os.Args[2:])
+		return
+	}
+	if len(os.Args) > 1 && os.Args[1] == memoryServerCmd {
+		runMemoryServer(os.Args[2:])
 		return
 	}
 	if len(os.Args) > 1 && os.Args[1] == headLoadCmd {
@@ -160,6 +164,9 @@ func run() error {
 	}
 	if !slices.Contains(o.only, "download") {
 		o.servers = slices.DeleteFunc(o.servers, func(s string) bool { return s == "fileserver" || s == "berth-enc" })
+	}
+	if !slices.Contains(o.only, "manifest") {
+		o.servers = slices.DeleteFunc(o.servers, func(s string) bool { return s == "memory" })
 	}
 	if len(o.servers) == 0 {
 		return fmt.Errorf("no server to measure")
@@ -303,12 +310,12 @@ func measureServer(ctx context.Context, o options, p plan, w *workload, tmp, nam
 				return err
 			}
 		}
-	} else if s.isRegistry() && slices.Contains(o.only, "manifest") {
+	} else if (s.isRegistry() || s.name == "memory") && slices.Contains(o.only, "manifest") {
 		if err := benchManifests(ctx, o, p, w, s, res); err != nil {
 			return err
 		}
 	}
-	if slices.Contains(o.only, "download") && s.name != "berth-auth" {
+	if slices.Contains(o.only, "download") && s.name != "berth-auth" && s.name != "memory" {
 		if err := benchDownload(ctx, o, p, w, s, res); err != nil {
 			return err
 		}

@@ -21,7 +21,8 @@ import (
 func benchManifests(ctx context.Context, o options, p plan, w *workload, s *server, res *results) error {
 	c := s.client(1)
 	defer c.CloseIdleConnections()
-	if err := pushImage(ctx, c, s.base, w); err != nil {
+	// The memory server holds manifests only: it gets the manifest alone.
+	if err := pushImage(ctx, c, s.base, w, s.name != "memory"); err != nil {
 		return fmt.Errorf("pushing the small image: %w", err)
 	}
 	url := s.base + "/v2/" + repoSmall + "/manifests/latest"
@@ -80,9 +81,12 @@ func benchManifests(ctx context.Context, o options, p plan, w *workload, s *serv
 	return nil
 }
 
-// pushImage pushes the config, the layer and the manifest, tagged latest.
-func pushImage(ctx context.Context, c *http.Client, base string, w *workload) error {
+// pushImage pushes the config and the layer (when blobs is set) and the manifest, tagged latest.
+func pushImage(ctx context.Context, c *http.Client, base string, w *workload, blobs bool) error {
 	for _, b := range []blob{w.config, w.layer} {
+		if !blobs {
+			break
+		}
 		if _, err := uploadBlob(ctx, c, base, repoSmall, bytes.NewReader(b.data), int64(len(b.data)), b.digest); err != nil {
 			return err
 		}

@@ -127,7 +127,7 @@ func (t authTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 // outlive the run so that every request of the load carries one token, as a client would.
 const berthAuthConfig = "auth:\n  token_ttl: 24h\n"
 
-func (s *server) isRegistry() bool { return s.name != "fileserver" }
+func (s *server) isRegistry() bool { return s.name != "fileserver" && s.name != "memory" }
 
 // authOn says whether the server answers 401 to anonymous requests.
 func (s *server) authOn() bool { return s.name == "berth-auth" || s.name == "berth-soak" }
@@ -198,6 +198,12 @@ func startServer(ctx context.Context, o options, tmp, name, dlFile string, px *p
 			return nil, err
 		}
 		s.cmd = exec.Command(self, fileServerCmd, addr, dlFile)
+	case "memory":
+		self, err := os.Executable()
+		if err != nil {
+			return nil, err
+		}
+		s.cmd = exec.Command(self, memoryServerCmd, addr)
 	default:
 		return nil, fmt.Errorf("unknown server %q", name)
 	}
@@ -267,7 +273,7 @@ func berthProxyConfig(px *proxySetup) string {
 
 func (s *server) waitReady(ctx context.Context) error {
 	url, method := s.base+"/v2/", http.MethodGet
-	if !s.isRegistry() {
+	if s.name == "fileserver" {
 		url, method = s.base+"/blob", http.MethodHead
 	}
 	deadline := time.Now().Add(30 * time.Second)

@@ -56,7 +56,14 @@ type Metadata struct {
 	// two with postgres, so that the password stays out of the configuration file.
 	DSNEnv  string `yaml:"dsn_env"`
 	DSNFile string `yaml:"dsn_file"`
+	// MemoryCache is how many bytes of memory keep manifests that were pulled, so that pulling
+	// them again costs no database query; 0 turns it off. With sqlite (one writer) tags are
+	// kept too; with postgres (replicas write too) only lookups by digest.
+	MemoryCache int64 `yaml:"memory_cache"`
 }
+
+// DefaultMetadataMemoryCache is the default of metadata.memory_cache: 64 MiB.
+const DefaultMetadataMemoryCache = 64 << 20
 
 // Defaults of the backends.
 const (
@@ -71,7 +78,9 @@ func defaultStorage() Storage {
 	return Storage{Driver: "fs", S3: S3{SSE: "none", PartSize: DefaultPartSize, RedirectTTL: DefaultRedirectTTL}}
 }
 
-func defaultMetadata() Metadata { return Metadata{Driver: "sqlite"} }
+func defaultMetadata() Metadata {
+	return Metadata{Driver: "sqlite", MemoryCache: DefaultMetadataMemoryCache}
+}
 
 func (s Storage) validate(encrypted bool) error {
 	var errs []error

@@ -124,6 +124,9 @@ func (c Config) Validate() error {
 	if err := c.Metadata.validate(); err != nil {
 		errs = append(errs, err)
 	}
+	if c.Metadata.MemoryCache < 0 {
+		errs = append(errs, fmt.Errorf("metadata.memory_cache %d: must not be negative (0 turns the cache off)", c.Metadata.MemoryCache))
+	}
 	if c.Storage.Driver == "s3" && c.Encryption.Enabled() {
 		// The envelope encryption of today is a layer of the filesystem store; it becomes a layer
 		// over any store in a later step (DESIGN §5).

@@ -28,7 +28,7 @@ func TestDefault(t *testing.T) {
 		Uploads: Uploads{MaxIdle: 24 * time.Hour}, Encryption: Encryption{MemoryCache: 512 << 20},
 		Proxy: Proxy{MaxFillSize: 16 << 30}, MinFreeSpace: 1 << 30,
 		Storage:  Storage{Driver: "fs", S3: S3{SSE: "none", PartSize: 16 << 20, RedirectTTL: 5 * time.Minute}},
-		Metadata: Metadata{Driver: "sqlite"}, Shutdown: Shutdown{Timeout: 30 * time.Second}}
+		Metadata: Metadata{Driver: "sqlite", MemoryCache: 64 << 20}, Shutdown: Shutdown{Timeout: 30 * time.Second}}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("Default() = %+v, want %+v", c, want)
 	}
@@ -88,12 +88,14 @@ shutdown:
 			c.Storage = Storage{Driver: "s3", S3: S3{Bucket: "registry", Prefix: "berth", Region: "eu-west-1",
 				Endpoint: "http://127.0.0.1:7070", PathStyle: true, SSE: "aws:kms", KMSKeyID: "alias/berth",
 				PartSize: 32 << 20, Redirect: true, RedirectTTL: 2 * time.Minute}}
-			c.Metadata = Metadata{Driver: "postgres", DSNEnv: "BERTH_DSN"}
+			c.Metadata = Metadata{Driver: "postgres", DSNEnv: "BERTH_DSN", MemoryCache: DefaultMetadataMemoryCache}
 			c.Shutdown = Shutdown{Drain: 5 * time.Second, Timeout: time.Minute}
 		})},
 		{"fill bounds", "min_free_space: 5368709120\nproxy:\n  max_fill_size: 1073741824\n",
 			with(func(c *Config) { c.MinFreeSpace, c.Proxy.MaxFillSize = 5<<30, 1<<30 })},
 		{"no free-space floor", "min_free_space: 0\n", with(func(c *Config) { c.MinFreeSpace = 0 })},
+		{"no manifest memory cache", "metadata:\n  memory_cache: 0\n", with(func(c *Config) { c.Metadata.MemoryCache = 0 })},
+		{"manifest memory cache", "metadata:\n  memory_cache: 1048576\n", with(func(c *Config) { c.Metadata.MemoryCache = 1 << 20 })},
 		{"partial keeps the other defaults", "log:\n  format: json\n",
 			with(func(c *Config) { c.Log.Format = "json" })},
 		{"only addr", "addr: \"[::1]:80\"\n", with(func(c *Config) { c.Addr = "[::1]:80" })},
@@ -230,6 +232,10 @@ func TestValidate(t *testing.T) {
 		{"postgres with two dsns", func(c *Config) { c.Metadata = Metadata{Driver: "postgres", DSNEnv: "A", DSNFile: "/b"} }, []string{"exactly one of dsn_env"}},
 		{"sqlite with a dsn", func(c *Config) { c.Metadata.DSNEnv = "DSN" }, []string{"driver postgres"}},
 		{"unknown metadata", func(c *Config) { c.Metadata.Driver = "mysql" }, []string{`metadata.driver "mysql"`}},
+		{"no manifest cache", func(c *Config) { c.Metadata.MemoryCache = 0 }, nil},
+		{"negative manifest cache", func(c *Config) { c.Metadata.MemoryCache = -1 }, []string{"metadata.memory_cache -1"}},
+		{"negative manifest cache and unknown metadata", func(c *Config) { c.Metadata = Metadata{Driver: "mysql", MemoryCache: -1} },
+			[]string{"metadata.memory_cache -1", `metadata.driver "mysql"`}},
 		{"drain", func(c *Config) { c.Shutdown.Drain = 10 * time.Second }, nil},
 		{"negative drain", func(c *Config) { c.Shutdown.Drain = -time.Second }, []string{"shutdown.drain"}},
 		{"no shutdown timeout", func(c *Config) { c.Shutdown.Timeout = 0 }, []string{"shutdown.timeout"}},

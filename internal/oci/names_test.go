@@ -2,9 +2,41 @@ package oci
 
 import (
 	"errors"
+	"math/rand/v2"
+	"regexp"
 	"strings"
 	"testing"
 )
+
+// The spec's grammar as its regular expressions: ValidName and ValidTag must agree with them.
+var (
+	nameComponent = `[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*`
+	nameRE        = regexp.MustCompile(`^` + nameComponent + `(?:/` + nameComponent + `)*$`)
+	tagRE         = regexp.MustCompile(`^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$`)
+)
+
+func refName(s string) bool { return len(s) > 0 && len(s) <= MaxNameLength && nameRE.MatchString(s) }
+
+// The hand-written checks agree with the spec's regular expressions on the tables' cases and on
+// many random strings over the alphabet where they can differ (separators, case, slashes, a
+// colon, a byte above ASCII).
+func TestNamesAgreeWithGrammar(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	const alphabet = "ab0Z.._-_--//:\xfc"
+	for range 200000 {
+		b := make([]byte, r.IntN(12))
+		for i := range b {
+			b[i] = alphabet[r.IntN(len(alphabet))]
+		}
+		s := string(b)
+		if got, want := ValidName(s), refName(s); got != want {
+			t.Errorf("ValidName(%q) = %v, the grammar says %v", s, got, want)
+		}
+		if got, want := ValidTag(s), tagRE.MatchString(s); got != want {
+			t.Errorf("ValidTag(%q) = %v, the grammar says %v", s, got, want)
+		}
+	}
+}
 
 // name255 is a repository name of exactly MaxNameLength characters made of several components.
 var name255 = strings.Repeat("abcdefgh/", 28) + "abc"

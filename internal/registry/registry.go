@@ -95,11 +95,15 @@ func (rg *Registry) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	sw := &statusWriter{ResponseWriter: w}
 	w = sw
-	w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
+	w.Header()["Docker-Distribution-Api-Version"] = []string{"registry/2.0"} // canonical key: Set's work done once
 	rt, err := parseRoute(r)
 	visible := rt.name
 	if err == nil && rg.cache != nil && rt.name != "" {
-		if local, mirror, ok := rg.cache.Route(rt.name, r.URL.Query().Get("ns"), mirrorable(r.Method, rt.kind)); ok && (!mirror || !rg.ownRead(r, rt.name)) {
+		var ns string
+		if r.URL.RawQuery != "" { // most requests have none: no map to parse it into
+			ns = r.URL.Query().Get("ns")
+		}
+		if local, mirror, ok := rg.cache.Route(rt.name, ns, mirrorable(r.Method, rt.kind)); ok && (!mirror || !rg.ownRead(r, rt.name)) {
 			rt.name, rt.cached, rt.mirrored = local, true, mirror
 			// A caller that may push a repository of the name may be pushing a new one: its
 			// client asks for the manifest first, and neither waiting for the mirror's upstream

@@ -84,7 +84,12 @@ func parseRoute(r *http.Request) (route, error) {
 	if nameEnd < 1 {
 		return route{}, oci.Errorf(oci.ErrNameInvalid, "missing repository name in %q", p)
 	}
-	rt.name = strings.Join(seg[:nameEnd], "/")
+	// The name is the segments before the kind's, joined by their slashes: a prefix of rest.
+	end := nameEnd - 1
+	for _, sg := range seg[:nameEnd] {
+		end += len(sg)
+	}
+	rt.name = rest[:end]
 	if !oci.ValidName(rt.name) {
 		return route{}, oci.Errorf(oci.ErrNameInvalid, "invalid repository name %q", rt.name).
 			WithDetail(map[string]string{"name": rt.name})

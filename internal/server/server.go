@@ -18,6 +18,7 @@ import (
 	"github.com/berth/berth/internal/auth"
 	"github.com/berth/berth/internal/config"
 	"github.com/berth/berth/internal/metadata"
+	"github.com/berth/berth/internal/metadata/hot"
 	"github.com/berth/berth/internal/registry"
 	"github.com/berth/berth/internal/storage"
 )
@@ -73,7 +74,16 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 			purgeUploads(blobs, meta, cfg.Uploads.MaxIdle, log))
 	})
 
-	cache, err := newCache(cfg.Proxy, cfg.MinFreeSpace, blobs, meta, log)
+	// The registry and the pull-through cache write manifests and tags through this one value,
+	// so that its memory of them is dropped by every write this process makes. With postgres,
+	// other replicas write too, and nothing tells this one yet: not even lookups by digest are
+	// kept (a manifest deleted elsewhere would be served on), until invalidation across
+	// replicas comes.
+	var store metadata.Store = meta
+	if cfg.Metadata.Driver != "postgres" && cfg.Metadata.MemoryCache > 0 {
+		store = hot.New(meta, hot.Options{Exclusive: true, MaxBytes: cfg.Metadata.MemoryCache})
+	}
+	cache, err := newCache(cfg.Proxy, cfg.MinFreeSpace, blobs, store, log)
 	if err != nil {
 		return err
 	}
@@ -82,7 +92,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		// Replicas share the store: one of them asks the upstream for a given thing at a time.
 		cache.ShareWith(meta, holder)
 	}
-	reg := registry.New(blobs, meta, log)
+	reg := registry.New(blobs, store, log)
 	reg.UseCache(cache)
 	reg.SetMaxBlobSize(cfg.Uploads.MaxBlobSize)
 	if cfg.Storage.Driver == "s3" && cfg.Storage.S3.Redirect {
