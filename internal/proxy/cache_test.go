@@ -46,6 +46,14 @@ func startHub(t *testing.T, opts hubemu.Options) *hubemu.Hub {
 // (0: always).
 func newEnv(t *testing.T, hub *hubemu.Hub, every time.Duration) *env {
 	t.Helper()
+	blobs, meta := stores(t)
+	url, cache, rule := serve(t, hub, blobs, meta, 2*time.Second, func(r *proxy.Rule) { r.Every = every })
+	return &env{hub: hub, url: url, cache: cache, rule: rule}
+}
+
+// stores opens a blob store and a metadata store in a new directory.
+func stores(t *testing.T) (*fs.Store, *sqlite.Store) {
+	t.Helper()
 	dir := t.TempDir()
 	blobs, err := fs.New(dir)
 	if err != nil {
@@ -56,21 +64,31 @@ func newEnv(t *testing.T, hub *hubemu.Hub, every time.Duration) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { meta.Close() })
+	return blobs, meta
+}
+
+// serve starts berth (registry and cache, over blobs and meta) with one docker-hub rule in front
+// of hub, changed by edit; stall bounds how long an upstream body may send nothing.
+func serve(t *testing.T, hub *hubemu.Hub, blobs *fs.Store, meta *sqlite.Store, stall time.Duration, edit func(*proxy.Rule)) (string, *proxy.Cache, *proxy.Rule) {
+	t.Helper()
 	log := slog.New(slog.NewTextHandler(testWriter{t}, nil))
 	up, err := proxy.NewUpstream(proxy.UpstreamConfig{Name: "docker-hub", URL: hub.RegistryURL(),
-		StallTimeout: 2 * time.Second, HeaderTimeout: 5 * time.Second}, log)
+		StallTimeout: stall, HeaderTimeout: max(stall, 5*time.Second)}, log)
 	if err != nil {
 		t.Fatal(err)
 	}
 	rule := &proxy.Rule{Prefix: "docker-hub", Source: up, Hosts: []string{"docker.io"}, DockerHub: true,
-		Every: every, MaxStaleness: 24 * time.Hour}
+		MaxStaleness: 24 * time.Hour}
+	if edit != nil {
+		edit(rule)
+	}
 	cache := proxy.New([]*proxy.Rule{rule}, blobs, meta, log)
 	t.Cleanup(cache.Close)
 	reg := registry.New(blobs, meta, log)
 	reg.UseCache(cache)
 	srv := httptest.NewServer(reg)
 	t.Cleanup(srv.Close)
-	return &env{hub: hub, url: srv.URL, cache: cache, rule: rule}
+	return srv.URL, cache, rule
 }
 
 const accept = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, " +

@@ -3,9 +3,7 @@ package proxy_test
 import (
 	"context"
 	"encoding/json"
-	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"sync"
 	"testing"
 	"time"
@@ -13,8 +11,6 @@ import (
 	"github.com/berth/berth/internal/hubemu"
 	"github.com/berth/berth/internal/metadata/sqlite"
 	"github.com/berth/berth/internal/proxy"
-	"github.com/berth/berth/internal/registry"
-	"github.com/berth/berth/internal/storage/fs"
 )
 
 // replicas starts n berths (registry + cache) that share one blob store and one metadata store,
@@ -23,38 +19,13 @@ import (
 // caches and the shared store.
 func replicas(t *testing.T, hub *hubemu.Hub, n int, edit func(*proxy.Rule)) ([]string, []*proxy.Cache, *sqlite.Store) {
 	t.Helper()
-	dir := t.TempDir()
-	blobs, err := fs.New(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	meta, err := sqlite.Open(context.Background(), dir+"/metadata.db")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { meta.Close() })
-	log := slog.New(slog.NewTextHandler(testWriter{t}, nil))
+	blobs, meta := stores(t)
 	var urls []string
 	var caches []*proxy.Cache
 	for i := range n {
-		up, err := proxy.NewUpstream(proxy.UpstreamConfig{Name: "docker-hub", URL: hub.RegistryURL(),
-			StallTimeout: 10 * time.Second, HeaderTimeout: 10 * time.Second}, log)
-		if err != nil {
-			t.Fatal(err)
-		}
-		rule := &proxy.Rule{Prefix: "docker-hub", Source: up, Hosts: []string{"docker.io"}, DockerHub: true,
-			MaxStaleness: 24 * time.Hour}
-		if edit != nil {
-			edit(rule)
-		}
-		cache := proxy.New([]*proxy.Rule{rule}, blobs, meta, log)
+		url, cache, _ := serve(t, hub, blobs, meta, 10*time.Second, edit)
 		cache.ShareWith(meta, string(rune('a'+i)))
-		t.Cleanup(cache.Close)
-		reg := registry.New(blobs, meta, log)
-		reg.UseCache(cache)
-		srv := httptest.NewServer(reg)
-		t.Cleanup(srv.Close)
-		urls = append(urls, srv.URL)
+		urls = append(urls, url)
 		caches = append(caches, cache)
 	}
 	return urls, caches, meta

@@ -7,12 +7,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/opencontainers/go-digest"
-
 	"github.com/berth/berth/internal/enginetest"
 	"github.com/berth/berth/internal/metadata"
 	"github.com/berth/berth/internal/metadata/metadatatest"
-	"github.com/berth/berth/internal/oci"
 )
 
 func TestMain(m *testing.M) { enginetest.Main(m) }
@@ -49,28 +46,11 @@ func TestConformance(t *testing.T) {
 	})
 }
 
-// fill stores one of everything.
+// fill stores one of everything, an account too.
 func fill(t *testing.T, s *Store) *metadata.NewManifest {
 	t.Helper()
-	ctx := context.Background()
-	if err := s.LinkBlob(ctx, "library/app", digest.FromString("config"), 6); err != nil {
-		t.Fatal(err)
-	}
-	m := &metadata.NewManifest{
-		Manifest: metadata.Manifest{
-			Digest: digest.FromString("manifest"), MediaType: oci.MediaTypeImageManifest,
-			ArtifactType: "application/vnd.example", Subject: digest.FromString("subject"),
-			Annotations: map[string]string{"k": "v"}, Content: []byte("manifest"),
-		},
-		Blobs: []oci.Digest{digest.FromString("config")},
-	}
-	if err := s.PutManifest(ctx, "library/app", m, "latest"); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.CreateUpload(ctx, "library/app", "upload-1"); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.CreateAccount(ctx, &metadata.Account{Name: "alice", Kind: metadata.KindUser, Secret: "x"}); err != nil {
+	m := metadatatest.Fill(t, s)
+	if err := s.CreateAccount(context.Background(), &metadata.Account{Name: "alice", Kind: metadata.KindUser, Secret: "x"}); err != nil {
 		t.Fatal(err)
 	}
 	return m
@@ -79,22 +59,8 @@ func fill(t *testing.T, s *Store) *metadata.NewManifest {
 // check verifies what fill stored.
 func check(t *testing.T, s *Store, m *metadata.NewManifest) {
 	t.Helper()
-	ctx := context.Background()
-	if size, err := s.BlobSize(ctx, "library/app", digest.FromString("config")); err != nil || size != 6 {
-		t.Errorf("BlobSize = %d, %v", size, err)
-	}
-	got, err := s.GetManifest(ctx, "library/app", "latest")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got.Digest != m.Digest || string(got.Content) != string(m.Content) || got.Annotations["k"] != "v" ||
-		got.Subject != m.Subject || got.ArtifactType != m.ArtifactType || got.Created.IsZero() {
-		t.Errorf("GetManifest = %+v", got)
-	}
-	if repo, err := s.UploadRepo(ctx, "upload-1"); err != nil || repo != "library/app" {
-		t.Errorf("UploadRepo = %q, %v", repo, err)
-	}
-	if n, err := s.CountAccounts(ctx); err != nil || n != 1 {
+	metadatatest.Check(t, s, m)
+	if n, err := s.CountAccounts(context.Background()); err != nil || n != 1 {
 		t.Errorf("CountAccounts = %d, %v", n, err)
 	}
 }
