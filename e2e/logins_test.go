@@ -167,15 +167,15 @@ func atOnce(n int, fn func(i int) int) map[int]int {
 	return count
 }
 
-// TestAuthLoginRace (item 2): 60 wrong passwords for one user from one address, all at once:
+// TestAuthLoginRace (item 2): 60 different wrong passwords for one user from one address, all at once:
 // the budget's 5 are checked and answered 401, the other 55 are refused (429) unchecked. Before
 // the fix the limit was looked at before each check and counted after it, so all 60 were checked.
 func TestAuthLoginRace(t *testing.T) {
 	b := startSecureBerth(t, "--config", auditConfig(t))
 	b.Admin("user", "add", "erin")
 	c := fromAddr("127.0.7.1", time.Minute)
-	count := atOnce(60, func(int) int {
-		code, _, err := tokenFrom(c, b, "erin", "wrong password")
+	count := atOnce(60, func(i int) int {
+		code, _, err := tokenFrom(c, b, "erin", fmt.Sprintf("wrong password %d", i))
 		if err != nil {
 			t.Error(err)
 		}

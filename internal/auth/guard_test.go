@@ -271,13 +271,13 @@ func atOnce(n int, fn func(i int) int) map[int]int {
 	return count
 }
 
-// 60 wrong passwords for one user from one address, all at once: only the budget's 5 are checked
-// (README: the limit is never exceeded by racing).
+// 60 different wrong passwords for one user from one address, all at once: only the budget's 5
+// are checked (README: the limit is never exceeded by racing).
 func TestLoginRace(t *testing.T) {
 	e := newEnv(t, Options{})
 	e.user(t, "alice")
 	before := e.svc.logins.argonRuns.Load()
-	count := atOnce(60, func(int) int { return e.getFrom("198.51.100.7", "alice", "wrong password").Code })
+	count := atOnce(60, func(i int) int { return e.getFrom("198.51.100.7", "alice", fmt.Sprintf("wrong password %d", i)).Code })
 	if count[401] != 5 || count[429] != 55 {
 		t.Errorf("60 wrong passwords at once: %v, want 5×401 and 55×429", count)
 	}
@@ -292,6 +292,28 @@ func TestLoginRace(t *testing.T) {
 	}
 	if failed != 5 {
 		t.Errorf("%d 'login failed' audit lines, want 5", failed)
+	}
+}
+
+// The same login from one address, 50 times at once (a client with many connections sending
+// Basic on each, after a restart emptied the cache of logins): one check answers them all, right
+// or wrong, and spends one guess.
+func TestLoginCoalesced(t *testing.T) {
+	e := newEnv(t, Options{})
+	pass := e.user(t, "alice")
+	before := e.svc.logins.argonRuns.Load()
+	if count := atOnce(50, func(int) int { return e.getFrom("198.51.100.8", "alice", pass).Code }); count[200] != 50 {
+		t.Errorf("50 identical right logins at once: %v, want 50×200", count)
+	}
+	if n := e.svc.logins.argonRuns.Load() - before; n < 1 || n > 2 {
+		t.Errorf("%d passwords checked for 50 identical logins, want 1 (2 if the first ended before the last began)", n)
+	}
+	before = e.svc.logins.argonRuns.Load()
+	if count := atOnce(50, func(int) int { return e.getFrom("198.51.100.9", "alice", "the same wrong one").Code }); count[401]+count[429] != 50 || count[401] == 0 {
+		t.Errorf("50 identical wrong logins at once: %v, want 401s (and 429s once the budget is spent)", count)
+	}
+	if n := e.svc.logins.argonRuns.Load() - before; n > 5 {
+		t.Errorf("%d checks for 50 identical wrong logins, want at most the budget's 5", n)
 	}
 }
 

@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/sync/singleflight"
+
 	"github.com/berth/berth/internal/metadata"
 )
 
@@ -25,6 +27,8 @@ import (
 //   - argon2id (19 MiB, ~25 ms of a core) runs at most argonSlots at once, the others waiting
 //     their turn (gate.go), the address that has guessed least lately first: a flood of wrong
 //     passwords costs bounded memory, and a client logging in from elsewhere meanwhile is next.
+//   - The same name and secret from the same address, asked again while it is being checked,
+//     waits for that check's answer instead of spending a guess of its own.
 //   - A verified login is remembered (by a hash of name and secret) for loginCache, and checked
 //     against the accounts of now on every use: a removed account, a changed password, new
 //     groups take effect as fast as for tokens (policyReload).
@@ -45,12 +49,13 @@ type cachedLogin struct {
 	expires    time.Time
 }
 
-// logins holds the cache of verified logins and the argon2id gate.
+// logins holds the cache of verified logins, the logins being checked, and the argon2id gate.
 type logins struct {
-	mu    sync.Mutex
-	cache map[[32]byte]cachedLogin
-	swept time.Time // when expired logins were last dropped
-	gate  *gate
+	flight singleflight.Group // logins being checked, by their key and address
+	mu     sync.Mutex
+	cache  map[[32]byte]cachedLogin
+	swept  time.Time // when expired logins were last dropped
+	gate   *gate
 
 	argonRuns atomic.Int64 // argon2id checks done (tests count them)
 }
@@ -101,6 +106,31 @@ func (s *Service) login(ctx context.Context, user, pass, addr string) (*Principa
 	if p, ok := s.cachedLogin(ctx, key, user); ok {
 		return p, nil
 	}
+	// The same login from the same address already being checked (a client with many
+	// connections sending Basic on each, right after a restart or the cache's expiry) is
+	// answered by that check: one guess reserved and judged, however many ask at once.
+	flight := string(key[:]) + "\x00" + addr
+	for {
+		ch := s.logins.flight.DoChan(flight, func() (any, error) { return s.verifyLogin(ctx, user, pass, addr, key) })
+		select {
+		case r := <-ch:
+			if r.Err != nil && r.Shared && ctx.Err() == nil && (errors.Is(r.Err, context.Canceled) || errors.Is(r.Err, context.DeadlineExceeded)) {
+				continue // the client whose check this was left; this one is still here
+			}
+			if r.Err != nil {
+				return nil, r.Err
+			}
+			p := *r.Val.(*Principal)
+			return &p, nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// verifyLogin is login's check of a name and secret not remembered: a guess reserved, the secret
+// checked, the login remembered if right.
+func (s *Service) verifyLogin(ctx context.Context, user, pass, addr string, key [32]byte) (*Principal, error) {
 	res, wait := s.guard.reserve(user, addr)
 	if wait > 0 {
 		s.audit("login throttled", "user", user, "addr", addr)
