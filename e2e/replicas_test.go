@@ -41,8 +41,9 @@ type cluster struct {
 }
 
 // startCluster starts n replicas at once (so that they race to migrate the database and create
-// the first admin) and HAProxy in front of them. extra is more of the replicas' configuration.
-func startCluster(t testing.TB, n int, extra string) *cluster {
+// the first admin) and HAProxy in front of them. s3Extra is more of the storage.s3 section (indented
+// four spaces), extra more of the replicas' configuration.
+func startCluster(t testing.TB, n int, s3Extra, extra string) *cluster {
 	t.Helper()
 	haproxy := tool(t, "haproxy")
 	// The replicas reach both engines through forwarders that a test can cut.
@@ -74,14 +75,14 @@ func startCluster(t testing.TB, n int, extra string) *cluster {
     region: %s
     endpoint: %s
     path_style: true
-    access_key_file: %s
+%s    access_key_file: %s
     secret_key_file: %s
 metadata:
   driver: postgres
   dsn_file: %s
 shutdown:
   drain: 1s
-%s`, s3.Bucket, s3.Region, s3u.String(), write("access-key", s3.AccessKey), write("secret-key", s3.SecretKey), write("dsn", dsn.String()), extra))
+%s`, s3.Bucket, s3.Region, s3u.String(), s3Extra, write("access-key", s3.AccessKey), write("secret-key", s3.SecretKey), write("dsn", dsn.String()), extra))
 
 	c := &cluster{t: t, s3: s3, pgFwd: pgFwd, s3Fwd: s3Fwd, front: &berth{t: t, secure: true, config: config, log: &syncBuffer{}}}
 	started := make(chan *berth, n)
@@ -188,7 +189,7 @@ func (c *cluster) replicasSeen(k int) map[string]int {
 // load balancer as they do against one berth (TestAuthClients).
 func TestReplicas(t *testing.T) {
 	t.Parallel()
-	c := startCluster(t, 3, "")
+	c := startCluster(t, 3, "", "")
 	seen := c.replicasSeen(6)
 	for _, r := range []string{"r0", "r1", "r2"} {
 		if seen[r] != 2 {
@@ -323,7 +324,7 @@ func (c *cluster) push(authz, repo, tag string, layer []byte) (string, []byte, e
 //     request) fails no pull.
 func TestReplicasChaos(t *testing.T) {
 	t.Parallel()
-	c := startCluster(t, 3, "")
+	c := startCluster(t, 3, "", "")
 	admin := basicAuth("admin", c.front.AdminPassword())
 
 	t.Run("upload-continues-elsewhere", func(t *testing.T) {
@@ -488,7 +489,7 @@ func TestReplicasPullThrough(t *testing.T) {
 		t.Fatal(err)
 	}
 	hub.SetThrottle(3 << 20) // about a second for the image: every replica asks meanwhile
-	c := startCluster(t, 3, fmt.Sprintf(`proxy:
+	c := startCluster(t, 3, "", fmt.Sprintf(`proxy:
   defaults: false
   rules:
     - prefix: docker-hub
@@ -559,4 +560,101 @@ func (c *cluster) pull(authz, repo, tag, want string) error {
 		}
 	}
 	return nil
+}
+
+// TestReplicasRedirect: with storage.s3.redirect, a blob GET is answered 307 with a presigned URL
+// of the bucket, which serves the blob's bytes (and ranges of it) with no credentials of berth's;
+// a HEAD is answered by berth itself; a pull that follows the redirect gets the image.
+func TestReplicasRedirect(t *testing.T) {
+	t.Parallel()
+	c := startCluster(t, 1, "    redirect: true\n    redirect_ttl: 1m\n", "")
+	admin := basicAuth("admin", c.front.AdminPassword())
+	layer := bytes.Repeat([]byte("served by the bucket\n"), 1000)
+	_, _, err := c.push(admin, "redirect/app", "v1", layer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	noFollow := &http.Client{Timeout: 30 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	get := func(method, u, authz string, extra ...string) (*http.Response, []byte) {
+		t.Helper()
+		req, _ := http.NewRequest(method, u, nil)
+		if authz != "" {
+			req.Header.Set("Authorization", authz)
+		}
+		for i := 0; i+1 < len(extra); i += 2 {
+			req.Header.Set(extra[i], extra[i+1])
+		}
+		resp, err := noFollow.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp, b
+	}
+	blob := c.front.URL() + "/v2/redirect/app/blobs/" + clDigest(layer)
+	resp, _ := get(http.MethodGet, blob, admin)
+	loc := resp.Header.Get("Location")
+	if resp.StatusCode != http.StatusTemporaryRedirect || !strings.Contains(loc, "X-Amz-Signature=") ||
+		resp.Header.Get("Docker-Content-Digest") != clDigest(layer) {
+		t.Fatalf("GET blob with redirect on: %d, Location %q, digest %q", resp.StatusCode, loc, resp.Header.Get("Docker-Content-Digest"))
+	}
+	if resp, b := get(http.MethodGet, loc, ""); resp.StatusCode != http.StatusOK || !bytes.Equal(b, layer) {
+		t.Errorf("GET the presigned URL: %d, %d bytes", resp.StatusCode, len(b))
+	}
+	if resp, b := get(http.MethodGet, loc, "", "Range", "bytes=0-5"); resp.StatusCode != http.StatusPartialContent || string(b) != "served" {
+		t.Errorf("ranged GET of the presigned URL: %d %q", resp.StatusCode, b)
+	}
+	if resp, _ := get(http.MethodHead, blob, admin); resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Length") != fmt.Sprint(len(layer)) {
+		t.Errorf("HEAD blob: %d, Content-Length %q; want berth's own 200", resp.StatusCode, resp.Header.Get("Content-Length"))
+	}
+	// Without credentials, no redirect: the refusal comes first.
+	if resp, _ := get(http.MethodGet, blob, ""); resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("GET blob without credentials: %d, want 401", resp.StatusCode)
+	}
+	// crane follows the redirect (to another host:port, so without berth's Authorization).
+	crane := tool(t, "crane")
+	dir := t.TempDir()
+	authRun(t, dir, crane, "auth", "login", c.front.Addr, "-u", "admin", "-p", c.front.AdminPassword())
+	out := authRun(t, dir, crane, "blob", c.front.Addr+"/redirect/app@"+clDigest(layer))
+	if out != string(layer) {
+		t.Errorf("crane blob through the redirect: %d bytes, want the layer's %d", len(out), len(layer))
+	}
+}
+
+// TestReplicasAccountChanges: a grant revoked with the account commands (on the shared database)
+// stops a token on every replica within a second, as on one berth (TestRevocationRealClock).
+func TestReplicasAccountChanges(t *testing.T) {
+	t.Parallel()
+	c := startCluster(t, 3, "", "")
+	admin := basicAuth("admin", c.front.AdminPassword())
+	if _, _, err := c.push(admin, "team/app", "v1", []byte("granted, then not\n")); err != nil {
+		t.Fatal(err)
+	}
+	secret := authRobot(c.front, "rev", "team/*", "pull")
+	token := bearerAuth(authToken(t, c.front, "rev", secret, "repository:team/app:pull"))
+	for _, r := range c.replicas {
+		if resp, b, err := c.send(http.MethodGet, r.URL()+"/v2/team/app/manifests/v1", token, nil, "Accept", "application/vnd.oci.image.manifest.v1+json"); err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("replica %s before the revoke: %v %v %s", r.Addr, err, resp, b)
+		}
+	}
+	c.front.Admin("revoke", "robot:rev", "team/*")
+	revoked := time.Now()
+	refused := map[string]time.Duration{}
+	for len(refused) < len(c.replicas) {
+		for _, r := range c.replicas {
+			if _, done := refused[r.Addr]; done {
+				continue
+			}
+			resp, _, err := c.send(http.MethodGet, r.URL()+"/v2/team/app/manifests/v1", token, nil)
+			if err == nil && resp.StatusCode != http.StatusOK {
+				refused[r.Addr] = time.Since(revoked)
+			}
+		}
+		if time.Since(revoked) > revokeWithin {
+			t.Fatalf("the revoked token still works on some replica %v after the command (refused so far: %v)", revokeWithin, refused)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Logf("the token was refused on each replica after %v", refused)
 }
