@@ -143,6 +143,11 @@ func (m Metadata) validate() error {
 	return nil
 }
 
+// Shared reports whether other berth processes (replicas) may write the same metadata store, so
+// that nothing a process remembers of it is exact: PostgreSQL. The embedded SQLite database has
+// one berth serving it.
+func (m Metadata) Shared() bool { return m.Driver == "postgres" }
+
 // DSN returns the PostgreSQL connection string from the environment variable or file m names.
 func (m Metadata) DSN() (string, error) {
 	if m.DSNEnv != "" {

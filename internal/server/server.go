@@ -80,7 +80,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	// kept (a manifest deleted elsewhere would be served on), until invalidation across
 	// replicas comes.
 	var store metadata.Store = meta
-	if cfg.Metadata.Driver != "postgres" && cfg.Metadata.MemoryCache > 0 {
+	if !cfg.Metadata.Shared() && cfg.Metadata.MemoryCache > 0 {
 		store = hot.New(meta, hot.Options{Exclusive: true, MaxBytes: cfg.Metadata.MemoryCache})
 	}
 	cache, err := newCache(cfg.Proxy, cfg.MinFreeSpace, blobs, store, log)
@@ -88,7 +88,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		return err
 	}
 	defer cache.Close()
-	if cfg.Metadata.Driver == "postgres" {
+	if cfg.Metadata.Shared() {
 		// Replicas share the store: one of them asks the upstream for a given thing at a time.
 		cache.ShareWith(meta, holder)
 	}
