@@ -38,6 +38,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -144,6 +145,13 @@ func New(ctx context.Context, o Options) (*Store, error) {
 	}
 	if cfg.Region == "" {
 		cfg.Region = "us-east-1"
+	}
+	// Servers that keep objects as files (versitygw's posix backend, MinIO on a plain disk) remove
+	// a key's empty parent directories when it is deleted; a write under the same parent at that
+	// moment fails with 409 ExistingObjectIsDirectory although nothing is wrong with it. Nothing
+	// was written, so it is retried like a throttle.
+	cfg.Retryer = func() aws.Retryer {
+		return retry.AddWithErrorCodes(retry.NewStandard(), "ExistingObjectIsDirectory")
 	}
 	client := s3.NewFromConfig(cfg, func(so *s3.Options) {
 		if o.Endpoint != "" {
