@@ -17,6 +17,9 @@ var (
 	ErrRepoUnknown     = errors.New("repository unknown")
 	ErrBlobUnknown     = errors.New("referenced blob unknown")
 	ErrManifestUnknown = errors.New("referenced manifest unknown")
+	// ErrReferenced reports a delete refused because something still references what it would
+	// delete (a manifest that an index lists).
+	ErrReferenced = errors.New("still referenced")
 	// ErrFull reports a write refused because the store's disk is full; nothing was written.
 	ErrFull = errors.New("metadata store full")
 	// ErrUnavailable reports that the database could not be reached (down, unreachable, out of
@@ -58,6 +61,14 @@ type BlobRef struct {
 	Size   int64
 }
 
+// BlobRecord is what metadata knows of a blob globally, whichever repositories link it.
+type BlobRecord struct {
+	Size      int64     // -1 while reserved and not yet linked anywhere
+	Touched   time.Time // when it was last reserved or linked
+	Links     int       // repositories that link it
+	Manifests int       // pushed manifests that reference it
+}
+
 // Page asks for at most N names after Last (all when N < 0).
 type Page struct {
 	Last string
@@ -66,20 +77,29 @@ type Page struct {
 
 // Store is the metadata store.
 type Store interface {
-	// LinkBlob records that blob d of size bytes is visible in repo, creating repo if needed.
+	// ReserveBlob records, before blob d's bytes are stored, that a writer is about to store or
+	// link it (or touches the record of a stored one): a garbage collector leaves a blob alone for
+	// a grace period after its last reservation or link.
+	ReserveBlob(ctx context.Context, d oci.Digest) error
+	// LinkBlob records that blob d of size bytes is stored and visible in repo, creating repo if
+	// needed.
 	LinkBlob(ctx context.Context, repo string, d oci.Digest, size int64) error
+	// Blob returns the global record of blob d; ErrNotFound if there is none.
+	Blob(ctx context.Context, d oci.Digest) (BlobRecord, error)
 	// BlobSize returns the size of blob d if it is visible in repo, else ErrNotFound.
 	BlobSize(ctx context.Context, repo string, d oci.Digest) (int64, error)
 	// UnlinkBlob hides blob d from repo; ErrNotFound if it was not visible there.
 	UnlinkBlob(ctx context.Context, repo string, d oci.Digest) error
 
-	// PutManifest stores m in repo and points each of tags at it. The references are checked in
-	// the same transaction (ErrBlobUnknown, ErrManifestUnknown, wrapped with the digest that is
-	// missing).
+	// PutManifest stores m in repo and points each of tags at it. The references (Blobs,
+	// Children) are checked in the same transaction (ErrBlobUnknown, ErrManifestUnknown, wrapped
+	// with the digest that is missing) and recorded: a blob a manifest references stays recorded,
+	// and a child stays, while the manifest does.
 	PutManifest(ctx context.Context, repo string, m *NewManifest, tags ...string) error
 	// GetManifest returns the manifest a tag or digest names in repo; ErrNotFound.
 	GetManifest(ctx context.Context, repo, reference string) (*Manifest, error)
-	// DeleteManifest deletes the manifest d from repo and every tag pointing at it; ErrNotFound.
+	// DeleteManifest deletes the manifest d from repo and every tag pointing at it; ErrNotFound,
+	// or ErrReferenced (naming the index) while an index of repo lists it.
 	DeleteManifest(ctx context.Context, repo string, d oci.Digest) error
 	// DeleteTag deletes a tag, not the manifest it points at; ErrNotFound.
 	DeleteTag(ctx context.Context, repo, tag string) error

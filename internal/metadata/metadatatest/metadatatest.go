@@ -51,6 +51,7 @@ func Run(t *testing.T, open func(t *testing.T) metadata.Store) {
 	t.Run("ConcurrentNewRepository", s.concurrentNewRepository)
 	t.Run("ConcurrentFirstPushes", s.concurrentFirstPushes)
 	t.Run("ConcurrentPushDeleteManifest", s.concurrentPushDeleteManifest)
+	s.runReferences(t)
 }
 
 type suite struct {

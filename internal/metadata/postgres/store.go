@@ -38,6 +38,13 @@ func repoID(ctx context.Context, tx pgx.Tx, repo string, create bool) (int64, er
 	return id, err
 }
 
+// ReserveBlob implements metadata.Store.
+func (s *Store) ReserveBlob(ctx context.Context, d oci.Digest) error {
+	_, err := s.exec(ctx, `INSERT INTO blobs (digest, size, touched) VALUES ($1, NULL, $2)
+		ON CONFLICT (digest) DO UPDATE SET touched = excluded.touched`, d.String(), now())
+	return err
+}
+
 // LinkBlob implements metadata.Store.
 func (s *Store) LinkBlob(ctx context.Context, repo string, d oci.Digest, size int64) error {
 	return s.write(ctx, func(tx pgx.Tx) error {
@@ -45,10 +52,43 @@ func (s *Store) LinkBlob(ctx context.Context, repo string, d oci.Digest, size in
 		if err != nil {
 			return err
 		}
-		_, err = tx.Exec(ctx, `INSERT INTO repo_blobs (repo_id, digest, size) VALUES ($1, $2, $3)
-			ON CONFLICT DO NOTHING`, id, d.String(), size)
-		return err
+		return linkBlobs(ctx, tx, id, []string{d.String()}, []int64{size})
 	})
+}
+
+// linkBlobs records the blobs ds (in digest order, so that two transactions lock their rows in
+// the same order), stored, with their sizes, and links them to repository id.
+func linkBlobs(ctx context.Context, tx pgx.Tx, id int64, ds []string, sizes []int64) error {
+	if _, err := tx.Exec(ctx, `INSERT INTO blobs (digest, size, touched)
+		SELECT d, s, $3::timestamptz FROM unnest($1::text[], $2::bigint[]) AS p (d, s)
+		ON CONFLICT (digest) DO UPDATE SET size = excluded.size, touched = excluded.touched`,
+		ds, sizes, now()); err != nil {
+		return err
+	}
+	_, err := tx.Exec(ctx, `INSERT INTO repo_blobs (repo_id, digest, size)
+		SELECT $1::bigint, d, s FROM unnest($2::text[], $3::bigint[]) AS p (d, s)
+		ON CONFLICT DO NOTHING`, id, ds, sizes)
+	return err
+}
+
+// Blob implements metadata.Store.
+func (s *Store) Blob(ctx context.Context, d oci.Digest) (metadata.BlobRecord, error) {
+	var (
+		rec  metadata.BlobRecord
+		size *int64
+	)
+	err := s.queryRow(ctx, `SELECT size, touched,
+		(SELECT count(*) FROM repo_blobs WHERE digest = b.digest),
+		(SELECT count(*) FROM manifest_blobs WHERE digest = b.digest)
+		FROM blobs b WHERE digest = $1`, d.String()).Scan(&size, &rec.Touched, &rec.Links, &rec.Manifests)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return rec, fmt.Errorf("%s: %w", d, metadata.ErrNotFound)
+	}
+	rec.Size = -1
+	if size != nil {
+		rec.Size = *size
+	}
+	return rec, err
 }
 
 // BlobSize implements metadata.Store.
@@ -126,9 +166,7 @@ func (s *Store) PutManifest(ctx context.Context, repo string, m *metadata.NewMan
 			return err
 		}
 		if len(provided) > 0 {
-			if _, err := tx.Exec(ctx, `INSERT INTO repo_blobs (repo_id, digest, size)
-				SELECT $1::bigint, d, s FROM unnest($2::text[], $3::bigint[]) AS p (d, s)
-				ON CONFLICT DO NOTHING`, id, provided, providedSizes); err != nil {
+			if err := linkBlobs(ctx, tx, id, provided, providedSizes); err != nil {
 				return err
 			}
 		}
@@ -179,6 +217,28 @@ func (s *Store) PutManifest(ctx context.Context, repo string, m *metadata.NewMan
 			}
 			if attempt == 10 {
 				return errRetry
+			}
+		}
+		// A foreign key violation here is the manifest deleted since the insert (the blobs and
+		// children are locked): push again.
+		if len(m.Blobs) > 0 {
+			_, err := tx.Exec(ctx, `INSERT INTO manifest_blobs (repo_id, manifest, digest)
+				SELECT $1::bigint, $2::text, d FROM unnest($3::text[]) AS d ON CONFLICT DO NOTHING`,
+				id, m.Digest.String(), digests(m.Blobs))
+			if sqlState(err) == foreignKeyViolation {
+				return fmt.Errorf("%w: %v", errRetry, err)
+			} else if err != nil {
+				return err
+			}
+		}
+		if len(m.Children) > 0 {
+			_, err := tx.Exec(ctx, `INSERT INTO manifest_children (repo_id, parent, child)
+				SELECT $1::bigint, $2::text, c FROM unnest($3::text[]) AS c ON CONFLICT DO NOTHING`,
+				id, m.Digest.String(), digests(m.Children))
+			if sqlState(err) == foreignKeyViolation {
+				return fmt.Errorf("%w: %v", errRetry, err)
+			} else if err != nil {
+				return err
 			}
 		}
 		if len(tags) == 0 {
@@ -257,11 +317,25 @@ func (s *Store) GetManifest(ctx context.Context, repo, reference string) (*metad
 	return &m, nil
 }
 
-// DeleteManifest implements metadata.Store. The manifest's tags go with it (ON DELETE CASCADE).
+// DeleteManifest implements metadata.Store. The manifest's tags and references go with it (ON
+// DELETE CASCADE); an index that lists it keeps it (the foreign key).
 func (s *Store) DeleteManifest(ctx context.Context, repo string, d oci.Digest) error {
+	what := fmt.Sprintf("%s@%s", repo, d)
+	var parent string
+	err := s.queryRow(ctx, `SELECT c.parent FROM repositories r JOIN manifest_children c ON c.repo_id = r.id
+		WHERE r.name = $1 AND c.child = $2 LIMIT 1`, repo, d.String()).Scan(&parent)
+	if err == nil {
+		return fmt.Errorf("%s: %w: the index %s lists it", what, metadata.ErrReferenced, parent)
+	}
+	if !errors.Is(err, pgx.ErrNoRows) {
+		return err
+	}
 	tag, err := s.exec(ctx, `DELETE FROM manifests m USING repositories r
 		WHERE m.repo_id = r.id AND r.name = $1 AND m.digest = $2`, repo, d.String())
-	return affected(tag.RowsAffected(), err, fmt.Sprintf("%s@%s", repo, d))
+	if sqlState(err) == foreignKeyViolation { // an index listing it was pushed since the look
+		return fmt.Errorf("%s: %w: an index lists it", what, metadata.ErrReferenced)
+	}
+	return affected(tag.RowsAffected(), err, what)
 }
 
 // DeleteTag implements metadata.Store.

@@ -61,15 +61,27 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	// another connection has written since the reader's last transaction (WAL mode), so it pays
 	// off only in read-only stretches; 512 KiB each. Together 5 MiB, 10 MiB of RSS at most, and
 	// filled within minutes, so that memory is level after that (the soak, bench/).
-	w, err := sql.Open("sqlite", dsn("&_txlock=immediate&_pragma=cache_size(-1024)"))
+	writer := dsn("&_txlock=immediate&_pragma=cache_size(-1024)")
+	// Migrations go through a connection of their own, closed after them: one that sorts or
+	// builds a table from a subquery opens SQLite's temporary database, whose page cache (at
+	// SQLite's default size) would stay with the connection for as long as it is open.
+	m, err := sql.Open("sqlite", writer)
+	if err != nil {
+		return nil, err
+	}
+	m.SetMaxOpenConns(1)
+	err = migrate(ctx, m)
+	if cerr := m.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return nil, fmt.Errorf("metadata: %w", err)
+	}
+	w, err := sql.Open("sqlite", writer)
 	if err != nil {
 		return nil, err
 	}
 	w.SetMaxOpenConns(1)
-	if err := migrate(ctx, w); err != nil {
-		w.Close()
-		return nil, fmt.Errorf("metadata: %w", err)
-	}
 	// The database holds password hashes and signing keys: owner only. SQLite gives the -wal
 	// and -shm files the main file's mode when it creates them.
 	for _, f := range []string{path, path + "-wal", path + "-shm"} {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -247,6 +248,7 @@ func TestMigration005Backfill(t *testing.T) {
 	for _, q := range []string{
 		`DROP INDEX repo_blobs_digest`, `DROP TABLE cache_expected`,
 		// and none of what later migrations add
+		`DROP TABLE manifest_children`, `DROP TABLE manifest_blobs`, `DROP TABLE blobs`,
 		`DROP TABLE leases`, `DROP TRIGGER accounts_insert`, `DROP TRIGGER accounts_update`, `DROP TRIGGER accounts_delete`,
 		`DROP TRIGGER grants_insert`, `DROP TRIGGER grants_update`, `DROP TRIGGER grants_delete`, `DROP TABLE auth_version`,
 		`INSERT INTO repositories (name, created) VALUES ('docker-hub/library/app', 0)`,
@@ -267,5 +269,77 @@ func TestMigration005Backfill(t *testing.T) {
 		if size, err := s.ExpectedBlob(ctx, "docker-hub/library/app", d); err != nil || size != want {
 			t.Errorf("ExpectedBlob(%s) after the migration = %d, %v; want %d", d, size, err, want)
 		}
+	}
+}
+
+// Manifests pushed before migration 009 get the references the database now keeps, read from
+// their content: the blobs they reference are recorded and stay referenced, an index keeps its
+// children. The pull-through cache's repositories keep none (as from then on).
+func TestMigration009Backfill(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "metadata.db")
+	s := openAt(t, path)
+	layer, cfg, foreign, absent := digest.FromString("layer"), digest.FromString("config"), digest.FromString("foreign"), digest.FromString("absent")
+	desc := func(d digest.Digest, size int) string {
+		return fmt.Sprintf(`{"mediaType":"x","digest":%q,"size":%d}`, d, size)
+	}
+	image := `{"schemaVersion":2,"config":` + desc(cfg, 7) + `,"layers":[` + desc(layer, 5) + `,` + desc(foreign, 9) + `]}`
+	imageDigest := digest.FromString(image)
+	index := `{"schemaVersion":2,"manifests":[` + desc(imageDigest, len(image)) + `,` + desc(absent, 3) + `,"odd"]}`
+	indexDigest := digest.FromString(index)
+	manifest := func(repo, d, content string) string {
+		return fmt.Sprintf(`INSERT INTO manifests (repo_id, digest, media_type, artifact_type, content, created)
+			VALUES ((SELECT id FROM repositories WHERE name = '%s'), '%s', 'm', '', CAST('%s' AS BLOB), 0)`, repo, d, content)
+	}
+	link := func(repo string, d digest.Digest) string {
+		return fmt.Sprintf(`INSERT INTO repo_blobs (repo_id, digest, size)
+			VALUES ((SELECT id FROM repositories WHERE name = '%s'), '%s', 1)`, repo, d)
+	}
+	// As a database of version 8 had it: no blob records, no references, links without a key.
+	for _, q := range []string{
+		`DROP TABLE manifest_children`, `DROP TABLE manifest_blobs`,
+		`CREATE TABLE rb (repo_id INTEGER NOT NULL REFERENCES repositories (id), digest TEXT NOT NULL,
+			size INTEGER NOT NULL, PRIMARY KEY (repo_id, digest)) WITHOUT ROWID`,
+		`DROP TABLE repo_blobs`, `ALTER TABLE rb RENAME TO repo_blobs`, `CREATE INDEX repo_blobs_digest ON repo_blobs (digest)`,
+		`DROP TABLE blobs`,
+		`INSERT INTO repositories (name, created) VALUES ('app', 0), ('hub/app', 0)`,
+		link("app", cfg), link("app", layer), link("hub/app", layer),
+		manifest("app", imageDigest.String(), image), manifest("app", indexDigest.String(), index),
+		manifest("app", "sha256:notjson", "not json"),
+		manifest("hub/app", imageDigest.String(), image),
+		`INSERT INTO cache_expected (repo_id, digest, size) VALUES ((SELECT id FROM repositories WHERE name = 'hub/app'), '` + layer.String() + `', 5)`,
+		`PRAGMA user_version = 8`,
+	} {
+		if _, err := s.w.Exec(q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	s.Close()
+	s = openAt(t, path)
+	defer s.Close()
+	for d, want := range map[digest.Digest][2]int{layer: {2, 1}, cfg: {1, 1}} {
+		rec, err := s.Blob(ctx, d)
+		if err != nil || rec.Links != want[0] || rec.Manifests != want[1] || rec.Size != 1 {
+			t.Errorf("Blob(%s) after the migration = %+v, %v; want size 1, %d links, %d manifests", d, rec, err, want[0], want[1])
+		}
+	}
+	for _, d := range []digest.Digest{foreign, absent} {
+		if rec, err := s.Blob(ctx, d); !errors.Is(err, metadata.ErrNotFound) {
+			t.Errorf("Blob(%s) of a blob never stored = %+v, %v; want ErrNotFound", d, rec, err)
+		}
+	}
+	if err := s.DeleteManifest(ctx, "app", imageDigest); !errors.Is(err, metadata.ErrReferenced) {
+		t.Errorf("DeleteManifest of a child of an index pushed before the migration: %v; want ErrReferenced", err)
+	}
+	if err := s.DeleteManifest(ctx, "hub/app", imageDigest); err != nil {
+		t.Errorf("DeleteManifest in the cache: %v", err)
+	}
+	for _, d := range []digest.Digest{indexDigest, imageDigest} {
+		if err := s.DeleteManifest(ctx, "app", d); err != nil {
+			t.Errorf("DeleteManifest(%s): %v", d, err)
+		}
+	}
+	if rec, err := s.Blob(ctx, layer); err != nil || rec.Manifests != 0 {
+		t.Errorf("Blob(layer) after its manifest was deleted = %+v, %v; want no manifests", rec, err)
 	}
 }

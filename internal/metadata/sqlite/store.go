@@ -54,6 +54,15 @@ func repoID(ctx context.Context, tx *sql.Tx, repo string, create bool) (int64, e
 	return id, err
 }
 
+// ReserveBlob implements metadata.Store.
+func (s *Store) ReserveBlob(ctx context.Context, d oci.Digest) error {
+	return s.write(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `INSERT INTO blobs (digest, size, touched) VALUES (?, NULL, ?)
+			ON CONFLICT (digest) DO UPDATE SET touched = excluded.touched`, d.String(), now())
+		return err
+	})
+}
+
 // LinkBlob implements metadata.Store.
 func (s *Store) LinkBlob(ctx context.Context, repo string, d oci.Digest, size int64) error {
 	return s.write(ctx, func(tx *sql.Tx) error {
@@ -61,10 +70,42 @@ func (s *Store) LinkBlob(ctx context.Context, repo string, d oci.Digest, size in
 		if err != nil {
 			return err
 		}
-		_, err = tx.ExecContext(ctx, `INSERT INTO repo_blobs (repo_id, digest, size) VALUES (?, ?, ?)
-			ON CONFLICT DO NOTHING`, id, d.String(), size)
-		return err
+		return linkBlob(ctx, tx, id, d, size)
 	})
+}
+
+// linkBlob records blob d, stored, and links it to repository id.
+func linkBlob(ctx context.Context, tx *sql.Tx, id int64, d oci.Digest, size int64) error {
+	if _, err := tx.ExecContext(ctx, `INSERT INTO blobs (digest, size, touched) VALUES (?, ?, ?)
+		ON CONFLICT (digest) DO UPDATE SET size = excluded.size, touched = excluded.touched`,
+		d.String(), size, now()); err != nil {
+		return err
+	}
+	_, err := tx.ExecContext(ctx, `INSERT INTO repo_blobs (repo_id, digest, size) VALUES (?, ?, ?)
+		ON CONFLICT DO NOTHING`, id, d.String(), size)
+	return err
+}
+
+// Blob implements metadata.Store.
+func (s *Store) Blob(ctx context.Context, d oci.Digest) (metadata.BlobRecord, error) {
+	var (
+		rec     metadata.BlobRecord
+		size    sql.NullInt64
+		touched int64
+	)
+	err := s.r.QueryRowContext(ctx, `SELECT size, touched,
+		(SELECT count(*) FROM repo_blobs WHERE digest = b.digest),
+		(SELECT count(*) FROM manifest_blobs WHERE digest = b.digest)
+		FROM blobs b WHERE digest = ?`, d.String()).Scan(&size, &touched, &rec.Links, &rec.Manifests)
+	if errors.Is(err, sql.ErrNoRows) {
+		return rec, fmt.Errorf("%s: %w", d, metadata.ErrNotFound)
+	}
+	rec.Size = -1
+	if size.Valid {
+		rec.Size = size.Int64
+	}
+	rec.Touched = time.Unix(0, touched)
+	return rec, err
 }
 
 // BlobSize implements metadata.Store.
@@ -119,8 +160,7 @@ func (s *Store) PutManifest(ctx context.Context, repo string, m *metadata.NewMan
 			return err
 		}
 		for _, b := range m.Provided {
-			if _, err := tx.ExecContext(ctx, `INSERT INTO repo_blobs (repo_id, digest, size) VALUES (?, ?, ?)
-				ON CONFLICT DO NOTHING`, id, b.Digest.String(), b.Size); err != nil {
+			if err := linkBlob(ctx, tx, id, b.Digest, b.Size); err != nil {
 				return err
 			}
 		}
@@ -152,6 +192,18 @@ func (s *Store) PutManifest(ctx context.Context, repo string, m *metadata.NewMan
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
 			id, m.Digest.String(), m.MediaType, m.ArtifactType, subject, annotations, m.Content, t); err != nil {
 			return err
+		}
+		for _, d := range m.Blobs {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO manifest_blobs (repo_id, manifest, digest) VALUES (?, ?, ?)
+				ON CONFLICT DO NOTHING`, id, m.Digest.String(), d.String()); err != nil {
+				return err
+			}
+		}
+		for _, d := range m.Children {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO manifest_children (repo_id, parent, child) VALUES (?, ?, ?)
+				ON CONFLICT DO NOTHING`, id, m.Digest.String(), d.String()); err != nil {
+				return err
+			}
 		}
 		for _, tag := range tags {
 			if _, err := tx.ExecContext(ctx, `INSERT INTO tags (repo_id, name, digest, updated) VALUES (?, ?, ?, ?)
@@ -211,6 +263,15 @@ func (s *Store) DeleteManifest(ctx context.Context, repo string, d oci.Digest) e
 			return fmt.Errorf("%s@%s: %w", repo, d, metadata.ErrNotFound)
 		}
 		if err != nil {
+			return err
+		}
+		var parent string
+		err = tx.QueryRowContext(ctx, `SELECT parent FROM manifest_children WHERE repo_id = ? AND child = ? LIMIT 1`,
+			id, d.String()).Scan(&parent)
+		if err == nil {
+			return fmt.Errorf("%s@%s: %w: the index %s lists it", repo, d, metadata.ErrReferenced, parent)
+		}
+		if !errors.Is(err, sql.ErrNoRows) {
 			return err
 		}
 		res, err := tx.ExecContext(ctx, `DELETE FROM manifests WHERE repo_id = ? AND digest = ?`, id, d.String())
