@@ -67,7 +67,7 @@ func (s suite) blobRecords(t *testing.T) {
 	}
 	link(t, st, "other", d, 5)
 	link(t, st, "other", d, 5) // again: still one link there
-	wantRecord(t, st, d, 5, 2, 0)
+	linked = wantRecord(t, st, d, 5, 2, 0)
 	time.Sleep(2 * time.Millisecond)
 	if err := st.ReserveBlob(ctx, d); err != nil { // a writer about to use the stored blob
 		t.Fatal(err)
