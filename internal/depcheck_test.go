@@ -1,7 +1,7 @@
 // Package internal_test checks that berth's packages depend on each other one way only, so that
 // backends stay swappable and the wire vocabulary stays at the bottom:
 //
-//	cmd -> server -> registry -> storage, metadata -> oci
+//	cmd -> server -> registry, proxy -> content -> storage, metadata -> oci
 //	                             storage/<backend> -> storage, oci
 //	                             metadata/<backend> -> metadata, oci
 //
@@ -111,6 +111,10 @@ func TestDependencies(t *testing.T) {
 			return func(d string) bool { return d == "internal/oci" }
 		case under(p, "internal/metadata"):
 			return func(d string) bool { return d == "internal/oci" || d == "internal/metadata" }
+		case p == "internal/content": // sequences the two stores, whatever backends they are
+			return func(d string) bool {
+				return d == "internal/oci" || d == "internal/storage" || d == "internal/metadata"
+			}
 		case under(p, "internal/registry"):
 			return func(d string) bool { return !under(d, "internal/server") && !under(d, "cmd") }
 		case under(p, "cmd"):
@@ -145,7 +149,8 @@ func TestDependencies(t *testing.T) {
 			return d == "internal/storage/storagetest" && under(name, "internal/storage") ||
 				d == "internal/metadata/metadatatest" && under(name, "internal/metadata") ||
 				d == "internal/enginetest" ||
-				d == "internal/metadata/sqlite" && name == "internal/metadata/hot"
+				d == "internal/metadata/sqlite" && name == "internal/metadata/hot" ||
+				(d == "internal/metadata/sqlite" || d == "internal/storage/fs") && name == "internal/content"
 		}
 		for _, d := range slices.Concat(p.TestImports, p.XTestImports) {
 			if d != name && !ok(d) && !suite(d) {

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	"github.com/berth/berth/internal/auth"
+	"github.com/berth/berth/internal/content"
 	"github.com/berth/berth/internal/metadata"
 	"github.com/berth/berth/internal/oci"
 	"github.com/berth/berth/internal/storage"
@@ -28,16 +29,30 @@ const (
 	blobTimeout     = 2 * time.Hour
 )
 
+// catalog is the metadata store as the cache uses it: blobs are linked by content only.
+type catalog interface {
+	BlobSize(ctx context.Context, repo string, d oci.Digest) (int64, error)
+	ExpectedBlob(ctx context.Context, repo string, d oci.Digest) (int64, error)
+	LinkedUnder(ctx context.Context, d oci.Digest, prefix string, except []string) (bool, error)
+	PutManifest(ctx context.Context, repo string, m *metadata.NewManifest, tags ...string) error
+	GetManifest(ctx context.Context, repo, reference string) (*metadata.Manifest, error)
+	DeleteTag(ctx context.Context, repo, tag string) error
+	Tags(ctx context.Context, repo string, p metadata.Page) ([]string, bool, error)
+	TagChecked(ctx context.Context, repo, tag string) (time.Time, error)
+	SetTagChecked(ctx context.Context, repo, tag string, t time.Time) error
+}
+
 // Cache serves the repositories under its rules' prefixes from local storage and fills that storage
 // from the upstreams, as DESIGN.md §4 says: digests are immutable, tags are revalidated by HEAD
 // under the rule's policy, failures serve stale copies, concurrent misses share one upstream fetch.
 type Cache struct {
-	rules  []*Rule // longest prefix first
-	mirror *Rule   // serves root pulls of repositories berth does not have (registry-mirrors)
-	blobs  storage.BlobStore
-	meta   metadata.Store
-	log    *slog.Logger
-	now    func() time.Time
+	rules   []*Rule // longest prefix first
+	mirror  *Rule   // serves root pulls of repositories berth does not have (registry-mirrors)
+	blobs   storage.BlobStore
+	meta    catalog
+	content *content.Store // every write that makes a blob visible
+	log     *slog.Logger
+	now     func() time.Time
 
 	// nested lists, per rule, the prefixes (with "/") of the rules inside its own, whose
 	// repositories are not its own.
@@ -84,7 +99,7 @@ func New(rules []*Rule, blobs storage.BlobStore, meta metadata.Store, log *slog.
 		}
 	}
 	base, cancel := context.WithCancel(context.Background())
-	return &Cache{rules: rs, blobs: blobs, meta: meta, log: log, now: time.Now, nested: nested,
+	return &Cache{rules: rs, blobs: blobs, meta: meta, content: content.New(blobs, meta), log: log, now: time.Now, nested: nested,
 		limits: Limits{MaxFillSize: DefaultMaxFillSize}, fills: map[string]*fill{}, base: base, cancel: cancel}
 }
 

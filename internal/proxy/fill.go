@@ -248,23 +248,24 @@ func (c *Cache) download(ctx context.Context, f *fill, rule *Rule, local, up str
 		tmp.Close()
 		return err
 	}
-	switch a, ok := c.blobs.(storage.FileAdopter); {
-	case c.storedAlready(ctx, d):
-		// The bytes were here for other repositories: this download proved the upstream has
-		// them; the store keeps one copy.
-		tmp.Close()
-	case ok:
-		err = a.Adopt(ctx, d, tmp)
-	default:
-		if _, err = tmp.Seek(0, io.SeekStart); err == nil {
-			_, err = c.blobs.Put(ctx, d, tmp)
+	_, err = c.content.Publish(ctx, local, d, func(ctx context.Context) (int64, error) {
+		var err error
+		switch a, ok := c.blobs.(storage.FileAdopter); {
+		case c.storedAlready(ctx, d):
+			// The bytes were here for other repositories: this download proved the upstream
+			// has them; the store keeps one copy.
+			tmp.Close()
+		case ok:
+			err = a.Adopt(ctx, d, tmp)
+		default:
+			if _, err = tmp.Seek(0, io.SeekStart); err == nil {
+				_, err = c.blobs.Put(ctx, d, tmp)
+			}
+			tmp.Close()
 		}
-		tmp.Close()
-	}
-	if err != nil {
-		return err
-	}
-	return c.meta.LinkBlob(ctx, local, d, written)
+		return written, err
+	})
+	return err
 }
 
 // storedAlready reports whether the store holds d.
@@ -292,14 +293,15 @@ func (c *Cache) runSpool(ctx context.Context, sp storage.Spooler, pm *pumping, l
 	if err != nil {
 		return err
 	}
-	// Bytes stored already (for other repositories) are not committed a second time: the spool
-	// is discarded with the read side.
-	if !c.storedAlready(ctx, d) {
-		if err := spool.Commit(ctx, d); err != nil {
-			return err
+	_, err = c.content.Publish(ctx, local, d, func(ctx context.Context) (int64, error) {
+		// Bytes stored already (for other repositories) are not committed a second time: the
+		// spool is discarded with the read side.
+		if c.storedAlready(ctx, d) {
+			return written, nil
 		}
-	}
-	return c.meta.LinkBlob(ctx, local, d, written)
+		return written, spool.Commit(ctx, d)
+	})
+	return err
 }
 
 // pumping is one upstream body on its way into a fill.

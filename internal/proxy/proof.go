@@ -116,7 +116,7 @@ func (c *Cache) decide(ctx context.Context, rule *Rule, local, up string, d oci.
 		}
 		fallthrough
 	case linkStored:
-		if err := c.meta.LinkBlob(ctx, local, d, p.size); err != nil {
+		if err := c.content.Link(ctx, local, d, p.size); err != nil {
 			return p, err
 		}
 		p.action = serveStored

@@ -1,7 +1,6 @@
 package registry
 
 import (
-	"bytes"
 	"errors"
 	"io"
 	"mime"
@@ -131,9 +130,7 @@ func (rg *Registry) putManifest(w http.ResponseWriter, r *http.Request, rt route
 			continue
 		}
 		if b.Digest == oci.EmptyJSONDigest {
-			if err := rg.ensureEmptyJSON(r); err != nil {
-				return err
-			}
+			// Artifacts name it as their config, and some clients never push it.
 			nm.Provided = []metadata.BlobRef{{Digest: oci.EmptyJSONDigest, Size: int64(len(oci.EmptyJSON))}}
 		}
 		nm.Blobs = append(nm.Blobs, b.Digest)
@@ -141,7 +138,7 @@ func (rg *Registry) putManifest(w http.ResponseWriter, r *http.Request, rt route
 	for _, c := range pm.Children {
 		nm.Children = append(nm.Children, c.Digest)
 	}
-	err = rg.meta.PutManifest(ctx, rt.name, nm, tags...)
+	err = rg.content.PutManifest(ctx, rt.name, nm, tags...)
 	switch {
 	case errors.Is(err, metadata.ErrBlobUnknown):
 		return oci.Errorf(oci.ErrManifestBlobUnknown, "manifest references a blob unknown to the repository: %v", err)
@@ -166,17 +163,6 @@ func (rg *Registry) putManifest(w http.ResponseWriter, r *http.Request, rt route
 	w.WriteHeader(http.StatusCreated)
 	rg.audit(r, "push", "repository", rt.name, "digest", d.String(), "tags", tags, "media_type", pm.MediaType)
 	return nil
-}
-
-// ensureEmptyJSON makes sure the blob store holds the OCI empty descriptor's blob ("{}"), which
-// artifacts name as their config and some clients never push.
-func (rg *Registry) ensureEmptyJSON(r *http.Request) error {
-	ctx := r.Context()
-	if _, err := rg.blobs.Stat(ctx, oci.EmptyJSONDigest); err == nil {
-		return nil
-	}
-	_, err := rg.blobs.Put(ctx, oci.EmptyJSONDigest, bytes.NewReader(oci.EmptyJSON))
-	return err
 }
 
 func tooLarge() error {
@@ -215,6 +201,11 @@ func upstreamFailed(err error) bool {
 func manifestErr(err error, ref string) error {
 	if errors.Is(err, metadata.ErrNotFound) || errors.Is(err, metadata.ErrRepoUnknown) {
 		return oci.Errorf(oci.ErrManifestUnknown, "manifest unknown to registry").WithDetail(map[string]string{"reference": ref})
+	}
+	if errors.Is(err, metadata.ErrReferenced) {
+		// An index that lists it would no longer pull: it goes first.
+		return oci.Errorf(oci.ErrDenied, "cannot delete a manifest that an index of the repository lists (delete the index first): %v", err).
+			WithStatus(http.StatusConflict).WithDetail(map[string]string{"reference": ref})
 	}
 	return err
 }

@@ -503,6 +503,39 @@ func TestManifestDeleteByDigest(t *testing.T) {
 	e.checkManifest(t, "delete2", "a", oci.MediaTypeImageManifest, other, sha256Of(other))
 }
 
+// A manifest that an index lists cannot be deleted while the index is there (the index would no
+// longer pull): 409 DENIED naming the index. Once the index is deleted, it can.
+func TestManifestDeleteListedByIndex(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	const repo = "listed"
+	index := e.index(t, repo, oci.MediaTypeImageIndex, oci.MediaTypeImageManifest)
+	id := e.pushManifest(t, repo, "latest", oci.MediaTypeImageIndex, index)
+	var parsed manifest
+	if err := json.Unmarshal(index, &parsed); err != nil {
+		t.Fatal(err)
+	}
+	child := parsed.Manifests[0].Digest
+	r := e.do(t, "DELETE", "/v2/"+repo+"/manifests/"+child.String(), nil)
+	body := checkError(t, r, http.StatusConflict, oci.ErrDenied)
+	if msg := body.Errors[0].Message; !strings.Contains(msg, id.String()) {
+		t.Errorf("refusal %q does not name the index %s", msg, id)
+	}
+	if r := e.do(t, "GET", "/v2/"+repo+"/manifests/"+child.String(), nil); r.code != http.StatusOK {
+		t.Fatalf("the refused delete deleted: GET %d", r.code)
+	}
+	// Untagged, the index still lists it.
+	if r := e.do(t, "DELETE", "/v2/"+repo+"/manifests/latest", nil); r.code != http.StatusAccepted {
+		t.Fatalf("DELETE tag: %d %s", r.code, r.body)
+	}
+	checkError(t, e.do(t, "DELETE", "/v2/"+repo+"/manifests/"+child.String(), nil), http.StatusConflict, oci.ErrDenied)
+	for _, d := range []digest.Digest{id, child} {
+		if r := e.do(t, "DELETE", "/v2/"+repo+"/manifests/"+d.String(), nil); r.code != http.StatusAccepted {
+			t.Fatalf("DELETE %s: %d %s", d, r.code, r.body)
+		}
+	}
+}
+
 func TestManifestUnknown(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/berth/berth/internal/auth"
+	"github.com/berth/berth/internal/content"
 	"github.com/berth/berth/internal/metadata"
 	"github.com/berth/berth/internal/oci"
 	"github.com/berth/berth/internal/storage"
@@ -21,8 +22,9 @@ import (
 
 // Registry is the /v2/ API as an http.Handler.
 type Registry struct {
-	blobs    storage.BlobStore
-	meta     metadata.Store
+	blobs    blobReader
+	meta     catalog
+	content  *content.Store // every write that makes a blob visible
 	log      *slog.Logger
 	cache    Cache
 	authz    Authorizer
@@ -81,9 +83,34 @@ func (rg *Registry) UseCache(c Cache) { rg.cache = c }
 // the bytes itself, when the store can (storage.Redirector); 0 turns it off.
 func (rg *Registry) RedirectBlobs(ttl time.Duration) { rg.redirect = ttl }
 
+// blobReader is the blob store as the handlers use it: they read blobs and run upload sessions,
+// and leave every write that makes a blob visible to content.
+type blobReader interface {
+	Stat(ctx context.Context, d oci.Digest) (int64, error)
+	Open(ctx context.Context, d oci.Digest) (io.ReadSeekCloser, int64, error)
+	NewUpload(ctx context.Context) (storage.Upload, error)
+	ResumeUpload(ctx context.Context, id string) (storage.Upload, error)
+}
+
+// catalog is the metadata store as the handlers use it: no blob links or manifests that provide
+// blobs, which are content's.
+type catalog interface {
+	BlobSize(ctx context.Context, repo string, d oci.Digest) (int64, error)
+	UnlinkBlob(ctx context.Context, repo string, d oci.Digest) error
+	GetManifest(ctx context.Context, repo, reference string) (*metadata.Manifest, error)
+	DeleteManifest(ctx context.Context, repo string, d oci.Digest) error
+	DeleteTag(ctx context.Context, repo, tag string) error
+	Tags(ctx context.Context, repo string, p metadata.Page) ([]string, bool, error)
+	Repositories(ctx context.Context, p metadata.Page) ([]string, bool, error)
+	Referrers(ctx context.Context, repo string, d oci.Digest, artifactType string) ([]oci.Descriptor, error)
+	CreateUpload(ctx context.Context, repo, id string) error
+	UploadRepo(ctx context.Context, id string) (string, error)
+	DeleteUpload(ctx context.Context, id string) error
+}
+
 // New returns a registry serving blobs and meta.
 func New(blobs storage.BlobStore, meta metadata.Store, log *slog.Logger) *Registry {
-	return &Registry{blobs: blobs, meta: meta, log: log}
+	return &Registry{blobs: blobs, meta: meta, content: content.New(blobs, meta), log: log}
 }
 
 // handler is the shape of every endpoint: it writes a success itself and returns failures, which

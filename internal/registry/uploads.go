@@ -27,13 +27,10 @@ func (rg *Registry) startUpload(w http.ResponseWriter, r *http.Request, rt route
 		// Mounting reads the source repository: the caller must be allowed to pull from it, and a
 		// caller who may not gets the same new session as for a blob that is not there.
 		if from := q.Get("from"); oci.ValidName(from) && rg.may(r, from, auth.Pull) {
-			if size, err := rg.meta.BlobSize(ctx, from, d); err == nil {
-				if _, err := rg.blobs.Stat(ctx, d); err == nil {
-					if err := rg.meta.LinkBlob(ctx, rt.name, d, size); err != nil {
-						return err
-					}
-					return blobCreated(w, rt.name, d)
-				}
+			if mounted, err := rg.content.Mount(ctx, rt.name, from, d); err != nil {
+				return err
+			} else if mounted {
+				return blobCreated(w, rt.name, d)
 			}
 		}
 		// Not mountable: fall back to a new upload session, as the spec says.
@@ -46,12 +43,8 @@ func (rg *Registry) startUpload(w http.ResponseWriter, r *http.Request, rt route
 		if err != nil {
 			return err
 		}
-		size, err := rg.blobs.Put(ctx, d, rg.body(w, r, room))
-		if err != nil {
+		if _, err := rg.content.Put(ctx, rt.name, d, rg.body(w, r, room)); err != nil {
 			return uploadErr(err)
-		}
-		if err := rg.meta.LinkBlob(ctx, rt.name, d, size); err != nil {
-			return err
 		}
 		return blobCreated(w, rt.name, d)
 	}
@@ -124,15 +117,11 @@ func (rg *Registry) finishUpload(w http.ResponseWriter, r *http.Request, rt rout
 	if err := rg.appendChunk(w, r, rt, u); err != nil {
 		return err
 	}
-	size := u.Size()
-	if err := u.Commit(ctx, d); err != nil {
+	if _, err := rg.content.Commit(ctx, rt.name, u, d); err != nil {
 		if errors.Is(err, storage.ErrDigestMismatch) {
 			rg.meta.DeleteUpload(ctx, rt.ref)
 		}
 		return uploadErr(err)
-	}
-	if err := rg.meta.LinkBlob(ctx, rt.name, d, size); err != nil {
-		return err
 	}
 	if err := rg.meta.DeleteUpload(ctx, rt.ref); err != nil {
 		return err
