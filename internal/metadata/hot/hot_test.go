@@ -245,7 +245,7 @@ func TestEveryMethodConsidered(t *testing.T) {
 		"PutManifest": true, "DeleteManifest": true, "DeleteTag": true,
 		"GetManifest": true, "Close": true,
 		// Blob links are not what a manifest lookup reads.
-		"LinkBlob": true, "BlobSize": true, "UnlinkBlob": true, "ExpectedBlob": true, "LinkedUnder": true,
+		"ReserveBlob": true, "LinkBlob": true, "Blob": true, "BlobSize": true, "UnlinkBlob": true, "ExpectedBlob": true, "LinkedUnder": true,
 		"Tags": true, "Repositories": true, "Referrers": true,
 		"TagChecked": true, "SetTagChecked": true,
 		"CreateUpload": true, "UploadRepo": true, "UploadsBefore": true, "DeleteUpload": true,
