@@ -44,6 +44,9 @@ func TestConformance(t *testing.T) {
 	t.Run("Leases", func(t *testing.T) {
 		metadatatest.RunLeases(t, func(t *testing.T) metadata.Leases { return open(t) })
 	})
+	t.Run("Throttles", func(t *testing.T) {
+		metadatatest.RunThrottles(t, func(t *testing.T) metadata.Throttles { return open(t) })
+	})
 }
 
 // fill stores one of everything, an account too.

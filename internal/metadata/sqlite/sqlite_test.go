@@ -49,6 +49,10 @@ func TestLeasesConformance(t *testing.T) {
 	metadatatest.RunLeases(t, func(t *testing.T) metadata.Leases { return open(t).(*Store) })
 }
 
+func TestThrottlesConformance(t *testing.T) {
+	metadatatest.RunThrottles(t, func(t *testing.T) metadata.Throttles { return open(t).(*Store) })
+}
+
 func fill(t *testing.T, s metadata.Store) *metadata.NewManifest { return metadatatest.Fill(t, s) }
 
 func check(t *testing.T, s metadata.Store, m *metadata.NewManifest) { metadatatest.Check(t, s, m) }
@@ -249,6 +253,7 @@ func TestMigration005Backfill(t *testing.T) {
 		// and none of what later migrations add
 		`DROP TABLE leases`, `DROP TRIGGER accounts_insert`, `DROP TRIGGER accounts_update`, `DROP TRIGGER accounts_delete`,
 		`DROP TRIGGER grants_insert`, `DROP TRIGGER grants_update`, `DROP TRIGGER grants_delete`, `DROP TABLE auth_version`,
+		`DROP TABLE login_buckets`, `DROP TABLE login_addresses`,
 		`INSERT INTO repositories (name, created) VALUES ('docker-hub/library/app', 0)`,
 		`INSERT INTO manifests (repo_id, digest, media_type, artifact_type, content, created)
 		 VALUES ((SELECT id FROM repositories WHERE name = 'docker-hub/library/app'), 'sha256:x', '` + oci.MediaTypeImageManifest + `', '', CAST('` + content + `' AS BLOB), 0)`,
