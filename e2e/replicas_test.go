@@ -144,6 +144,8 @@ backend replicas
     timeout check 5s
     default-server inter 300ms fall 2 rise 1
     http-response set-header X-Berth-Replica %%[srv_name]
+    # The client's address, for replicas that trust the load balancer (auth.trusted_proxies).
+    option forwardfor
 %s`, c.front.Addr, servers.String()))
 	lb := exec.Command(haproxy, "-f", cfg, "-db")
 	lbLog := &syncBuffer{}
@@ -670,4 +672,44 @@ func TestReplicasAccountChanges(t *testing.T) {
 		}
 	}
 	t.Logf("the token was refused on each replica after %v", refused)
+}
+
+// TestReplicasLoginThrottle: the login throttles hold across replicas as on one berth
+// (TestAuthRemoteLockout). 7 wrong passwords for one account from one address, round robin over
+// three replicas, are 5×401 and then 429, where replicas counting on their own would check all 7;
+// the right password from another address logs in. The replicas trust HAProxy for the client's
+// address (X-Forwarded-For).
+func TestReplicasLoginThrottle(t *testing.T) {
+	t.Parallel()
+	c := startCluster(t, 3, "", "auth:\n  trusted_proxies: [127.0.0.1]\n")
+	pass := strings.TrimSpace(c.front.Admin("user", "add", "fay"))
+	seen := map[string]bool{}
+	login := func(ip, p string) int {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodGet, c.front.URL()+"/token?service=berth", nil)
+		req.SetBasicAuth("fay", p)
+		resp, err := fromAddr(ip, time.Minute).Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		seen[resp.Header.Get("X-Berth-Replica")] = true
+		return resp.StatusCode
+	}
+	var got []int
+	for range 7 {
+		got = append(got, login("127.0.7.1", "wrong password"))
+	}
+	if fmt.Sprint(got) != "[401 401 401 401 401 429 429]" {
+		t.Errorf("7 wrong passwords from one address over 3 replicas: %v, want 5×401 then 429", got)
+	}
+	if len(seen) != 3 {
+		t.Errorf("the guesses reached replicas %v, want all 3", seen)
+	}
+	if code := login("127.0.7.1", pass); code != http.StatusTooManyRequests {
+		t.Errorf("the right password from the guessing address: %d, want 429", code)
+	}
+	if code := login("127.0.7.2", pass); code != http.StatusOK {
+		t.Errorf("the right password from another address: %d, want 200 (a remote lockout)", code)
+	}
 }

@@ -260,7 +260,10 @@ func (s *Service) newRefreshToken(ctx context.Context, p *Principal) (string, er
 
 // refresh authenticates by a refresh token; a wrong one counts as a guess from its address.
 func (s *Service) refresh(ctx context.Context, tok, addr string) (*Principal, string, error) {
-	res, wait := s.guard.reserve("", addr)
+	res, wait, err := s.guard.reserve(ctx, "", addr)
+	if err != nil {
+		return nil, "", err
+	}
 	if wait > 0 {
 		s.audit("login throttled", "addr", addr, "reason", "refresh token")
 		return nil, "", &ThrottledError{RetryAfter: wait}
@@ -272,7 +275,7 @@ func (s *Service) refresh(ctx context.Context, tok, addr string) (*Principal, st
 			if !a.Expires.IsZero() && time.Now().After(a.Expires) {
 				err = metadata.ErrNotFound
 			} else {
-				res.refund()
+				res.refund(ctx)
 				return accountPrincipal(a), name, nil
 			}
 		}
@@ -281,6 +284,6 @@ func (s *Service) refresh(ctx context.Context, tok, addr string) (*Principal, st
 		s.audit("login failed", "addr", addr, "reason", "unknown or expired refresh token")
 		return nil, "", ErrBadCredentials
 	}
-	res.refund()
+	res.refund(ctx)
 	return nil, "", err
 }

@@ -1,9 +1,14 @@
 package auth
 
 import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"net/netip"
 	"sync"
 	"time"
+
+	"github.com/berth/berth/internal/metadata"
 )
 
 // guard limits password guessing. Every login attempt that would check a secret first reserves
@@ -19,16 +24,22 @@ import (
 // presents the right secret is not locked out. When the account's own budget is spent (a guesser
 // spread over many addresses), addresses from which the account has logged in before still may
 // try. An IPv6 address counts by its /64, as Docker Hub counts them: one host holds a whole /64.
+//
+// The guard decides which budgets a login takes from; how full each is lives in counts: this
+// process's memory when it alone serves its store, or the store itself when replicas share it
+// (Options.Throttles), where a reservation is one atomic step, so that a guesser spread over N
+// replicas gets the budgets once, not N times, and as exactly as from one process.
 type guard struct {
-	mu      sync.Mutex
-	now     func() time.Time
-	buckets map[string]*bucket    // "p" name \x00 addr, "a" addr, "n" name
-	known   map[string]*knownAddr // by account name: addresses with a successful login
+	counts metadata.Throttles
+	now    func() time.Time
+	// tally is this process's recent guesses by address: the argon2id gate (per process, as
+	// the CPU is) orders its queue by it without asking a shared store.
+	tally tally
 }
 
 // budget is a token bucket: burst guesses, then one more every per.
 type budget struct {
-	burst float64
+	burst int
 	per   time.Duration
 }
 
@@ -38,38 +49,32 @@ var (
 	nameBudget = budget{100, 36 * time.Second}
 )
 
+func (b budget) of(key string) metadata.Budget {
+	return metadata.Budget{Key: key, Burst: b.burst, Per: b.per}
+}
+
 // knownFor is how long a successful login makes its address known for the account, and
-// maxKnown how many addresses an account remembers.
+// maxKnown how many addresses an account remembers. maxGuardKeys bounds the buckets and accounts
+// that one process holds in memory.
 const (
 	knownFor     = 30 * 24 * time.Hour
 	maxKnown     = 16
 	maxGuardKeys = 200000
 )
 
-type bucket struct {
-	tokens float64
-	at     time.Time
-	b      budget
-}
-
-// level returns the bucket's tokens at now.
-func (k *bucket) level(now time.Time) float64 {
-	return min(k.b.burst, k.tokens+float64(now.Sub(k.at))/float64(k.b.per))
-}
-
-type knownAddr struct {
-	addrs map[string]time.Time // address -> last successful login
-}
-
-func newGuard() *guard {
-	return &guard{now: time.Now, buckets: map[string]*bucket{}, known: map[string]*knownAddr{}}
+// newGuard returns a guard keeping its counts in counts, or in memory when counts is nil.
+func newGuard(counts metadata.Throttles) *guard {
+	if counts == nil {
+		counts = newMemThrottles()
+	}
+	return &guard{counts: counts, now: time.Now, tally: tally{fullAt: map[string]time.Time{}}}
 }
 
 // addrKey is the key of an address for counting: IPv4 itself, IPv6 its /64.
 func addrKey(addr string) string {
 	a, err := netip.ParseAddr(addr)
 	if err != nil {
-		return addr
+		return keyPart(addr)
 	}
 	a = a.Unmap()
 	if a.Is4() {
@@ -79,136 +84,144 @@ func addrKey(addr string) string {
 	return p.String()
 }
 
+// keyPart is s as part of a bucket's key: itself when it is short printable ASCII without spaces
+// (every account name, every address), else a hash of it, so that any name a client sends makes a
+// key a database can hold and the sizes of the keys stay bounded.
+func keyPart(s string) string {
+	ok := s != "" && len(s) <= 64
+	for i := 0; ok && i < len(s); i++ {
+		ok = s[i] > ' ' && s[i] <= '~'
+	}
+	if ok && s[0] != '#' {
+		return s
+	}
+	sum := sha256.Sum256([]byte(s))
+	return "#" + hex.EncodeToString(sum[:16])
+}
+
 // reservation is a guess taken from budgets; refund hands it back.
 type reservation struct {
-	g    *guard
-	keys []string
+	g       *guard
+	budgets []metadata.Budget
+	addr    string
 }
 
 // reserve takes one guess for account name from addr ("" name: the address only, for secrets that
-// cannot be guessed: OIDC and refresh tokens), or says how long to wait.
-func (g *guard) reserve(name, addr string) (*reservation, time.Duration) {
+// cannot be guessed: OIDC and refresh tokens), or says how long to wait. An error (the shared
+// store unavailable) refuses the login: no guess is checked unless it was counted.
+func (g *guard) reserve(ctx context.Context, name, addr string) (*reservation, time.Duration, error) {
 	addr = addrKey(addr)
-	g.mu.Lock()
-	defer g.mu.Unlock()
 	now := g.now()
-	type want struct {
-		key string
-		b   budget
-	}
-	wants := []want{{"a" + addr, addrBudget}}
+	budgets := []metadata.Budget{addrBudget.of("a:" + addr)}
 	if name != "" {
-		wants = append(wants, want{"p" + name + "\x00" + addr, pairBudget})
-		if !g.isKnown(name, addr, now) {
-			wants = append(wants, want{"n" + name, nameBudget})
+		name = keyPart(name)
+		budgets = append(budgets, pairBudget.of("p:"+name+" "+addr))
+		known, err := g.counts.KnownAddress(ctx, name, addr, now.Add(-knownFor))
+		if err != nil {
+			return nil, 0, err
+		}
+		if !known {
+			budgets = append(budgets, nameBudget.of("n:"+name))
 		}
 	}
-	var wait time.Duration
-	for _, w := range wants {
-		if k := g.buckets[w.key]; k != nil {
-			if lv := k.level(now); lv < 1 {
-				wait = max(wait, time.Duration((1-lv)*float64(w.b.per)))
-			}
-		}
+	wait, err := g.counts.ReserveGuess(ctx, budgets, now)
+	if err != nil || wait > 0 {
+		return nil, wait, err
 	}
-	if wait > 0 {
-		return nil, wait
-	}
-	missing := 0
-	for _, w := range wants {
-		if g.buckets[w.key] == nil {
-			missing++
-		}
-	}
-	if len(g.buckets)+missing > maxGuardKeys {
-		g.prune(now)
-		if len(g.buckets)+missing > maxGuardKeys {
-			// Guesses from more places than the table holds: refuse rather than forget counts.
-			return nil, time.Minute
-		}
-	}
-	r := &reservation{g: g}
-	for _, w := range wants {
-		k := g.buckets[w.key]
-		if k == nil {
-			k = &bucket{tokens: w.b.burst, at: now, b: w.b}
-			g.buckets[w.key] = k
-		}
-		k.tokens, k.at = k.level(now)-1, now
-		r.keys = append(r.keys, w.key)
-	}
-	return r, 0
+	g.tally.add(addr, now, 1)
+	return &reservation{g: g, budgets: budgets, addr: addr}, 0, nil
 }
 
-// refund hands a reservation's guesses back: the secret was right (or never checked).
-func (r *reservation) refund() {
+// refundTimeout bounds the store writes that follow a right secret (the refund, the known
+// address), which run even when the client has left.
+const refundTimeout = 5 * time.Second
+
+// refund hands a reservation's guesses back: the secret was right (or never checked). A refund
+// the store fails to take costs the account one guess, which its budget gives back within
+// minutes: not a reason to refuse a login that was right.
+func (r *reservation) refund(ctx context.Context) {
 	if r == nil {
 		return
 	}
-	g := r.g
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	now := g.now()
-	for _, key := range r.keys {
-		if k := g.buckets[key]; k != nil {
-			k.tokens, k.at = min(k.b.burst, k.level(now)+1), now
-		}
-	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), refundTimeout)
+	defer cancel()
+	now := r.g.now()
+	r.g.counts.RefundGuess(ctx, r.budgets, now)
+	r.g.tally.add(r.addr, now, -1)
 }
 
-// weight is how many guesses addr (an address key) has made lately, as its budget counts them.
-func (g *guard) weight(addr string) float64 {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if k := g.buckets["a"+addr]; k != nil {
-		return k.b.burst - k.level(g.now())
+// weight is how many guesses addr (an address key) has made lately through this process, as its
+// budget counts them.
+func (g *guard) weight(addr string) float64 { return g.tally.weight(addr, g.now()) }
+
+// succeeded remembers that account name logged in from addr. Not remembered (the store
+// unavailable), the address is one like any other for the account.
+func (g *guard) succeeded(ctx context.Context, name, addr string) {
+	if name == "" {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), refundTimeout)
+	defer cancel()
+	g.counts.RecordLogin(ctx, keyPart(name), addrKey(addr), g.now(), maxKnown)
+}
+
+// prune forgets full buckets and old logins; see metadata.Throttles.
+func (g *guard) prune(ctx context.Context) (int64, error) {
+	now := g.now()
+	g.tally.prune(now)
+	return g.counts.PruneThrottles(ctx, now, now.Add(-knownFor))
+}
+
+// tally counts guesses by address as the address budget does, without a limit: a bucket per
+// address, kept as the time at which it is empty of guesses again.
+type tally struct {
+	mu     sync.Mutex
+	fullAt map[string]time.Time
+}
+
+// add counts n (1 or -1) guesses from addr.
+func (t *tally) add(addr string, now time.Time, n int) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	b := addrBudget.of(addr)
+	at, ok := t.fullAt[addr]
+	if n < 0 {
+		if ok {
+			t.fullAt[addr] = metadata.GiveToken(b, at, now)
+		}
+		return
+	}
+	if !ok && len(t.fullAt) >= maxGuardKeys {
+		t.pruneLocked(now)
+		if len(t.fullAt) >= maxGuardKeys {
+			return // an address not counted goes first at the gate: the budgets still hold
+		}
+	}
+	if at.Before(now) {
+		at = now
+	}
+	t.fullAt[addr] = at.Add(b.Per)
+}
+
+func (t *tally) weight(addr string, now time.Time) float64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if d := t.fullAt[addr].Sub(now); d > 0 {
+		return float64(d) / float64(addrBudget.per)
 	}
 	return 0
 }
 
-// succeeded remembers that account name logged in from addr.
-func (g *guard) succeeded(name, addr string) {
-	if name == "" {
-		return
-	}
-	addr = addrKey(addr)
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	now := g.now()
-	k := g.known[name]
-	if k == nil {
-		if len(g.known) >= maxGuardKeys {
-			return
-		}
-		k = &knownAddr{addrs: map[string]time.Time{}}
-		g.known[name] = k
-	}
-	if _, ok := k.addrs[addr]; !ok && len(k.addrs) >= maxKnown {
-		var oldest string
-		for a, t := range k.addrs {
-			if oldest == "" || t.Before(k.addrs[oldest]) {
-				oldest = a
-			}
-		}
-		delete(k.addrs, oldest)
-	}
-	k.addrs[addr] = now
+func (t *tally) prune(now time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.pruneLocked(now)
 }
 
-func (g *guard) isKnown(name, addr string, now time.Time) bool {
-	k := g.known[name]
-	if k == nil {
-		return false
-	}
-	t, ok := k.addrs[addr]
-	return ok && now.Sub(t) < knownFor
-}
-
-// prune drops buckets that have refilled completely: they hold nothing a new one would not.
-func (g *guard) prune(now time.Time) {
-	for key, k := range g.buckets {
-		if k.level(now) >= k.b.burst {
-			delete(g.buckets, key)
+func (t *tally) pruneLocked(now time.Time) {
+	for a, at := range t.fullAt {
+		if !at.After(now) {
+			delete(t.fullAt, a)
 		}
 	}
 }

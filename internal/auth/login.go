@@ -131,7 +131,10 @@ func (s *Service) login(ctx context.Context, user, pass, addr string) (*Principa
 // verifyLogin is login's check of a name and secret not remembered: a guess reserved, the secret
 // checked, the login remembered if right.
 func (s *Service) verifyLogin(ctx context.Context, user, pass, addr string, key [32]byte) (*Principal, error) {
-	res, wait := s.guard.reserve(user, addr)
+	res, wait, err := s.guard.reserve(ctx, user, addr)
+	if err != nil {
+		return nil, err // the shared counts unavailable: no guess goes unchecked
+	}
 	if wait > 0 {
 		s.audit("login throttled", "user", user, "addr", addr)
 		return nil, &ThrottledError{RetryAfter: wait}
@@ -141,12 +144,12 @@ func (s *Service) verifyLogin(ctx context.Context, user, pass, addr string, key 
 		if errors.Is(err, ErrBadCredentials) {
 			s.audit("login failed", "user", user, "addr", addr, "reason", err.Error())
 		} else {
-			res.refund() // not a guess that was judged
+			res.refund(ctx) // not a guess that was judged
 		}
 		return nil, err
 	}
-	res.refund()
-	s.guard.succeeded(user, addr)
+	res.refund(ctx)
+	s.guard.succeeded(ctx, user, addr)
 	s.logins.remember(key, cachedLogin{id: a.ID, secret: a.Secret, expires: time.Now().Add(loginCache)})
 	return accountPrincipal(a), nil
 }
@@ -205,21 +208,24 @@ func (s *Service) checkSecret(ctx context.Context, user, pass, addr string) (*me
 // loginOIDC exchanges an OIDC token for a caller. Only the address's budget counts: the user
 // name is the same for every CI job, and a token cannot be guessed.
 func (s *Service) loginOIDC(ctx context.Context, raw, addr string) (*Principal, error) {
-	res, wait := s.guard.reserve("", addr)
+	res, wait, err := s.guard.reserve(ctx, "", addr)
+	if err != nil {
+		return nil, err
+	}
 	if wait > 0 {
 		s.audit("login throttled", "user", OIDCUser, "addr", addr)
 		return nil, &ThrottledError{RetryAfter: wait}
 	}
 	f, err := s.opt.Federation.Exchange(ctx, raw)
 	if errors.Is(err, ErrUnavailable) {
-		res.refund()
+		res.refund(ctx)
 		return nil, err
 	}
 	if err != nil {
 		s.audit("login failed", "user", OIDCUser, "addr", addr, "reason", err.Error())
 		return nil, fmt.Errorf("%w: %v", ErrBadCredentials, err)
 	}
-	res.refund()
+	res.refund(ctx)
 	return federatedPrincipal(f), nil
 }
 

@@ -42,6 +42,10 @@ type Options struct {
 	// TrustedProxies are the load balancers in front of berth: for requests from them the
 	// client's address (for login throttling and the audit log) comes from X-Forwarded-For.
 	TrustedProxies []netip.Prefix
+	// Throttles keeps the login throttles' counts where every process serving the same store
+	// sees them (replicas on PostgreSQL), so that the budgets hold across them; nil keeps them
+	// in this process's memory, which costs a login no write.
+	Throttles metadata.Throttles
 }
 
 // Federation verifies identity tokens of trusted OIDC issuers (package oidc).
@@ -124,7 +128,7 @@ func New(ctx context.Context, opt Options) (*Service, error) {
 	s := &Service{
 		opt:    opt,
 		tokens: newTokens(opt.Accounts, opt.Sealer, opt.Service),
-		guard:  newGuard(),
+		guard:  newGuard(opt.Throttles),
 	}
 	s.logins = newLogins(s.guard.weight)
 	if err := s.tokens.reload(ctx); err != nil {
@@ -132,6 +136,11 @@ func New(ctx context.Context, opt Options) (*Service, error) {
 	}
 	return s, nil
 }
+
+// PruneThrottles forgets the login throttles' buckets that are full and the logins older than an
+// address stays known, and says how many it forgot. With Options.Throttles the server runs it
+// every minute or so, on one replica; in memory the guard prunes as its table fills.
+func (s *Service) PruneThrottles(ctx context.Context) (int64, error) { return s.guard.prune(ctx) }
 
 // Principal is the caller of a request.
 type Principal struct {

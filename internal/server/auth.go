@@ -21,8 +21,9 @@ import (
 // directory, readable by the owner only.
 const AdminPasswordFile = "admin-password"
 
-// newAuth builds the authentication service, creating the first admin on a new registry.
-func newAuth(ctx context.Context, cfg config.Config, acc metadata.Accounts, sealer auth.Sealer,
+// newAuth builds the authentication service, creating the first admin on a new registry. throttles
+// keeps the login throttles' counts when replicas share the store (nil: in memory).
+func newAuth(ctx context.Context, cfg config.Config, acc metadata.Accounts, throttles metadata.Throttles, sealer auth.Sealer,
 	candidates func(string) []string, audit *slog.Logger, log *slog.Logger) (*auth.Service, error) {
 	if err := firstAdmin(ctx, cfg.Data, acc, audit, log); err != nil {
 		return nil, err
@@ -35,6 +36,7 @@ func newAuth(ctx context.Context, cfg config.Config, acc metadata.Accounts, seal
 		TrustedProxies: proxies,
 		Accounts:       acc, Sealer: sealer, Service: cfg.Auth.Service, Realm: cfg.Auth.Realm,
 		TokenTTL: cfg.Auth.TokenTTL, RefreshTTL: cfg.Auth.RefreshTTL, Candidates: candidates, Audit: audit,
+		Throttles: throttles,
 	}
 	if len(cfg.Auth.OIDC) > 0 {
 		f, err := oidc.New(cfg.Auth.OIDC, nil)

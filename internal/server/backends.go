@@ -17,11 +17,12 @@ import (
 )
 
 // Metadata is what berth needs of a metadata backend: the registry's records, accounts and
-// grants, and the leases of background jobs.
+// grants, the leases of background jobs, and the login throttles that replicas share.
 type Metadata interface {
 	metadata.Store
 	metadata.Accounts
 	metadata.Leases
+	metadata.Throttles
 }
 
 // OpenMetadata opens the metadata backend cfg configures: the SQLite database of the data

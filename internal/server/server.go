@@ -110,8 +110,19 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if cfg.Dev {
 		log.Warn("serving WITHOUT authentication (--dev): anyone who can connect may read, push and delete", "addr", cfg.Addr)
 	} else {
-		if authn, err = newAuth(ctx, cfg, meta, sealer(keys), cache.Candidates, audit, log); err != nil {
+		// Replicas count login guesses together, in the store they share: a guesser spread over
+		// them gets the budgets once. One process alone keeps them in memory (no write per login).
+		var throttles metadata.Throttles
+		if cfg.Metadata.Shared() {
+			throttles = meta
+		}
+		if authn, err = newAuth(ctx, cfg, meta, throttles, sealer(keys), cache.Candidates, audit, log); err != nil {
 			return err
+		}
+		if throttles != nil {
+			jobs.Go(func() {
+				exclusive(ctx, meta, "login-throttle-prune", holder, time.Minute, log, pruneThrottles(authn, log))
+			})
 		}
 		reg.UseAuth(authn)
 		mux.Handle("/token", authn)
@@ -218,6 +229,18 @@ func purgeUploads(blobs storage.BlobStore, meta metadata.Store, maxIdle time.Dur
 					u.Close()
 				}
 			}
+		}
+	}
+}
+
+// pruneThrottles is the job that forgets the shared login throttles' full buckets and old logins,
+// so that the rows of an attack from ever new addresses go within minutes of its end.
+func pruneThrottles(authn *auth.Service, log *slog.Logger) func(context.Context) {
+	return func(ctx context.Context) {
+		if n, err := authn.PruneThrottles(ctx); err != nil && ctx.Err() == nil {
+			log.Warn("pruning login throttles", "err", err)
+		} else if n > 0 {
+			log.Debug("pruned login throttles", "rows", n)
 		}
 	}
 }

@@ -43,6 +43,11 @@ func TestUnavailable(t *testing.T) {
 		"CreateUpload": func() error { return s.CreateUpload(ctx, "library/app", "upload-2") },
 		"Account":      func() error { _, err := s.Account(ctx, "alice"); return err },
 		"AcquireLease": func() error { _, err := s.AcquireLease(ctx, "purge", "me", time.Minute); return err },
+		"ReserveGuess": func() error {
+			_, err := s.ReserveGuess(ctx, []metadata.Budget{{Key: "a:10.0.0.1", Burst: 5, Per: time.Minute}}, time.Now())
+			return err
+		},
+		"KnownAddress": func() error { _, err := s.KnownAddress(ctx, "alice", "10.0.0.1", time.Now()); return err },
 	} {
 		if err := op(); !errors.Is(err, metadata.ErrUnavailable) {
 			t.Errorf("%s with the database unreachable: %v; want ErrUnavailable", what, err)
