@@ -111,7 +111,7 @@ func TestDependencies(t *testing.T) {
 			return func(d string) bool { return d == "internal/oci" }
 		case under(p, "internal/metadata"):
 			return func(d string) bool { return d == "internal/oci" || d == "internal/metadata" }
-		case p == "internal/content": // sequences the two stores, whatever backends they are
+		case p == "internal/content", p == "internal/migrate": // the two stores, whatever backends they are
 			return func(d string) bool {
 				return d == "internal/oci" || d == "internal/storage" || d == "internal/metadata"
 			}
@@ -150,7 +150,8 @@ func TestDependencies(t *testing.T) {
 				d == "internal/metadata/metadatatest" && under(name, "internal/metadata") ||
 				d == "internal/enginetest" ||
 				d == "internal/metadata/sqlite" && name == "internal/metadata/hot" ||
-				(d == "internal/metadata/sqlite" || d == "internal/storage/fs") && name == "internal/content"
+				(d == "internal/metadata/sqlite" || d == "internal/storage/fs") && name == "internal/content" ||
+				name == "internal/migrate" && (under(d, "internal/storage") || under(d, "internal/metadata"))
 		}
 		for _, d := range slices.Concat(p.TestImports, p.XTestImports) {
 			if d != name && !ok(d) && !suite(d) {

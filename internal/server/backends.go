@@ -23,6 +23,7 @@ type Metadata interface {
 	metadata.Accounts
 	metadata.Leases
 	metadata.Throttles
+	metadata.Dumper
 }
 
 // OpenMetadata opens the metadata backend cfg configures: the SQLite database of the data
