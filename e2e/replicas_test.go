@@ -45,6 +45,14 @@ type cluster struct {
 // four spaces), extra more of the replicas' configuration.
 func startCluster(t testing.TB, n int, s3Extra, extra string) *cluster {
 	t.Helper()
+	return startClusterOn(t, n, s3Extra, extra, nil)
+}
+
+// startClusterOn is startCluster with the engines prepared before the replicas start: prepare is
+// given the replicas' configuration file and returns the data directory whose admin-password the
+// engines' admin has (no replica creates one then).
+func startClusterOn(t testing.TB, n int, s3Extra, extra string, prepare func(config string) (adminData string)) *cluster {
+	t.Helper()
 	haproxy := tool(t, "haproxy")
 	// The replicas reach both engines through forwarders that a test can cut.
 	dsn, err := url.Parse(enginetest.Postgres(t))
@@ -85,6 +93,10 @@ shutdown:
 %s`, s3.Bucket, s3.Region, s3u.String(), s3Extra, write("access-key", s3.AccessKey), write("secret-key", s3.SecretKey), write("dsn", dsn.String()), extra))
 
 	c := &cluster{t: t, s3: s3, pgFwd: pgFwd, s3Fwd: s3Fwd, front: &berth{t: t, secure: true, config: config, log: &syncBuffer{}}}
+	var adminData string
+	if prepare != nil {
+		adminData = prepare(config)
+	}
 	started := make(chan *berth, n)
 	for range n {
 		r := &berth{t: t, Data: t.TempDir(), secure: true, config: config, tee: c.front.log}
@@ -103,7 +115,12 @@ shutdown:
 			c.front.Data = r.Data
 		}
 	}
-	if len(creators) != 1 {
+	switch {
+	case prepare != nil && len(creators) != 0:
+		t.Fatalf("%d replicas wrote an admin password (%v) into prepared engines, want none", len(creators), creators)
+	case prepare != nil:
+		c.front.Data = adminData
+	case len(creators) != 1:
 		t.Fatalf("%d replicas wrote an admin password (%v), want exactly 1", len(creators), creators)
 	}
 

@@ -41,8 +41,9 @@ configuration's encryption keys.`,
 			}
 			out := cmd.OutOrStdout()
 			fmt.Fprintf(out, "blobs: %d (%d copied, %d bytes; %d there already)\n", rep.Blobs, rep.BlobsCopied, rep.BytesCopied, rep.BlobsPresent)
+			fmt.Fprintln(out, "rows:")
 			for _, t := range rep.Tables {
-				fmt.Fprintf(out, "%s: %d rows\n", t.Name, t.Rows)
+				fmt.Fprintf(out, "  %-18s %d\n", t.Name, t.Rows)
 			}
 			fmt.Fprintln(out, "migrated: every blob verified, every table's count the same on both sides")
 			return nil
