@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"os"
@@ -728,5 +729,89 @@ func TestReplicasLoginThrottle(t *testing.T) {
 	}
 	if code := login("127.0.7.2", pass); code != http.StatusOK {
 		t.Errorf("the right password from another address: %d, want 200 (a remote lockout)", code)
+	}
+}
+
+// TestReplicasFillHolderKilled: the replica downloading a blob from the upstream for everyone is
+// killed with SIGKILL in the middle of it. The clients waiting on the other replicas get the whole
+// blob: one of those replicas takes the lease over when it expires and downloads the blob again
+// (the killed download's bytes are lost with it); the upstream sees two GETs of the blob, no more.
+func TestReplicasFillHolderKilled(t *testing.T) {
+	t.Parallel()
+	hub := startHubemu(t, hubemu.Options{})
+	layer := make([]byte, 4<<20)
+	rand.NewChaCha8([32]byte{1}).Read(layer)
+	if _, err := hub.PushImage("library/big", "v1", layer); err != nil {
+		t.Fatal(err)
+	}
+	c := startCluster(t, 3, "", fmt.Sprintf(`proxy:
+  defaults: false
+  rules:
+    - prefix: docker-hub
+      upstream: %s
+      docker_hub: true
+`, hub.RegistryURL()))
+	secret := authRobot(c.front, "puller", "docker-hub/*", "pull,fetch")
+	token := bearerAuth(authToken(t, c.front, "puller", secret, "repository:docker-hub/library/big:pull"))
+	holder, others := c.replicas[0], c.replicas[1:]
+	// The manifest through the holder-to-be, so that the blob is part of a cached image.
+	if resp, body, err := c.send("GET", holder.URL()+"/v2/docker-hub/library/big/manifests/v1", token, nil); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("manifest: %v %v %s", resp, err, body)
+	}
+	d := clDigest(layer)
+	slow := &http.Client{Timeout: 2 * time.Minute}
+	get := func(r *berth) error {
+		req, _ := http.NewRequest("GET", r.URL()+"/v2/docker-hub/library/big/blobs/"+d, nil)
+		req.Header.Set("Authorization", token)
+		resp, err := slow.Do(req)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if err != nil {
+			return err
+		}
+		if resp.StatusCode != 200 || clDigest(b) != d {
+			return fmt.Errorf("%d, %d bytes, digest %s", resp.StatusCode, len(b), clDigest(b))
+		}
+		return nil
+	}
+	hub.SetThrottle(1 << 20) // 4 s for the blob
+	hub.ResetCounts()
+	var held, waited sync.WaitGroup
+	for range 3 {
+		held.Go(func() { get(holder) }) // cut off with their replica
+	}
+	eventually := func(what string, cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for !cond() {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: not within 30 s", what)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	eventually("the holder's download starts", func() bool { return hub.Counts().BlobBytes > 0 })
+	errs := make(chan error, 10)
+	for i := range 10 {
+		waited.Go(func() { errs <- get(others[i%2]) })
+	}
+	eventually("a quarter of the blob downloaded", func() bool { return hub.Counts().BlobBytes >= 1<<20 })
+	holder.Kill()
+	if sent := hub.Counts().BlobBytes; sent >= int64(len(layer)) {
+		t.Fatalf("the upstream had sent the whole blob (%d bytes) before the kill: nothing was tested", sent)
+	}
+	held.Wait()
+	waited.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Errorf("a client waiting on another replica: %v", err)
+		}
+	}
+	if n := hub.Counts().BlobGet; n != 2 {
+		t.Errorf("the upstream saw %d GETs of the blob; want 2 (the killed download, the one that took over)", n)
 	}
 }
