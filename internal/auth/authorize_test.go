@@ -428,6 +428,24 @@ func TestPolicyReload(t *testing.T) {
 	wantStatus(t, "after the grant", e.check(t, basic("alice", pw), "team/a", "", "pull"), 200, "")
 }
 
+// A change another process notifies (Changed) is seen by the next request, however fresh the
+// snapshot: the store's version is compared then.
+func TestChangedReloads(t *testing.T) {
+	e := newEnv(t, Options{})
+	pw := e.user(t, "alice")
+	wantStatus(t, "before the grant", e.check(t, basic("alice", pw), "team/a", "", "pull"), 404, "NAME_UNKNOWN")
+	if err := e.st.AddGrant(bg, grantOf("user:alice", "team/*", "pull")); err != nil {
+		t.Fatal(err)
+	}
+	// A snapshot that polling would keep for an hour.
+	fresh := *e.svc.snap.Load()
+	fresh.at = time.Now().Add(time.Hour)
+	e.svc.snap.Store(&fresh)
+	wantStatus(t, "after the grant, not notified", e.check(t, basic("alice", pw), "team/a", "", "pull"), 404, "NAME_UNKNOWN")
+	e.svc.Changed()
+	wantStatus(t, "after the grant, notified", e.check(t, basic("alice", pw), "team/a", "", "pull"), 200, "")
+}
+
 // A token is judged against the grants and accounts of now, not only of when it was issued: a
 // revoke, a removed robot or a robot past its expiry stops a token already handed out within
 // policyReload, and a robot created a moment ago is not refused for being newer than the snapshot.

@@ -73,6 +73,9 @@ type Service struct {
 
 	snap     atomic.Pointer[snapshot]
 	reloadMu sync.Mutex
+	// changes counts the notifications that accounts or grants changed (Changed): a snapshot
+	// loaded before the last one is stale.
+	changes atomic.Int64
 }
 
 // snapshot is the grants and accounts as the store had them at a moment: every request is judged
@@ -83,7 +86,18 @@ type snapshot struct {
 	accounts map[string]*accountState // by name
 	version  int64                    // the store's AuthVersion it was loaded at
 	at       time.Time                // when it was last known to be current
+	changes  int64                    // Service.changes when it was
 }
+
+// fresh reports whether sn may be used without asking the store.
+func (s *Service) fresh(sn *snapshot) bool {
+	return sn != nil && time.Since(sn.at) <= policyReload && sn.changes == s.changes.Load()
+}
+
+// Changed tells the service that accounts or grants changed in the store (another process said
+// so: metadata.AuthNotifier): the next request compares the version and reloads, rather than
+// wait for the next comparison.
+func (s *Service) Changed() { s.changes.Add(1) }
 
 // accountState is what a decision needs of an account.
 type accountState struct {
@@ -187,15 +201,15 @@ func federatedPrincipal(f *Federated) *Principal {
 // current returns the snapshot of grants and accounts, reloading it when it may be out of date.
 // The hot path is an atomic load.
 func (s *Service) current(ctx context.Context) (*snapshot, error) {
-	if sn := s.snap.Load(); sn != nil && time.Since(sn.at) <= policyReload {
+	if sn := s.snap.Load(); s.fresh(sn) {
 		return sn, nil
 	}
 	s.reloadMu.Lock()
 	defer s.reloadMu.Unlock()
-	if sn := s.snap.Load(); sn != nil && time.Since(sn.at) <= policyReload {
+	if sn := s.snap.Load(); s.fresh(sn) {
 		return sn, nil
 	}
-	at := time.Now()
+	at, changes := time.Now(), s.changes.Load()
 	// The version first: a change made while the rest is read moves it past what is stored
 	// here, so the next comparison reloads.
 	version, err := s.opt.Accounts.AuthVersion(ctx)
@@ -204,7 +218,7 @@ func (s *Service) current(ctx context.Context) (*snapshot, error) {
 	}
 	if sn := s.snap.Load(); sn != nil && sn.version == version {
 		fresh := *sn
-		fresh.at = at
+		fresh.at, fresh.changes = at, changes
 		s.snap.Store(&fresh)
 		return &fresh, nil
 	}
@@ -216,7 +230,7 @@ func (s *Service) current(ctx context.Context) (*snapshot, error) {
 	if err != nil {
 		return nil, err
 	}
-	sn := &snapshot{policy: NewPolicy(grants), accounts: make(map[string]*accountState, len(accounts)), version: version, at: at}
+	sn := &snapshot{policy: NewPolicy(grants), accounts: make(map[string]*accountState, len(accounts)), version: version, at: at, changes: changes}
 	for i := range accounts {
 		sn.accounts[accounts[i].Name] = newAccountState(&accounts[i])
 	}

@@ -81,3 +81,11 @@ type Accounts interface {
 	// creating it at once keep one.
 	CreateSetting(ctx context.Context, key string, value []byte) error
 }
+
+// AuthNotifier is an optional capability of stores that several processes share: ListenAuth
+// calls changed soon after every committed change to accounts or grants, by any process, and
+// once when it starts listening (for what changed before). It returns when ctx ends (nil) or the
+// notifications stop (an error): the caller listens again, and compares AuthVersion meanwhile.
+type AuthNotifier interface {
+	ListenAuth(ctx context.Context, changed func()) error
+}

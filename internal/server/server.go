@@ -124,6 +124,9 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 				exclusive(ctx, meta, "login-throttle-prune", holder, time.Minute, log, pruneThrottles(authn, log))
 			})
 		}
+		if n, ok := meta.(metadata.AuthNotifier); ok && cfg.Metadata.Shared() {
+			jobs.Go(func() { listenAuth(ctx, n, authn, log) })
+		}
 		reg.UseAuth(authn)
 		mux.Handle("/token", authn)
 	}
@@ -241,6 +244,24 @@ func pruneThrottles(authn *auth.Service, log *slog.Logger) func(context.Context)
 			log.Warn("pruning login throttles", "err", err)
 		} else if n > 0 {
 			log.Debug("pruned login throttles", "rows", n)
+		}
+	}
+}
+
+// listenAuth tells authn of every change to accounts and grants that another process commits, as
+// the store notifies it, until ctx ends. While the notifications are down (the database
+// restarting), authn compares the store's version every half second, as without them.
+func listenAuth(ctx context.Context, n metadata.AuthNotifier, authn *auth.Service, log *slog.Logger) {
+	for {
+		err := n.ListenAuth(ctx, authn.Changed)
+		if ctx.Err() != nil {
+			return
+		}
+		log.Warn("listening for account and grant changes; meanwhile they are polled for", "err", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second):
 		}
 	}
 }

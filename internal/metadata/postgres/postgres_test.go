@@ -250,3 +250,39 @@ func TestDumpCoversSchema(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A store listening for account and grant changes hears of those another store commits (once on
+// starting to listen, then after each commit), and stops when its context ends.
+func TestListenAuth(t *testing.T) {
+	dsn := enginetest.Postgres(t)
+	listener, writer := openAt(t, dsn), openAt(t, dsn)
+	defer listener.Close()
+	defer writer.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	heard := make(chan struct{}, 16)
+	done := make(chan error, 1)
+	go func() { done <- listener.ListenAuth(ctx, func() { heard <- struct{}{} }) }()
+	wait := func(what string) {
+		t.Helper()
+		select {
+		case <-heard:
+		case err := <-done:
+			t.Fatalf("%s: ListenAuth returned %v", what, err)
+		case <-time.After(30 * time.Second):
+			t.Fatalf("%s: not heard", what)
+		}
+	}
+	wait("starting to listen")
+	if err := writer.AddGrant(context.Background(), metadata.Grant{Subject: "anonymous", Pattern: "x/*", Actions: []string{"pull"}}); err != nil {
+		t.Fatal(err)
+	}
+	wait("a grant added")
+	if err := writer.CreateAccount(context.Background(), &metadata.Account{Name: "bob", Kind: metadata.KindUser, Secret: "s"}); err != nil {
+		t.Fatal(err)
+	}
+	wait("an account created")
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("ListenAuth after its context ended: %v", err)
+	}
+}
