@@ -33,18 +33,27 @@ func Main(m *testing.M) { os.Exit(Run(m)) }
 // Run is Main for a TestMain that has more to do after the tests: it returns m's status instead
 // of exiting.
 func Run(m *testing.M) int {
+	stop := Program()
+	defer stop()
+	return m.Run()
+}
+
+// Program lets a program that is not a test binary (the benchmark) start engines as tests do,
+// through Database and Bucket. It returns the function that stops every engine started since,
+// which the program calls before it exits (the engines die with it anyway: Pdeathsig).
+func Program() (stop func()) {
 	engines.Lock()
 	engines.running = true
 	engines.Unlock()
-	code := m.Run()
-	engines.Lock()
-	stops := engines.stops
-	engines.stops, engines.running = nil, false
-	engines.Unlock()
-	for _, stop := range slices.Backward(stops) {
-		stop()
+	return func() {
+		engines.Lock()
+		stops := engines.stops
+		engines.stops, engines.running = nil, false
+		engines.Unlock()
+		for _, stop := range slices.Backward(stops) {
+			stop()
+		}
 	}
-	return code
 }
 
 // inMain reports whether Main is running the tests.
