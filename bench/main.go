@@ -22,6 +22,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/berth/berth/internal/enginetest"
 )
 
 // Names of the measurements (-only) and of the servers (-servers), in the order they run. The
@@ -29,7 +31,7 @@ import (
 var (
 	allMeasures = []string{"manifest", "download", "push", "proxy", "logins"}
 	optMeasures = []string{"soak"}
-	allServers  = []string{"berth", "berth-auth", "berth-enc", "v3", "2.8", "fileserver", "memory"}
+	allServers  = []string{"berth", "berth-auth", "berth-enc", "berth-s3pg", "berth-s3pg-redir", "berth-s3pg-3", "v3", "v3-s3", "2.8", "fileserver", "memory"}
 )
 
 // isStandard says whether a measurement runs on one start of each server (all but proxy, which
@@ -45,6 +47,7 @@ type options struct {
 	berthBuilt string // the repository the harness built berth from
 	v3         string
 	v28        string
+	haproxy    string
 	wrk        string
 	wrkThreads int
 	repeat     int
@@ -163,7 +166,7 @@ func run() error {
 		return err
 	}
 	if !slices.Contains(o.only, "download") {
-		o.servers = slices.DeleteFunc(o.servers, func(s string) bool { return s == "fileserver" || s == "berth-enc" })
+		o.servers = slices.DeleteFunc(o.servers, func(s string) bool { return s == "fileserver" || s == "berth-enc" || s == "berth-s3pg-redir" })
 	}
 	if !slices.Contains(o.only, "manifest") {
 		o.servers = slices.DeleteFunc(o.servers, func(s string) bool { return s == "memory" })
@@ -193,6 +196,8 @@ func run() error {
 	}
 	env := environment(o)
 	fmt.Print(env)
+	// PostgreSQL and versitygw start when a server first needs them.
+	addCleanup(enginetest.Program())
 
 	ctx := context.Background()
 	res := newResults(o, p)
@@ -299,8 +304,9 @@ func measureServer(ctx context.Context, o options, p plan, w *workload, tmp, nam
 		return err
 	}
 	defer s.stop()
-	fmt.Printf("   started pid %d on %s\n", s.cmd.Process.Pid, s.base)
-	if s.name == "berth-enc" { // encryption at rest costs on blob reads: downloads only
+	fmt.Printf("   started pid %v on %s\n", s.pids(), s.base)
+	// Encryption at rest costs on blob reads, and redirects change only blob reads: downloads only.
+	if s.name == "berth-enc" || s.name == "berth-s3pg-redir" {
 		o.only = slices.DeleteFunc(slices.Clone(o.only), func(m string) bool { return m != "download" })
 	}
 	if s.name == "berth-auth" {
@@ -379,8 +385,13 @@ func checkTools(o *options, root, tmp string) error {
 			return err
 		}
 	}
-	if slices.Contains(o.servers, "v3") {
+	if slices.Contains(o.servers, "v3") || slices.Contains(o.servers, "v3-s3") {
 		if o.v3, err = need(o.v3, "Distribution v3 (registry)"); err != nil {
+			return err
+		}
+	}
+	if slices.ContainsFunc(o.servers, func(s string) bool { return replicasOf(s) > 1 }) {
+		if o.haproxy, err = need("haproxy", "HAProxy (apt-get install haproxy)"); err != nil {
 			return err
 		}
 	}
@@ -444,7 +455,7 @@ func environment(o options) string {
 	}
 	// The Go each server was built with: its runtime (GC, scheduler, net/http) is part of what is
 	// measured.
-	if slices.Contains(o.servers, "v3") {
+	if slices.Contains(o.servers, "v3") || slices.Contains(o.servers, "v3-s3") {
 		fmt.Fprintf(&b, "v3        %s, built with %s\n", version(o.v3, "--version"), goVersion(o.v3))
 	}
 	if slices.Contains(o.servers, "2.8") {
