@@ -72,6 +72,9 @@ type plan struct {
 	proxyConc     []int // concurrent clients
 	proxyRate     int64 // bytes/s of the throttled upstream link
 	proxyDeadline time.Duration
+	// proxyScale is the clients of the scale-out point, 3 x the last of proxyConc: HAProxy
+	// spreads them over three replicas (berth-s3pg-3), one replica (berth-s3pg) takes them all.
+	proxyScale int
 }
 
 func defaultPlan(quick bool) plan {
@@ -80,15 +83,24 @@ func defaultPlan(quick bool) plan {
 		dlDur: 8 * time.Second, dlConc: []int{1, 8}, dlSize: 256 << 20,
 		pushSize: 64 << 20, pushConc: []int{1, 4}, pushCount: map[int]int{1: 8, 4: 16},
 		proxyLayers: 3, proxyLayer: 64 << 20, proxyConc: []int{1, 10, 50}, proxyRate: 50e6,
-		proxyDeadline: 90 * time.Second,
+		proxyDeadline: 90 * time.Second, proxyScale: 150,
 	}
 	if quick {
 		p.manWarm, p.manDur = 1, 1
 		p.dlDur = 2 * time.Second
 		p.pushCount = map[int]int{1: 2, 4: 4}
-		p.proxyLayer, p.proxyConc = 16<<20, []int{1, 10}
+		p.proxyLayer, p.proxyConc, p.proxyScale = 16<<20, []int{1, 10}, 30
 	}
 	return p
+}
+
+// proxyNs are the client counts of the proxy waves of a server: proxyConc, and proxyScale for
+// berth on the engines.
+func (p plan) proxyNs(server string) []int {
+	if strings.HasPrefix(server, "berth-s3pg") {
+		return append(slices.Clone(p.proxyConc), p.proxyScale)
+	}
+	return p.proxyConc
 }
 
 func main() {

@@ -69,3 +69,16 @@ func atExit(stop func()) {
 	defer engines.Unlock()
 	engines.stops = append(engines.stops, stop)
 }
+
+// Pids are the process IDs of the engines running: PostgreSQL's postmaster (its backends are its
+// children) and versitygw, for a program that measures the CPU they use.
+func Pids() []int {
+	var pids []int
+	if pg.pid != 0 {
+		pids = append(pids, pg.pid)
+	}
+	if versity.cmd != nil && versity.cmd.Process != nil {
+		pids = append(pids, versity.cmd.Process.Pid)
+	}
+	return pids
+}
