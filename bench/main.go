@@ -27,7 +27,8 @@ import (
 )
 
 // Names of the measurements (-only) and of the servers (-servers), in the order they run. The
-// soak (berth alone, 30 minutes by default) runs only when -only names it.
+// soak (berth alone, 30 minutes by default) runs only when -only names it, and the servers on
+// PostgreSQL and versitygw only when -servers names them.
 var (
 	allMeasures = []string{"manifest", "download", "push", "proxy", "logins"}
 	optMeasures = []string{"soak"}
@@ -140,7 +141,7 @@ func run() error {
 	root := repoRoot()
 	flag.BoolVar(&o.quick, "quick", false, "short durations: a smoke run of about 2 minutes")
 	flag.StringVar(&only, "only", strings.Join(allMeasures, ","), "measurements to run: "+strings.Join(allMeasures, ","))
-	flag.StringVar(&servers, "servers", strings.Join(allServers, ","), "servers to measure: "+strings.Join(allServers, ","))
+	flag.StringVar(&servers, "servers", strings.Join(slices.DeleteFunc(slices.Clone(allServers), onEngines), ","), "servers to measure: "+strings.Join(allServers, ","))
 	flag.StringVar(&o.berth, "berth", "", "berth binary (default: go build ./cmd/berth into a temp dir)")
 	flag.StringVar(&o.v3, "registry-v3", filepath.Join(root, ".tools", "bin", "registry"), "CNCF Distribution v3 binary")
 	flag.StringVar(&o.v28, "registry-2.8", "/usr/bin/docker-registry", "CNCF Distribution 2.8 binary")

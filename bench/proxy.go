@@ -371,6 +371,7 @@ type waveResult struct {
 	lastByte time.Duration // from the start to the last upstream blob byte
 	busy     time.Duration // how long the upstream kept receiving after the last client was done
 	cpu      float64       // the server's CPU seconds during the wave
+	front    float64       // of which a cluster's HAProxy's
 	others   float64       // CPU cores other processes used meanwhile
 	err      error
 }
@@ -445,8 +446,12 @@ func (r waveResult) describe() string {
 	if r.cut {
 		wall = "CUT at " + r.wall.String()
 	}
-	s := fmt.Sprintf("%s, server CPU %.2f s (upstream %d manifest GET, %d HEAD, %d blob GET, %d token, %d other, %.1f MB",
-		wall, r.cpu, c.ManifestGet, c.ManifestHead, c.BlobGet, c.Token, otherRequests(c), float64(c.BlobBytes)/1e6)
+	cpu := fmt.Sprintf("%.2f s", r.cpu)
+	if r.front > 0 {
+		cpu += fmt.Sprintf(" (HAProxy %.2f s)", r.front)
+	}
+	s := fmt.Sprintf("%s, server CPU %s (upstream %d manifest GET, %d HEAD, %d blob GET, %d token, %d other, %.1f MB",
+		wall, cpu, c.ManifestGet, c.ManifestHead, c.BlobGet, c.Token, otherRequests(c), float64(c.BlobBytes)/1e6)
 	if c.BlobBytes > 0 {
 		s += fmt.Sprintf(", last byte at %.2f s", r.lastByte.Seconds())
 	}
@@ -535,6 +540,7 @@ func (pb *proxyBench) wave(ctx context.Context, c *http.Client, s *server, repo 
 		<-done
 	}
 	r.cpu, r.others, _, err = m.stop(0)
+	r.front = m.front
 	if r.err = errors.Join(firstErr, err); r.err == nil && !r.cut {
 		r.counts, r.lastByte, r.busy = w.settle(r.wall)
 	}

@@ -423,6 +423,14 @@ func (s *server) cpuSeconds() (float64, error) {
 	return sum, err
 }
 
+// frontCPU is the CPU seconds a cluster's HAProxy has used so far (0 for a single process).
+func (s *server) frontCPU() (float64, error) {
+	if len(s.replicas) == 0 {
+		return 0, nil
+	}
+	return procCPU(strconv.Itoa(s.cmd.Process.Pid))
+}
+
 // peakRSS is the server's resident set high-water mark (VmHWM), in bytes; a cluster's is its
 // largest replica's (HAProxy's is not counted).
 func (s *server) peakRSS() (int64, error) {
@@ -491,6 +499,8 @@ type meter struct {
 	// engines is the CPU seconds the engines (PostgreSQL, versitygw) used between start and
 	// stop: not the server's, and not other processes' either.
 	engines float64
+	// front is the part of the server's CPU seconds that a cluster's HAProxy used.
+	front, front0 float64
 }
 
 func startMeter(s *server) (*meter, error) {
@@ -501,6 +511,9 @@ func startMeter(s *server) (*meter, error) {
 	}
 	if s != nil {
 		if m.srv0, err = s.cpuSeconds(); err != nil {
+			return nil, err
+		}
+		if m.front0, err = s.frontCPU(); err != nil {
 			return nil, err
 		}
 	}
@@ -519,6 +532,8 @@ func (m *meter) stop(clientCPU float64) (srv, others float64, elapsed time.Durat
 	var err2 error
 	if m.s != nil {
 		srv1, err2 = m.s.cpuSeconds()
+		front, ferr := m.s.frontCPU()
+		m.front, err2 = front-m.front0, errors.Join(err2, ferr)
 	}
 	self, err3 := procCPU("self")
 	eng, err4 := treeCPU(enginetest.Pids())
