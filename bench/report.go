@@ -337,7 +337,10 @@ type phaseSum struct {
 }
 
 func newResults(o options, p plan) *results {
-	registries := slices.DeleteFunc(slices.Clone(o.servers), func(s string) bool { return s == "fileserver" })
+	// berth-enc and berth-s3pg-redir are measured on downloads only.
+	registries := slices.DeleteFunc(slices.Clone(o.servers), func(s string) bool {
+		return s == "fileserver" || s == "berth-enc" || s == "berth-s3pg-redir"
+	})
 	// The memory server answers manifests only.
 	registryOnly := slices.DeleteFunc(slices.Clone(registries), func(s string) bool { return s == "memory" })
 	byConcMetric := func(conc int, metric string) []string { return []string{strconv.Itoa(conc), metric} }
