@@ -45,8 +45,17 @@ func benchDownload(ctx context.Context, o options, p plan, w *workload, s *serve
 		ser.set(1, "first MB/s", s.name, value(mbs))
 	}
 	fmt.Printf("   first download: %6.0f MB/s\n", mbs)
+	var before int64
+	if s.fwd != nil {
+		before = s.fwd.Served()
+	}
 	if err := verifyDownload(ctx, url, w); err != nil {
 		return err
+	}
+	if s.fwd != nil {
+		via := s.fwd.Served() - before
+		res.download.set(1, "B via server", s.name, value(float64(via)))
+		fmt.Printf("   one GET of the blob: %d bytes sent by the server itself (the rest came from the bucket)\n", via)
 	}
 	syscall.Sync()
 	for _, conc := range p.dlConc {

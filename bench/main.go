@@ -22,14 +22,17 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/berth/berth/internal/enginetest"
 )
 
 // Names of the measurements (-only) and of the servers (-servers), in the order they run. The
-// soak (berth alone, 30 minutes by default) runs only when -only names it.
+// soak (berth alone, 30 minutes by default) runs only when -only names it, and the servers on
+// PostgreSQL and versitygw only when -servers names them.
 var (
 	allMeasures = []string{"manifest", "download", "push", "proxy", "logins"}
 	optMeasures = []string{"soak"}
-	allServers  = []string{"berth", "berth-auth", "berth-enc", "v3", "2.8", "fileserver", "memory"}
+	allServers  = []string{"berth", "berth-auth", "berth-enc", "berth-s3pg", "berth-s3pg-redir", "berth-s3pg-3", "v3", "v3-s3", "2.8", "fileserver", "memory"}
 )
 
 // isStandard says whether a measurement runs on one start of each server (all but proxy, which
@@ -45,6 +48,7 @@ type options struct {
 	berthBuilt string // the repository the harness built berth from
 	v3         string
 	v28        string
+	haproxy    string
 	wrk        string
 	wrkThreads int
 	repeat     int
@@ -69,6 +73,9 @@ type plan struct {
 	proxyConc     []int // concurrent clients
 	proxyRate     int64 // bytes/s of the throttled upstream link
 	proxyDeadline time.Duration
+	// proxyScale is the clients of the scale-out point, 3 x the last of proxyConc: HAProxy
+	// spreads them over three replicas (berth-s3pg-3), one replica (berth-s3pg) takes them all.
+	proxyScale int
 }
 
 func defaultPlan(quick bool) plan {
@@ -77,15 +84,24 @@ func defaultPlan(quick bool) plan {
 		dlDur: 8 * time.Second, dlConc: []int{1, 8}, dlSize: 256 << 20,
 		pushSize: 64 << 20, pushConc: []int{1, 4}, pushCount: map[int]int{1: 8, 4: 16},
 		proxyLayers: 3, proxyLayer: 64 << 20, proxyConc: []int{1, 10, 50}, proxyRate: 50e6,
-		proxyDeadline: 90 * time.Second,
+		proxyDeadline: 90 * time.Second, proxyScale: 150,
 	}
 	if quick {
 		p.manWarm, p.manDur = 1, 1
 		p.dlDur = 2 * time.Second
 		p.pushCount = map[int]int{1: 2, 4: 4}
-		p.proxyLayer, p.proxyConc = 16<<20, []int{1, 10}
+		p.proxyLayer, p.proxyConc, p.proxyScale = 16<<20, []int{1, 10}, 30
 	}
 	return p
+}
+
+// proxyNs are the client counts of the proxy waves of a server: proxyConc, and proxyScale for
+// berth on the engines.
+func (p plan) proxyNs(server string) []int {
+	if strings.HasPrefix(server, "berth-s3pg") {
+		return append(slices.Clone(p.proxyConc), p.proxyScale)
+	}
+	return p.proxyConc
 }
 
 func main() {
@@ -125,7 +141,7 @@ func run() error {
 	root := repoRoot()
 	flag.BoolVar(&o.quick, "quick", false, "short durations: a smoke run of about 2 minutes")
 	flag.StringVar(&only, "only", strings.Join(allMeasures, ","), "measurements to run: "+strings.Join(allMeasures, ","))
-	flag.StringVar(&servers, "servers", strings.Join(allServers, ","), "servers to measure: "+strings.Join(allServers, ","))
+	flag.StringVar(&servers, "servers", strings.Join(slices.DeleteFunc(slices.Clone(allServers), onEngines), ","), "servers to measure: "+strings.Join(allServers, ","))
 	flag.StringVar(&o.berth, "berth", "", "berth binary (default: go build ./cmd/berth into a temp dir)")
 	flag.StringVar(&o.v3, "registry-v3", filepath.Join(root, ".tools", "bin", "registry"), "CNCF Distribution v3 binary")
 	flag.StringVar(&o.v28, "registry-2.8", "/usr/bin/docker-registry", "CNCF Distribution 2.8 binary")
@@ -163,7 +179,7 @@ func run() error {
 		return err
 	}
 	if !slices.Contains(o.only, "download") {
-		o.servers = slices.DeleteFunc(o.servers, func(s string) bool { return s == "fileserver" || s == "berth-enc" })
+		o.servers = slices.DeleteFunc(o.servers, func(s string) bool { return s == "fileserver" || s == "berth-enc" || s == "berth-s3pg-redir" })
 	}
 	if !slices.Contains(o.only, "manifest") {
 		o.servers = slices.DeleteFunc(o.servers, func(s string) bool { return s == "memory" })
@@ -193,6 +209,8 @@ func run() error {
 	}
 	env := environment(o)
 	fmt.Print(env)
+	// PostgreSQL and versitygw start when a server first needs them.
+	addCleanup(enginetest.Program())
 
 	ctx := context.Background()
 	res := newResults(o, p)
@@ -299,8 +317,9 @@ func measureServer(ctx context.Context, o options, p plan, w *workload, tmp, nam
 		return err
 	}
 	defer s.stop()
-	fmt.Printf("   started pid %d on %s\n", s.cmd.Process.Pid, s.base)
-	if s.name == "berth-enc" { // encryption at rest costs on blob reads: downloads only
+	fmt.Printf("   started pid %v on %s\n", s.pids(), s.base)
+	// Encryption at rest costs on blob reads, and redirects change only blob reads: downloads only.
+	if s.name == "berth-enc" || s.name == "berth-s3pg-redir" {
 		o.only = slices.DeleteFunc(slices.Clone(o.only), func(m string) bool { return m != "download" })
 	}
 	if s.name == "berth-auth" {
@@ -379,8 +398,13 @@ func checkTools(o *options, root, tmp string) error {
 			return err
 		}
 	}
-	if slices.Contains(o.servers, "v3") {
+	if slices.Contains(o.servers, "v3") || slices.Contains(o.servers, "v3-s3") {
 		if o.v3, err = need(o.v3, "Distribution v3 (registry)"); err != nil {
+			return err
+		}
+	}
+	if slices.ContainsFunc(o.servers, func(s string) bool { return replicasOf(s) > 1 }) {
+		if o.haproxy, err = need("haproxy", "HAProxy (apt-get install haproxy)"); err != nil {
 			return err
 		}
 	}
@@ -444,7 +468,7 @@ func environment(o options) string {
 	}
 	// The Go each server was built with: its runtime (GC, scheduler, net/http) is part of what is
 	// measured.
-	if slices.Contains(o.servers, "v3") {
+	if slices.Contains(o.servers, "v3") || slices.Contains(o.servers, "v3-s3") {
 		fmt.Fprintf(&b, "v3        %s, built with %s\n", version(o.v3, "--version"), goVersion(o.v3))
 	}
 	if slices.Contains(o.servers, "2.8") {

@@ -74,8 +74,12 @@ func benchManifests(ctx context.Context, o options, p plan, w *workload, s *serv
 			res.manifest.set(conc, method, s.name, measuredBy(r.rps, others))
 			res.auth.set(conc, method, s.name, measuredBy(r.rps, others))
 			res.manifestCPU.set(conc, method, s.name, measuredBy(perReq, others))
-			fmt.Printf("   manifest %-10s %7.0f req/s, server CPU %4.0f us/req  (p50 %s, p99 %s; client %.2f cores, others %.2f cores)\n",
-				key, r.rps, perReq, r.p50, r.p99, r.clientCPU/float64(p.manDur), others)
+			var front string
+			if m.front > 0 {
+				front = fmt.Sprintf(" (HAProxy %.0f)", m.front/float64(r.requests)*1e6)
+			}
+			fmt.Printf("   manifest %-10s %7.0f req/s, server CPU %4.0f us/req%s  (p50 %s, p99 %s; client %.2f cores, others %.2f cores, engines %.2f cores)\n",
+				key, r.rps, perReq, front, r.p50, r.p99, r.clientCPU/float64(p.manDur), others, m.engines/float64(p.manDur))
 		}
 	}
 	return nil

@@ -76,14 +76,15 @@ type proxyBench struct {
 
 // proxyServers are the servers of the proxy measurement: berth twice, with revalidate: always
 // ("berth", which revalidates each tag pull by HEAD as Distribution does) and ttl:24h
-// ("berth-ttl"), then Distribution.
+// ("berth-ttl"), then berth on the engines, one replica and three behind HAProxy (always), and
+// Distribution.
 func proxyServers(selected []string) []string {
 	var out []string
 	for _, s := range selected {
 		switch s {
 		case "berth":
 			out = append(out, "berth", "berth-ttl")
-		case "v3", "2.8":
+		case "v3", "2.8", "berth-s3pg", "berth-s3pg-3", "v3-s3":
 			out = append(out, s)
 		}
 	}
@@ -222,6 +223,7 @@ func (pb *proxyBench) tables(p plan, res *results) {
 	}
 	key := func(n int, metric string) []string { return []string{strconv.Itoa(n), metric} }
 	imgMB := float64(pb.img.bytes) / 1e6
+	scaleOut := slices.Contains(pb.servers, "berth-s3pg") && slices.Contains(pb.servers, "berth-s3pg-3")
 	first, last := p.proxyConc[0], p.proxyConc[len(p.proxyConc)-1]
 	for _, link := range pb.links {
 		for _, wave := range []string{"cold", "warm"} {
@@ -241,24 +243,33 @@ func (pb *proxyBench) tables(p plan, res *results) {
 					"upstream s = when the last upstream blob byte went out, from the start of the wave; wall s = first request to the last byte of the last client " +
 						"(each client: the manifest by tag, then every blob, in turn); server CPU s = the server's utime+stime during the wave",
 				}
+				if scaleOut {
+					s.notes = append(s.notes, fmt.Sprintf("N=%d, berth on the engines alone: HAProxy spreads the clients over three replicas (berth-s3pg-3, %d each), one replica takes them all (berth-s3pg); "+
+						"berth-s3pg at N=%d has the load of one of the three", p.proxyScale, p.proxyScale/3, p.proxyScale/3))
+				}
 				pb.cold[link.label] = s
 			} else {
 				s.title = fmt.Sprintf("Proxy, warm pulls: N clients again, on the same server after its cold wave, upstream link %s", link.label)
 				s.notes = []string{"berth revalidates tags with revalidate: always (a HEAD per pull, as Distribution does), berth-ttl with ttl:24h; the ratios are berth's (always)"}
 				pb.warm[link.label] = s
 			}
-			for _, n := range p.proxyConc {
+			for _, n := range pb.ns(p) {
+				// The berths that pull at this N.
+				berthsN := slices.DeleteFunc(slices.Clone(berths), func(b string) bool { return !slices.Contains(p.proxyNs(b), n) })
 				for _, m := range proxyMetrics {
 					var g goal
 					switch {
 					case wave == "cold" && m.name == "manifest GET":
-						g = equals{servers: berths, n: 1, why: "1 per manifest"}
+						g = equals{servers: berthsN, n: 1, why: "1 per manifest"}
 					case wave == "cold" && m.name == "blob GET":
-						g = equals{servers: berths, n: float64(len(pb.img.blobs)), why: "1 per blob"}
+						g = equals{servers: berthsN, n: float64(len(pb.img.blobs)), why: "1 per blob"}
 					case wave == "warm" && (m.name == "manifest GET" || m.name == "blob GET"):
-						g = equals{servers: berths, n: 0}
+						g = equals{servers: berthsN, n: 0}
 					case wave == "cold" && m.name == "wall s" && link.rate > 0 && n == last && last != first:
 						g = relative{server: "berth", base: s.find(key(first, "wall s")...), what: fmt.Sprintf("N=%d", first), bound: 1.3}
+					case wave == "cold" && m.name == "wall s" && link.rate > 0 && n == p.proxyScale && scaleOut:
+						// Three replicas serve N clients about as fast as one does.
+						g = &target{of: "berth-s3pg-3", ref: "berth-s3pg", bound: 1.3}
 					}
 					s.addRow(key(n, m.name), m.format, g)
 				}
@@ -276,7 +287,7 @@ func (pb *proxyBench) tables(p plan, res *results) {
 		key:     func(n int, link string) []string { return []string{link, strconv.Itoa(n)} },
 	}
 	for _, link := range pb.links {
-		for _, n := range p.proxyConc {
+		for _, n := range pb.ns(p) {
 			var g goal
 			if n == last && last != first {
 				g = relative{server: "berth", base: pb.rss.find(link.label, strconv.Itoa(first)), what: fmt.Sprintf("N=%d", first), bound: 1.5}
@@ -285,6 +296,16 @@ func (pb *proxyBench) tables(p plan, res *results) {
 		}
 	}
 	res.proxy = append(res.proxy, pb.rss)
+}
+
+// ns are the client counts of the proxy waves, of every server, in order.
+func (pb *proxyBench) ns(p plan) []int {
+	var all []int
+	for _, name := range pb.servers {
+		all = append(all, p.proxyNs(name)...)
+	}
+	slices.Sort(all)
+	return slices.Compact(all)
 }
 
 // note adds a note to a table once (a note can come up again in another round).
@@ -310,8 +331,11 @@ func (pb *proxyBench) run(ctx context.Context, o options, p plan, tmp string, ro
 	}
 	for _, link := range pb.links {
 		last := map[string]prev{}
-		for _, n := range p.proxyConc {
+		for _, n := range pb.ns(p) {
 			for _, name := range pb.servers {
+				if !slices.Contains(p.proxyNs(name), n) {
+					continue
+				}
 				point := fmt.Sprintf("%s N=%d %s", link.label, n, name)
 				if pr, ok := last[name]; ok && link.rate > 0 {
 					need := float64(pr.bytes) * float64(n) / float64(pr.n)
@@ -347,6 +371,7 @@ type waveResult struct {
 	lastByte time.Duration // from the start to the last upstream blob byte
 	busy     time.Duration // how long the upstream kept receiving after the last client was done
 	cpu      float64       // the server's CPU seconds during the wave
+	front    float64       // of which a cluster's HAProxy's
 	others   float64       // CPU cores other processes used meanwhile
 	err      error
 }
@@ -421,8 +446,12 @@ func (r waveResult) describe() string {
 	if r.cut {
 		wall = "CUT at " + r.wall.String()
 	}
-	s := fmt.Sprintf("%s, server CPU %.2f s (upstream %d manifest GET, %d HEAD, %d blob GET, %d token, %d other, %.1f MB",
-		wall, r.cpu, c.ManifestGet, c.ManifestHead, c.BlobGet, c.Token, otherRequests(c), float64(c.BlobBytes)/1e6)
+	cpu := fmt.Sprintf("%.2f s", r.cpu)
+	if r.front > 0 {
+		cpu += fmt.Sprintf(" (HAProxy %.2f s)", r.front)
+	}
+	s := fmt.Sprintf("%s, server CPU %s (upstream %d manifest GET, %d HEAD, %d blob GET, %d token, %d other, %.1f MB",
+		wall, cpu, c.ManifestGet, c.ManifestHead, c.BlobGet, c.Token, otherRequests(c), float64(c.BlobBytes)/1e6)
 	if c.BlobBytes > 0 {
 		s += fmt.Sprintf(", last byte at %.2f s", r.lastByte.Seconds())
 	}
@@ -511,6 +540,7 @@ func (pb *proxyBench) wave(ctx context.Context, c *http.Client, s *server, repo 
 		<-done
 	}
 	r.cpu, r.others, _, err = m.stop(0)
+	r.front = m.front
 	if r.err = errors.Join(firstErr, err); r.err == nil && !r.cut {
 		r.counts, r.lastByte, r.busy = w.settle(r.wall)
 	}

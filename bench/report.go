@@ -214,31 +214,58 @@ func (r relative) check(vals map[string]cell) (string, string) {
 	return "MISSED", shown
 }
 
-// both is two goals at one row (manifest GET: against v3 and against the memory server): the
-// table shows both, the summary gives each a line of its own.
-type both [2]goal
+// allOf is several goals at one row (manifest GET: against v3, against the memory server, and
+// berth-s3pg against v3-s3): the table shows them all, the summary gives each a line of its own.
+type allOf []goal
 
-func (b both) String() string { return b[0].String() + "; " + b[1].String() }
-
-// check is the worse verdict: MISSED if either is, met if both are, else n/a.
-func (b both) check(vals map[string]cell) (string, string) {
-	v0, s0 := b[0].check(vals)
-	v1, s1 := b[1].check(vals)
-	switch {
-	case v0 == "MISSED" || v1 == "MISSED":
-		return "MISSED", s0 + "; " + s1
-	case v0 == "met" && v1 == "met":
-		return "met", s0 + "; " + s1
+func (a allOf) String() string {
+	var s []string
+	for _, g := range a {
+		s = append(s, g.String())
 	}
-	return "n/a", s0 + "; " + s1
+	return strings.Join(s, "; ")
+}
+
+// check is the worst verdict: MISSED if any is, met if all are, else n/a.
+func (a allOf) check(vals map[string]cell) (string, string) {
+	verdict := "met"
+	var shown []string
+	for _, g := range a {
+		v, s := g.check(vals)
+		shown = append(shown, s)
+		switch {
+		case v == "MISSED":
+			verdict = v
+		case v != "met" && verdict == "met":
+			verdict = v
+		}
+	}
+	return verdict, strings.Join(shown, "; ")
 }
 
 // goals lists the goals of a row's target.
 func goals(g goal) []goal {
-	if b, ok := g.(both); ok {
-		return b[:]
+	if a, ok := g.(allOf); ok {
+		return a
 	}
 	return []goal{g}
+}
+
+// allGoals is the goals given, nil ones left out, as one goal (nil for none).
+func allGoals(gs ...goal) goal {
+	var a allOf
+	for _, g := range gs {
+		if g != nil {
+			a = append(a, goals(g)...)
+		}
+	}
+	switch len(a) {
+	case 0:
+		return nil
+	case 1:
+		return a[0]
+	}
+	return a
 }
 
 // row is one point of a measurement: a concurrency and a metric (or a method), every server's cell.
@@ -310,7 +337,10 @@ type phaseSum struct {
 }
 
 func newResults(o options, p plan) *results {
-	registries := slices.DeleteFunc(slices.Clone(o.servers), func(s string) bool { return s == "fileserver" })
+	// berth-enc and berth-s3pg-redir are measured on downloads only.
+	registries := slices.DeleteFunc(slices.Clone(o.servers), func(s string) bool {
+		return s == "fileserver" || s == "berth-enc" || s == "berth-s3pg-redir"
+	})
 	// The memory server answers manifests only.
 	registryOnly := slices.DeleteFunc(slices.Clone(registries), func(s string) bool { return s == "memory" })
 	byConcMetric := func(conc int, metric string) []string { return []string{strconv.Itoa(conc), metric} }
@@ -360,35 +390,54 @@ func newResults(o options, p plan) *results {
 		servers:    o.servers,
 		only:       o.only,
 	}
+	// The bounds for berth on S3 and PostgreSQL, against Distribution on the same S3.
+	s3 := slices.Contains(o.servers, "berth-s3pg") && slices.Contains(o.servers, "v3-s3")
+	s3Target := func(bound float64) goal {
+		if !s3 {
+			return nil
+		}
+		return &target{of: "berth-s3pg", ref: "v3-s3", atLeast: true, bound: bound}
+	}
 	for _, m := range []string{"GET", "HEAD"} {
 		for _, c := range p.manConc {
-			var t goal
+			var v3, mem, onS3 goal
 			if c >= 16 {
-				t = &target{ref: "v3", atLeast: true, bound: 2}
+				v3 = &target{ref: "v3", atLeast: true, bound: 2}
 			}
 			if m == "GET" {
 				// The scale-out issue's bound: a manifest pull costs berth little more than
 				// answering the bytes from a map (the memory server).
-				mem := &target{ref: "memory", atLeast: true, bound: 0.85}
-				if t == nil {
-					t = mem
-				} else {
-					t = both{t, mem}
+				mem = &target{ref: "memory", atLeast: true, bound: 0.85}
+				if c >= 16 {
+					onS3 = s3Target(2)
 				}
 			}
-			res.manifest.addRow(res.manifest.key(c, m), "%.0f", t)
+			res.manifest.addRow(res.manifest.key(c, m), "%.0f", allGoals(v3, mem, onS3))
 			res.manifestCPU.addRow(res.manifest.key(c, m), "%.0f", nil)
 			res.auth.addRow(res.manifest.key(c, m), "%.0f", &target{of: "berth-auth", ref: "berth", atLeast: true, bound: 0.8})
 		}
 	}
 	res.download.addRow(byConcMetric(1, "first MB/s"), "%.0f", nil)
+	if slices.Contains(o.servers, "berth-s3pg-redir") {
+		// A redirected GET's body comes from the bucket: what berth itself sends is the 307.
+		res.download.addRow(byConcMetric(1, "B via server"), "%.0f", &target{of: "berth-s3pg-redir", bound: 4096, unit: "B"})
+		res.download.notes = append(res.download.notes, "B via server: the bytes berth-s3pg-redir itself sent (a counting TCP proxy in front of it) for one whole GET of the blob, the 307 to the bucket included; "+
+			"its MB/s and CPU rows follow the 307, the client downloading from versitygw")
+	}
 	for _, c := range p.dlConc {
 		res.download.addRow(byConcMetric(c, "MB/s"), "%.0f", &target{ref: "fileserver", atLeast: true, bound: 0.95})
 		res.download.addRow(byConcMetric(c, "CPU s/GB"), "%.3f", &target{ref: "fileserver", bound: 1.2})
 	}
 	for _, c := range p.pushConc {
-		res.push.addRow(byConcMetric(c, "MB/s"), "%.0f", &target{ref: "v3", atLeast: true, bound: 1.25})
+		res.push.addRow(byConcMetric(c, "MB/s"), "%.0f", allGoals(&target{ref: "v3", atLeast: true, bound: 1.25}, s3Target(1.25)))
 		res.push.addRow(byConcMetric(c, "CPU s/GB"), "%.3f", nil)
+	}
+	if slices.ContainsFunc(o.servers, onEngines) {
+		note := "servers on the engines (berth-s3pg*, v3-s3): the CPU of PostgreSQL and versitygw is counted neither as the server's nor as other processes'; " +
+			"berth-s3pg-3 is three replicas behind HAProxy, its CPU theirs and HAProxy's, its peak RSS its largest replica's"
+		for _, sr := range []*series{res.manifest, res.manifestCPU, res.download, res.push} {
+			sr.notes = append(sr.notes, note)
+		}
 	}
 	return res
 }
@@ -483,14 +532,9 @@ func rowsOf(lines []string) [][]string {
 func (s *series) table() table {
 	t := table{title: s.title, notes: s.notes, left: len(s.heads)}
 	t.head = append(slices.Clone(s.heads), s.servers...)
-	var refs []string
-	if slices.Contains(s.servers, "berth") {
-		for _, name := range s.servers {
-			if name != "berth" && (s.refs == nil || slices.Contains(s.refs, name)) {
-				refs = append(refs, name)
-				t.head = append(t.head, "berth/"+name)
-			}
-		}
+	pairs := s.ratioPairs()
+	for _, p := range pairs {
+		t.head = append(t.head, p[0]+"/"+p[1])
 	}
 	t.head = append(t.head, "target", "verdict")
 	var errs []string
@@ -508,8 +552,8 @@ func (s *series) table() table {
 				line = append(line, "-")
 			}
 		}
-		for _, ref := range refs {
-			line = append(line, ratio(r.vals["berth"], r.vals[ref]))
+		for _, p := range pairs {
+			line = append(line, ratio(r.vals[p[0]], r.vals[p[1]]))
 		}
 		if r.target != nil {
 			verdict, _ := r.target.check(r.vals)
@@ -527,6 +571,28 @@ func (s *series) table() table {
 		t.notes = append(t.notes, n)
 	}
 	return t
+}
+
+// ratioPairs are the ratio columns, numerator and denominator: berth against every other server
+// (or s.refs) not on the engines; each berth on the engines against v3-s3; three replicas
+// against one.
+func (s *series) ratioPairs() [][2]string {
+	var pairs [][2]string
+	has := func(name string) bool { return slices.Contains(s.servers, name) }
+	for _, name := range s.servers {
+		if has("berth") && name != "berth" && !onEngines(name) && (s.refs == nil || slices.Contains(s.refs, name)) {
+			pairs = append(pairs, [2]string{"berth", name})
+		}
+	}
+	for _, name := range s.servers {
+		if has("v3-s3") && strings.HasPrefix(name, "berth-s3pg") {
+			pairs = append(pairs, [2]string{name, "v3-s3"})
+		}
+	}
+	if has("berth-s3pg") && has("berth-s3pg-3") {
+		pairs = append(pairs, [2]string{"berth-s3pg-3", "berth-s3pg"})
+	}
+	return pairs
 }
 
 // ratio is b/x for a ratio column: "<" when x is a lower bound, ">" when b is.

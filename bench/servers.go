@@ -12,11 +12,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/berth/berth/internal/enginetest"
 )
 
 // fileServerCmd is the hidden subcommand that makes the bench binary a plain Go file server: a
@@ -91,7 +94,7 @@ func untrack(cmd *exec.Cmd) {
 	delete(live, cmd)
 }
 
-// server is one running server process.
+// server is one running server: one process, or (berth-s3pg-3) HAProxy in front of replicas.
 type server struct {
 	name string
 	base string // http://127.0.0.1:PORT
@@ -101,6 +104,11 @@ type server struct {
 	log  string
 	// auth is the Authorization header every request sends (berth-auth: a Bearer token).
 	auth string
+	// replicas are the berth processes behind HAProxy (cmd) of a cluster: their CPU is the
+	// server's, their largest peak RSS its peak RSS.
+	replicas []*server
+	space    *space                // its database and bucket on the engines (s3 servers)
+	fwd      *enginetest.Forwarder // in front of it: counts what it sends (berth-s3pg-redir)
 }
 
 // client is newClient whose requests carry s.auth.
@@ -138,11 +146,47 @@ type proxySetup struct {
 	revalidate string // berth's policy for cached tags: always, ttl:24h
 }
 
-// startServer starts the named server on a free loopback port with a fresh data directory and
-// waits until it answers. dlFile is the file the plain file server serves; px (nil for none) makes
-// it a pull-through cache: berth ("berth", or "berth-ttl" for a second policy) with one rule,
-// docker-hub, for the upstream; Distribution with proxy.remoteurl.
-func startServer(ctx context.Context, o options, tmp, name, dlFile string, px *proxySetup) (*server, error) {
+// startServer starts the named server on a free loopback port with a fresh data directory (and,
+// for the s3 servers, a fresh database and bucket on the engines) and waits until it answers.
+// dlFile is the file the plain file server serves; px (nil for none) makes it a pull-through
+// cache: berth ("berth", or "berth-ttl" for a second policy) with one rule, docker-hub, for the
+// upstream; Distribution with proxy.remoteurl.
+func startServer(ctx context.Context, o options, tmp, name, dlFile string, px *proxySetup) (s *server, err error) {
+	var sp *space
+	if onEngines(name) {
+		if sp, err = newSpace(strings.HasPrefix(name, "berth")); err != nil {
+			return nil, err
+		}
+		defer func() {
+			if err != nil {
+				sp.release()
+			}
+		}()
+	}
+	if n := replicasOf(name); n > 1 {
+		s, err = startCluster(ctx, o, tmp, name, n, px, sp)
+	} else {
+		s, err = startProcess(ctx, o, tmp, name, name, dlFile, px, sp)
+	}
+	if err != nil {
+		return nil, err
+	}
+	s.space = sp
+	if name == "berth-s3pg-redir" {
+		// Every byte berth sends passes this counter: blob bytes should not (they come from the
+		// bucket, after the 307).
+		if s.fwd, err = enginetest.Listen(strings.TrimPrefix(s.base, "http://")); err != nil {
+			s.stop()
+			return nil, err
+		}
+		s.base = "http://" + s.fwd.Addr()
+	}
+	return s, nil
+}
+
+// startProcess starts one process of the kind of server named kind (a replica of berth-s3pg-3 is
+// a berth-s3pg), its directory named after name.
+func startProcess(ctx context.Context, o options, tmp, name, kind, dlFile string, px *proxySetup, sp *space) (*server, error) {
 	port, err := freePort()
 	if err != nil {
 		return nil, err
@@ -154,38 +198,58 @@ func startServer(ctx context.Context, o options, tmp, name, dlFile string, px *p
 		return nil, err
 	}
 	s.log = filepath.Join(s.dir, "server.log")
-	switch name {
-	case "berth", "berth-ttl":
-		args := []string{"serve", "--addr", addr, "--data", data, "--log-level", "warn", "--dev"}
-		if px != nil {
-			cfg := filepath.Join(s.dir, "berth.yaml")
-			if err := os.WriteFile(cfg, []byte(berthProxyConfig(px)), 0o644); err != nil {
+	writeConfig := func(file, content string) (string, error) {
+		p := filepath.Join(s.dir, file)
+		return p, os.WriteFile(p, []byte(content), 0o644)
+	}
+	switch kind {
+	case "berth", "berth-ttl", "berth-enc", "berth-auth", "berth-s3pg", "berth-s3pg-redir":
+		// Options go in a configuration file, one section per feature; addr, data and log level
+		// are flags.
+		args := []string{"serve", "--addr", addr, "--data", data, "--log-level", "warn"}
+		var cfg string
+		switch {
+		case kind == "berth-ttl" && px == nil:
+			return nil, fmt.Errorf("%s: only as a proxy", kind)
+		case kind == "berth-auth":
+			cfg += berthAuthConfig
+		default:
+			args = append(args, "--dev")
+		}
+		if kind == "berth-enc" {
+			key := filepath.Join(s.dir, "kek") // beside the data directory, not in it
+			if err := writeKeyFile(key); err != nil {
 				return nil, err
 			}
-			args = append(args, "--config", cfg)
-		} else if name != "berth" {
-			return nil, fmt.Errorf("%s: only as a proxy", name)
+			args = append(args, "--encryption-key-file", key)
 		}
-		s.cmd = exec.Command(o.berth, args...)
-	case "berth-enc":
-		key := filepath.Join(s.dir, "kek") // beside the data directory, not in it
-		if err := writeKeyFile(key); err != nil {
-			return nil, err
+		if px != nil {
+			cfg += berthProxyConfig(px)
 		}
-		s.cmd = exec.Command(o.berth, "serve", "--addr", addr, "--data", data, "--log-level", "warn", "--dev", "--encryption-key-file", key)
-	case "berth-auth":
-		cfg := filepath.Join(s.dir, "berth.yaml")
-		if err := os.WriteFile(cfg, []byte(berthAuthConfig), 0o644); err != nil {
-			return nil, err
+		s.cmd = exec.Command(o.berth)
+		if sp != nil {
+			cfg += sp.berthConfig(kind == "berth-s3pg-redir")
+			s.cmd.Env = append(os.Environ(), sp.berthEnv()...)
 		}
-		s.cmd = exec.Command(o.berth, "serve", "--addr", addr, "--data", data, "--log-level", "warn", "--config", cfg)
-	case "v3", "2.8":
-		cfg := filepath.Join(s.dir, "config.yml")
-		if err := os.WriteFile(cfg, []byte(distributionConfig(addr, data, px)), 0o644); err != nil {
+		if cfg != "" {
+			path, err := writeConfig("berth.yaml", cfg)
+			if err != nil {
+				return nil, err
+			}
+			args = append(args, "--config", path)
+		}
+		s.cmd.Args = append(s.cmd.Args, args...)
+	case "v3", "2.8", "v3-s3":
+		storage := fsStorage(data)
+		if sp != nil {
+			storage = sp.distributionStorage()
+		}
+		cfg, err := writeConfig("config.yml", distributionConfig(addr, storage, px))
+		if err != nil {
 			return nil, err
 		}
 		bin := o.v3
-		if name == "2.8" {
+		if kind == "2.8" {
 			bin = o.v28
 		}
 		s.cmd = exec.Command(bin, "serve", cfg)
@@ -207,21 +271,10 @@ func startServer(ctx context.Context, o options, tmp, name, dlFile string, px *p
 	default:
 		return nil, fmt.Errorf("unknown server %q", name)
 	}
-	logf, err := os.Create(s.log)
-	if err != nil {
+	if err := s.launch(ctx); err != nil {
 		return nil, err
 	}
-	defer logf.Close()
-	s.cmd.Stdout, s.cmd.Stderr = logf, logf
-	if err := startTracked(s.cmd); err != nil {
-		return nil, err
-	}
-	go func() { s.cmd.Wait(); close(s.done) }()
-	if err := s.waitReady(ctx); err != nil {
-		s.stop()
-		return nil, err
-	}
-	if name == "berth-auth" {
+	if kind == "berth-auth" {
 		if s.auth, err = berthToken(ctx, s.base, data); err != nil {
 			s.stop()
 			return nil, err
@@ -230,13 +283,32 @@ func startServer(ctx context.Context, o options, tmp, name, dlFile string, px *p
 	return s, nil
 }
 
-// distributionConfig is the same configuration for 2.8 and v3: filesystem storage, deletes on,
-// warnings only, no access log; with px, a pull-through cache of px.upstream. It keeps what
-// Distribution's own packages ship in their default config.yml (the Debian package's
-// /etc/docker/registry/config.yml, the official image's /etc/distribution/config.yml): the
-// in-memory cache of blob descriptors, without which every blob HEAD and GET stats the
-// filesystem for the link and the blob's data.
-func distributionConfig(addr, data string, px *proxySetup) string {
+// launch starts s.cmd, its output in s.log, and waits until it answers.
+func (s *server) launch(ctx context.Context) error {
+	logf, err := os.Create(s.log)
+	if err != nil {
+		return err
+	}
+	defer logf.Close()
+	s.cmd.Stdout, s.cmd.Stderr = logf, logf
+	if err := startTracked(s.cmd); err != nil {
+		return err
+	}
+	go func() { s.cmd.Wait(); close(s.done) }()
+	if err := s.waitReady(ctx); err != nil {
+		s.stop()
+		return err
+	}
+	return nil
+}
+
+// distributionConfig is the same configuration for 2.8 and v3: storage (fsStorage, or an s3
+// section), deletes on, warnings only, no access log; with px, a pull-through cache of
+// px.upstream. It keeps what Distribution's own packages ship in their default config.yml (the
+// Debian package's /etc/docker/registry/config.yml, the official image's
+// /etc/distribution/config.yml): the in-memory cache of blob descriptors, without which every blob
+// HEAD and GET stats the storage for the link and the blob's data.
+func distributionConfig(addr, storage string, px *proxySetup) string {
 	var proxy string
 	if px != nil {
 		proxy = fmt.Sprintf("proxy:\n  remoteurl: %s\n", px.upstream)
@@ -249,13 +321,16 @@ log:
 storage:
   cache:
     blobdescriptor: inmemory
-  filesystem:
-    rootdirectory: %s
-  delete:
+%s  delete:
     enabled: true
 http:
   addr: %s
-%s`, data, addr, proxy)
+%s`, storage, addr, proxy)
+}
+
+// fsStorage is Distribution's filesystem storage in data, indented under storage.
+func fsStorage(data string) string {
+	return fmt.Sprintf("  filesystem:\n    rootdirectory: %s\n", data)
 }
 
 // berthProxyConfig is berth's configuration file as a pull-through cache: only the docker-hub
@@ -298,9 +373,13 @@ func (s *server) waitReady(ctx context.Context) error {
 	}
 }
 
-// stop ends the server (SIGTERM, then SIGKILL after 5s) and removes its data directory.
+// stop ends the server (SIGTERM, then SIGKILL after 5s), its replicas, and removes its data
+// directory, database and bucket.
 func (s *server) stop() {
-	if s.cmd.Process != nil {
+	if s.fwd != nil {
+		s.fwd.Cut()
+	}
+	if s.cmd != nil && s.cmd.Process != nil {
 		s.cmd.Process.Signal(syscall.SIGTERM)
 		select {
 		case <-s.done:
@@ -310,6 +389,10 @@ func (s *server) stop() {
 		}
 	}
 	untrack(s.cmd)
+	for _, r := range s.replicas {
+		r.stop()
+	}
+	s.space.release()
 	os.RemoveAll(s.dir)
 }
 
@@ -330,11 +413,38 @@ func (s *server) logTail() string {
 // Go supports (the stdlib has no sysconf).
 const clockTicks = 100
 
-// cpuSeconds is the server's user+system CPU time so far.
-func (s *server) cpuSeconds() (float64, error) { return procCPU(strconv.Itoa(s.cmd.Process.Pid)) }
+// cpuSeconds is the server's user+system CPU time so far, its replicas' included.
+func (s *server) cpuSeconds() (float64, error) {
+	sum, err := procCPU(strconv.Itoa(s.cmd.Process.Pid))
+	for _, r := range s.replicas {
+		v, rerr := r.cpuSeconds()
+		sum, err = sum+v, errors.Join(err, rerr)
+	}
+	return sum, err
+}
 
-// peakRSS is the server's resident set high-water mark (VmHWM), in bytes.
+// frontCPU is the CPU seconds a cluster's HAProxy has used so far (0 for a single process).
+func (s *server) frontCPU() (float64, error) {
+	if len(s.replicas) == 0 {
+		return 0, nil
+	}
+	return procCPU(strconv.Itoa(s.cmd.Process.Pid))
+}
+
+// peakRSS is the server's resident set high-water mark (VmHWM), in bytes; a cluster's is its
+// largest replica's (HAProxy's is not counted).
 func (s *server) peakRSS() (int64, error) {
+	if len(s.replicas) > 0 {
+		var most int64
+		for _, r := range s.replicas {
+			v, err := r.peakRSS()
+			if err != nil {
+				return 0, err
+			}
+			most = max(most, v)
+		}
+		return most, nil
+	}
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", s.cmd.Process.Pid))
 	if err != nil {
 		return 0, err
@@ -346,6 +456,15 @@ func (s *server) peakRSS() (int64, error) {
 		}
 	}
 	return 0, errors.New("no VmHWM in /proc/PID/status")
+}
+
+// pids are the server's processes: HAProxy and the replicas of a cluster.
+func (s *server) pids() []int {
+	ps := []int{s.cmd.Process.Pid}
+	for _, r := range s.replicas {
+		ps = append(ps, r.pids()...)
+	}
+	return ps
 }
 
 func freePort() (int, error) {
@@ -374,9 +493,14 @@ func newClient(conns int) *http.Client {
 // meanwhile (busy time from /proc/stat less the server's and the clients'), which should be about
 // zero on a quiet machine. The harness is itself a client (downloads, pushes) and is counted as one.
 type meter struct {
-	s                  *server
-	t0                 time.Time
-	busy0, srv0, self0 float64
+	s                        *server
+	t0                       time.Time
+	busy0, srv0, self0, eng0 float64
+	// engines is the CPU seconds the engines (PostgreSQL, versitygw) used between start and
+	// stop: not the server's, and not other processes' either.
+	engines float64
+	// front is the part of the server's CPU seconds that a cluster's HAProxy used.
+	front, front0 float64
 }
 
 func startMeter(s *server) (*meter, error) {
@@ -389,6 +513,12 @@ func startMeter(s *server) (*meter, error) {
 		if m.srv0, err = s.cpuSeconds(); err != nil {
 			return nil, err
 		}
+		if m.front0, err = s.frontCPU(); err != nil {
+			return nil, err
+		}
+	}
+	if m.eng0, err = treeCPU(enginetest.Pids()); err != nil {
+		return nil, err
 	}
 	m.self0, err = procCPU("self")
 	return m, err
@@ -402,14 +532,17 @@ func (m *meter) stop(clientCPU float64) (srv, others float64, elapsed time.Durat
 	var err2 error
 	if m.s != nil {
 		srv1, err2 = m.s.cpuSeconds()
+		front, ferr := m.s.frontCPU()
+		m.front, err2 = front-m.front0, errors.Join(err2, ferr)
 	}
 	self, err3 := procCPU("self")
+	eng, err4 := treeCPU(enginetest.Pids())
 	elapsed = time.Since(m.t0)
-	if err := errors.Join(err1, err2, err3); err != nil {
+	if err := errors.Join(err1, err2, err3, err4); err != nil {
 		return 0, 0, 0, err
 	}
-	srv = srv1 - m.srv0
-	others = (busy - m.busy0 - srv - (self - m.self0) - clientCPU) / elapsed.Seconds()
+	srv, m.engines = srv1-m.srv0, max(eng-m.eng0, 0)
+	others = (busy - m.busy0 - srv - (self - m.self0) - clientCPU - m.engines) / elapsed.Seconds()
 	return srv, max(others, 0), elapsed, nil
 }
 
@@ -457,6 +590,44 @@ func procCPU(pid string) (float64, error) {
 		return 0, err
 	}
 	return float64(ut+st) / clockTicks, nil
+}
+
+// treeCPU is the user+system CPU seconds so far of the processes roots and their descendants
+// (PostgreSQL forks a backend per connection). A process that ended meanwhile takes its CPU with it.
+func treeCPU(roots []int) (float64, error) {
+	if len(roots) == 0 {
+		return 0, nil
+	}
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0, err
+	}
+	children := map[int][]int{}
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		data, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue // gone meanwhile
+		}
+		// pid (comm) state ppid ...: comm may hold spaces, ppid is the second field after it.
+		f := strings.Fields(string(data[bytes.LastIndexByte(data, ')')+1:]))
+		if len(f) > 1 {
+			ppid, _ := strconv.Atoi(f[1])
+			children[ppid] = append(children[ppid], pid)
+		}
+	}
+	var sum float64
+	for todo := slices.Clone(roots); len(todo) > 0; {
+		pid := todo[len(todo)-1]
+		todo = append(todo[:len(todo)-1], children[pid]...)
+		if v, err := procCPU(strconv.Itoa(pid)); err == nil {
+			sum += v
+		}
+	}
+	return sum, nil
 }
 
 // waitQuiet waits, at most limit, until other processes use less than noiseWarn CPU cores over

@@ -139,32 +139,11 @@ shutdown:
 		}
 	})
 	c.front.Addr = freeAddr(t)
-	var servers strings.Builder
-	for i, r := range c.replicas {
-		fmt.Fprintf(&servers, "    server r%d %s check\n", i, r.Addr)
+	var addrs []string
+	for _, r := range c.replicas {
+		addrs = append(addrs, r.Addr)
 	}
-	cfg := write("haproxy.cfg", fmt.Sprintf(`global
-    maxconn 2000
-defaults
-    mode http
-    timeout connect 5s
-    timeout client 120s
-    timeout server 120s
-frontend registry
-    bind %s
-    default_backend replicas
-backend replicas
-    balance roundrobin
-    option httpchk GET /readyz
-    http-check expect status 200
-    # A check may take a while on a loaded machine (the race detector, parallel tests): a
-    # replica is taken out when it answers 503 or not at all, not when it is slow.
-    timeout check 5s
-    default-server inter 300ms fall 2 rise 1
-    http-response set-header X-Berth-Replica %%[srv_name]
-    # The client's address, for replicas that trust the load balancer (auth.trusted_proxies).
-    option forwardfor
-%s`, c.front.Addr, servers.String()))
+	cfg := write("haproxy.cfg", enginetest.HAProxyConfig(c.front.Addr, addrs))
 	lb := exec.Command(haproxy, "-f", cfg, "-db")
 	lbLog := &syncBuffer{}
 	lb.Stdout, lb.Stderr = lbLog, lbLog

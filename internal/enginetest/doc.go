@@ -33,18 +33,27 @@ func Main(m *testing.M) { os.Exit(Run(m)) }
 // Run is Main for a TestMain that has more to do after the tests: it returns m's status instead
 // of exiting.
 func Run(m *testing.M) int {
+	stop := Program()
+	defer stop()
+	return m.Run()
+}
+
+// Program lets a program that is not a test binary (the benchmark) start engines as tests do,
+// through Database and Bucket. It returns the function that stops every engine started since,
+// which the program calls before it exits (the engines die with it anyway: Pdeathsig).
+func Program() (stop func()) {
 	engines.Lock()
 	engines.running = true
 	engines.Unlock()
-	code := m.Run()
-	engines.Lock()
-	stops := engines.stops
-	engines.stops, engines.running = nil, false
-	engines.Unlock()
-	for _, stop := range slices.Backward(stops) {
-		stop()
+	return func() {
+		engines.Lock()
+		stops := engines.stops
+		engines.stops, engines.running = nil, false
+		engines.Unlock()
+		for _, stop := range slices.Backward(stops) {
+			stop()
+		}
 	}
-	return code
 }
 
 // inMain reports whether Main is running the tests.
@@ -59,4 +68,17 @@ func atExit(stop func()) {
 	engines.Lock()
 	defer engines.Unlock()
 	engines.stops = append(engines.stops, stop)
+}
+
+// Pids are the process IDs of the engines running: PostgreSQL's postmaster (its backends are its
+// children) and versitygw, for a program that measures the CPU they use.
+func Pids() []int {
+	var pids []int
+	if pg.pid != 0 {
+		pids = append(pids, pg.pid)
+	}
+	if versity.cmd != nil && versity.cmd.Process != nil {
+		pids = append(pids, versity.cmd.Process.Pid)
+	}
+	return pids
 }

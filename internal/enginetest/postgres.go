@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -47,29 +48,51 @@ var pg struct {
 // servers, so that a query that needs byte order and does not say so fails in the tests.
 func Postgres(t testing.TB) string {
 	t.Helper()
-	if !inMain() {
-		t.Fatal("enginetest: call enginetest.Main(m) from TestMain, so that the PostgreSQL server is stopped when the tests end")
+	dsn, drop, skip, err := newDatabase()
+	if skip != "" {
+		t.Skip(skip)
 	}
-	pg.once.Do(func() { pg.skip, pg.err = startPostgres() })
-	if pg.skip != "" {
-		t.Skip(pg.skip)
-	}
-	if pg.err != nil {
-		t.Fatalf("enginetest: PostgreSQL: %v", pg.err)
-	}
-	name := fmt.Sprintf("berth_test_%d", pg.dbs.Add(1))
-	if err := adminExec("CREATE DATABASE " + name + " TEMPLATE template0"); err != nil {
-		t.Fatalf("enginetest: %v", err)
+	if err != nil {
+		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		// FORCE: connections a test left open do not keep its database.
-		if err := adminExec("DROP DATABASE " + name + " WITH (FORCE)"); err != nil {
+		if err := drop(); err != nil {
 			t.Errorf("enginetest: %v", err)
 		}
 	})
+	return dsn
+}
+
+// Database is Postgres for a program (see Program): the DSN of a new, empty database, and the
+// function that drops it. PostgreSQL not installed is an error, naming how to install it.
+func Database() (dsn string, drop func() error, err error) {
+	dsn, drop, skip, err := newDatabase()
+	if skip != "" {
+		err = errors.New(skip)
+	}
+	return dsn, drop, err
+}
+
+func newDatabase() (dsn string, drop func() error, skip string, err error) {
+	if !inMain() {
+		return "", nil, "", errors.New("enginetest: call enginetest.Main(m) from TestMain (or Program from a program), so that the PostgreSQL server is stopped when the tests end")
+	}
+	pg.once.Do(func() { pg.skip, pg.err = startPostgres() })
+	if pg.skip != "" {
+		return "", nil, pg.skip, nil
+	}
+	if pg.err != nil {
+		return "", nil, "", fmt.Errorf("enginetest: PostgreSQL: %v", pg.err)
+	}
+	name := fmt.Sprintf("berth_test_%d", pg.dbs.Add(1))
+	if err := adminExec("CREATE DATABASE " + name + " TEMPLATE template0"); err != nil {
+		return "", nil, "", fmt.Errorf("enginetest: %v", err)
+	}
+	// FORCE: connections a test left open do not keep its database.
+	drop = func() error { return adminExec("DROP DATABASE " + name + " WITH (FORCE)") }
 	u := pg.base
 	u.Path = "/" + name
-	return u.String()
+	return u.String(), drop, "", nil
 }
 
 func adminExec(sql string) error {

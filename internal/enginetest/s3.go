@@ -75,27 +75,48 @@ var versity struct {
 // repository's .tools/bin (where scripts/install-tools.sh puts it, and CI never skips).
 func S3(t testing.TB) S3Server {
 	t.Helper()
+	srv, remove, skip, err := newBucket()
+	if skip != "" {
+		t.Skip(skip)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := remove(); err != nil {
+			t.Errorf("removing bucket %s: %v", srv.Bucket, err)
+		}
+	})
+	return srv
+}
+
+// Bucket is S3 for a program (see Program): a fresh bucket and the function that empties and
+// removes it. No versitygw is an error, naming how to install it.
+func Bucket() (srv S3Server, remove func() error, err error) {
+	srv, remove, skip, err := newBucket()
+	if skip != "" {
+		err = errors.New(skip)
+	}
+	return srv, remove, err
+}
+
+func newBucket() (srv S3Server, remove func() error, skip string, err error) {
 	versity.once.Do(startVersity)
 	if versity.skip != "" {
-		t.Skip(versity.skip)
+		return srv, nil, versity.skip, nil
 	}
 	if versity.err != nil {
-		t.Fatalf("starting versitygw: %v", versity.err)
+		return srv, nil, "", fmt.Errorf("starting versitygw: %v", versity.err)
 	}
-	srv := S3Server{Endpoint: versity.url, Region: s3Region, AccessKey: s3AccessKey, SecretKey: s3SecretKey,
+	srv = S3Server{Endpoint: versity.url, Region: s3Region, AccessKey: s3AccessKey, SecretKey: s3SecretKey,
 		Bucket: "berth-test-" + bucketSuffix()}
 	c := srv.Client()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if _, err := c.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: &srv.Bucket}); err != nil {
-		t.Fatalf("creating bucket %s: %v", srv.Bucket, err)
+		return srv, nil, "", fmt.Errorf("creating bucket %s: %v", srv.Bucket, err)
 	}
-	t.Cleanup(func() {
-		if err := removeBucket(c, srv.Bucket); err != nil {
-			t.Errorf("removing bucket %s: %v", srv.Bucket, err)
-		}
-	})
-	return srv
+	return srv, func() error { return removeBucket(c, srv.Bucket) }, "", nil
 }
 
 // removeBucket aborts the bucket's multipart uploads, deletes its objects and then the bucket.
