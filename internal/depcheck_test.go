@@ -140,12 +140,14 @@ func TestDependencies(t *testing.T) {
 		// Tests follow the same rules (a package's own external test imports the package), and
 		// backends' tests run their interface's conformance suite against the real servers that
 		// enginetest starts; a layer over any metadata store (hot) runs the suite over a real
-		// backend.
+		// backend, and the layer over any blob store (sealed) over both backends, with real keys.
 		suite := func(d string) bool {
 			return d == "internal/storage/storagetest" && under(name, "internal/storage") ||
 				d == "internal/metadata/metadatatest" && under(name, "internal/metadata") ||
 				d == "internal/enginetest" ||
-				d == "internal/metadata/sqlite" && name == "internal/metadata/hot"
+				d == "internal/metadata/sqlite" && name == "internal/metadata/hot" ||
+				slices.Contains([]string{"internal/storage/fs", "internal/storage/s3", "internal/crypt"}, d) &&
+					name == "internal/storage/sealed"
 		}
 		for _, d := range slices.Concat(p.TestImports, p.XTestImports) {
 			if d != name && !ok(d) && !suite(d) {
