@@ -228,3 +228,23 @@ func (u *upload) CommitRaw(_ context.Context, d oci.Digest) error {
 	}
 	return u.remove()
 }
+
+// HasBlobs reports whether the directory holds any blob or upload session (sealed.BlobLister).
+func (s *Store) HasBlobs(context.Context) (bool, error) {
+	found := false
+	err := filepath.WalkDir(filepath.Join(s.root, "blobs"), func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if !d.IsDir() {
+			found = true
+			return filepath.SkipAll
+		}
+		return nil
+	})
+	if err != nil || found {
+		return found, err
+	}
+	entries, err := os.ReadDir(filepath.Join(s.root, "uploads"))
+	return len(entries) > 0, err
+}

@@ -178,3 +178,17 @@ func (r *reader) ReadAt(p []byte, off int64) (int, error) {
 	}
 	return n, nil
 }
+
+// HasBlobs reports whether the prefix holds any blob or upload session (sealed.BlobLister).
+func (s *Store) HasBlobs(ctx context.Context) (bool, error) {
+	for _, p := range []string{"blobs/", "uploads/"} {
+		out, err := s.client.ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: &s.bucket, Prefix: aws.String(s.prefix + p), MaxKeys: aws.Int32(1)})
+		if err != nil {
+			return false, s.wrap(s.prefix+p, err)
+		}
+		if len(out.Contents) > 0 {
+			return true, nil
+		}
+	}
+	return false, nil
+}
