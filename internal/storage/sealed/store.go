@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"time"
 
 	"github.com/berth/berth/internal/oci"
@@ -36,13 +37,13 @@ func New(b Backend, keys Keys) *Store {
 	return &Store{b: b, keys: keys}
 }
 
-// FreeSpace passes the backend's storage.FreeSpacer through (0 and an error when it has none: a
-// store without it is never asked, see storage.CheckFree).
+// FreeSpace passes the backend's storage.FreeSpacer through; over a backend without one (object
+// storage), it knows no limit.
 func (s *Store) FreeSpace() (int64, error) {
 	if fs, ok := s.b.(storage.FreeSpacer); ok {
 		return fs.FreeSpace()
 	}
-	return 0, errors.New("the storage below the sealed layer does not report free space")
+	return math.MaxInt64, nil
 }
 
 // Ping passes the backend's health check through.

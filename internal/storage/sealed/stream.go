@@ -146,10 +146,12 @@ type reader struct {
 	winp *[]byte
 	raw  []byte
 	wOff int64
+	ra   int   // segments a load decrypts: 1, doubling up to maxWindow while reads are sequential
+	next int64 // the segment after the last load's
 }
 
 func newReader(src *source, c *segCipher, l *layout, fin final) (*reader, error) {
-	r := &reader{src: src, c: c, l: l, fin: fin}
+	r := &reader{src: src, c: c, l: l, fin: fin, ra: 1, next: -1}
 	// The final segment first: it proves the size and the digest.
 	idx, off := l.finalSegment()
 	raw := make([]byte, overhead)
@@ -184,9 +186,15 @@ func (r *reader) Read(p []byte) (int, error) {
 func (r *reader) load(off int64) error {
 	r.win = r.win[:0]
 	idx, rawOff, ptOff, n := r.l.locate(off)
-	// The segments of the same run that follow: all full but maybe the run's last.
+	// The segments of the same run that follow, as many as the read-ahead says: all full but maybe
+	// the run's last. (Only as many: a range must not fail for damage after it.)
+	if idx == r.next {
+		r.ra = min(2*r.ra, maxWindow)
+	} else {
+		r.ra = 1
+	}
 	lens := []int{n}
-	for len(lens) < maxWindow && n == SegmentSize {
+	for len(lens) < r.ra && n == SegmentSize {
 		next := ptOff + int64(len(lens))*SegmentSize
 		if next >= r.l.size {
 			break
@@ -218,6 +226,7 @@ func (r *reader) load(off int64) error {
 		raw = raw[k+overhead:]
 	}
 	r.win, r.wOff = pt, ptOff
+	r.next = idx + int64(len(lens))
 	return nil
 }
 
