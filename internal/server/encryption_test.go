@@ -18,6 +18,7 @@ import (
 	"github.com/berth/berth/internal/config"
 	"github.com/berth/berth/internal/crypt"
 	"github.com/berth/berth/internal/storage/fs"
+	"github.com/berth/berth/internal/storage/memcache"
 )
 
 // encConfig is a configuration for data with the given key files (none: encryption off).
@@ -85,7 +86,7 @@ func TestEncryptionStartup(t *testing.T) {
 	if err := runUntilReady(t, encConfig(t, data, k1)); err != nil {
 		t.Fatalf("first start with a key: %v", err)
 	}
-	if _, err := os.Stat(filepath.Join(data, "encryption.json")); err != nil {
+	if _, err := os.Stat(filepath.Join(data, "records", "encryption")); err != nil {
 		t.Fatalf("no record of the encryption: %v", err)
 	}
 	for _, c := range []struct {
@@ -161,12 +162,20 @@ func TestOpenBlobsMemoryCache(t *testing.T) {
 		wantWarn bool
 	}{{config.DefaultMemoryCache, limit < 2*config.DefaultMemoryCache}, {0, false}, {limit, true}} {
 		var logs bytes.Buffer
-		st, err := openBlobs(data, keys, c.size, slog.New(slog.NewTextHandler(&logs, nil)))
+		b, err := fs.New(data)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got, _, err := st.(*fs.EncryptedStore).MemoryCacheInfo(); got != c.size || err != nil {
-			t.Errorf("memory_cache %d: the store's cache is %d bytes (%v)", c.size, got, err)
+		st, err := sealBlobs(context.Background(), b, data, keys, c.size, slog.New(slog.NewTextHandler(&logs, nil)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got int64
+		if mc, ok := st.(*memcache.Store); ok {
+			got, _ = mc.Info()
+		}
+		if got != c.size {
+			t.Errorf("memory_cache %d: the store's cache is %d bytes (%T)", c.size, got, st)
 		}
 		if warned := strings.Contains(logs.String(), "more than half of the memory"); warned != c.wantWarn {
 			t.Errorf("memory_cache %d (limit %d): warned %v, want %v:\n%s", c.size, limit, warned, c.wantWarn, logs.String())

@@ -530,3 +530,11 @@ func (s *Store) Ping(ctx context.Context) error {
 	}
 	return nil
 }
+
+// RemoveTemps passes the store below's storage.TempRemover through.
+func (s *Store) RemoveTemps() (int, error) {
+	if tr, ok := s.BlobStore.(storage.TempRemover); ok {
+		return tr.RemoveTemps()
+	}
+	return 0, nil
+}

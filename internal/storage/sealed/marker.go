@@ -70,7 +70,7 @@ func newCanary(keys Keys) (canary, error) {
 	return canary{Key: id, Wrapped: wrapped, Sealed: aead.Seal(nonce, nonce, []byte(canaryText), canaryAAD(id))}, nil
 }
 
-func (c canary) check(keys Keys) error {
+func (c canary) check(keys Keys, aadOf func(string) []byte) error {
 	wrong := fmt.Errorf("the configured key %s does not decrypt the storage's canary (record %s): it is not the key the blobs were encrypted with, though its ID is the same", c.Key, markerKey)
 	dek, err := keys.UnwrapDEK(c.Key, c.Wrapped)
 	if err != nil {
@@ -80,7 +80,7 @@ func (c canary) check(keys Keys) error {
 	if err != nil || len(c.Sealed) < nonceSize {
 		return wrong
 	}
-	pt, err := aead.Open(nil, c.Sealed[:nonceSize], c.Sealed[nonceSize:], canaryAAD(c.Key))
+	pt, err := aead.Open(nil, c.Sealed[:nonceSize], c.Sealed[nonceSize:], aadOf(c.Key))
 	if err != nil || !bytes.Equal(pt, []byte(canaryText)) {
 		return wrong
 	}
@@ -169,7 +169,10 @@ func primaryFirst(ids []string, primary string) []string {
 }
 
 // checkKeys checks that keys hold every key m lists, and the right one under the canary's ID.
-func checkKeys(m *marker, keys Keys) error {
+func checkKeys(m *marker, keys Keys) error { return checkKeysWith(m, keys, canaryAAD) }
+
+// checkKeysWith is checkKeys for a canary sealed with the additional data of aadOf.
+func checkKeysWith(m *marker, keys Keys, aadOf func(string) []byte) error {
 	var missing []string
 	for _, id := range m.Keys {
 		if !keys.Has(id) {
@@ -186,7 +189,7 @@ func checkKeys(m *marker, keys Keys) error {
 			"the old one in previous_key_files, and run `berth encryption rotate`",
 			need, markerKey, strings.Join(missing, ", "), keys.PrimaryID())
 	}
-	return m.Canary.check(keys)
+	return m.Canary.check(keys, aadOf)
 }
 
 // RotateResult is what Rotate did.

@@ -248,3 +248,12 @@ func (s *Store) PurgeUploads(ctx context.Context, before time.Time) (int, error)
 	}
 	return n, nil
 }
+
+// RemoveTemps passes the backend's storage.TempRemover through (a spool's temporary file is the
+// backend's), and does nothing over one without it.
+func (s *Store) RemoveTemps() (int, error) {
+	if tr, ok := s.b.(storage.TempRemover); ok {
+		return tr.RemoveTemps()
+	}
+	return 0, nil
+}
