@@ -127,41 +127,52 @@ type BlobLister interface {
 // as a previous key: new blobs go under the new key, and Rotate moves the others). It also
 // returns the keys other than the primary that may still wrap data keys.
 func Open(ctx context.Context, b Backend, keys Keys) (*Store, []string, error) {
+	for {
+		previous, err := open(ctx, b, keys)
+		if errors.Is(err, storage.ErrRecordChanged) {
+			continue // another replica starting at the same time wrote the marker first: read it
+		}
+		if err != nil {
+			return nil, nil, err
+		}
+		return New(b, keys), previous, nil
+	}
+}
+
+func open(ctx context.Context, b Backend, keys Keys) ([]string, error) {
 	m, ver, err := readMarker(ctx, b)
 	if errors.Is(err, storage.ErrNotFound) {
 		if l, ok := b.(BlobLister); ok {
 			has, err := l.HasBlobs(ctx)
 			if err != nil {
-				return nil, nil, err
+				return nil, err
 			}
 			if has {
-				return nil, nil, errors.New("the blob storage already holds unencrypted blobs or uploads: encryption cannot be turned on for it in place. " +
+				return nil, errors.New("the blob storage already holds unencrypted blobs or uploads: encryption cannot be turned on for it in place. " +
 					"Start an encrypted berth on empty storage and copy the images into it (berth copy), or run this one without encryption.key_file")
 			}
 		}
 		c, err := newCanary(keys)
 		if err != nil {
-			return nil, nil, err
+			return nil, err
 		}
-		if _, err := putJSON(ctx, b, markerKey, &marker{Format: markerFormat, Keys: []string{keys.PrimaryID()}, Canary: c}, ""); err != nil {
-			return nil, nil, err
-		}
-		return New(b, keys), nil, nil
+		_, err = putJSON(ctx, b, markerKey, &marker{Format: markerFormat, Keys: []string{keys.PrimaryID()}, Canary: c}, "")
+		return nil, err
 	}
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	if err := checkKeys(m, keys); err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	want := primaryFirst(m.Keys, keys.PrimaryID())
 	if !slices.Equal(want, m.Keys) {
 		m.Keys = want
 		if _, err := putJSON(ctx, b, markerKey, m, ver); err != nil {
-			return nil, nil, err
+			return nil, err
 		}
 	}
-	return New(b, keys), want[1:], nil
+	return want[1:], nil
 }
 
 func primaryFirst(ids []string, primary string) []string {

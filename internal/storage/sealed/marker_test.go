@@ -240,3 +240,25 @@ func TestRotate(t *testing.T) {
 		})
 	}
 }
+
+// TestOpenConcurrently: replicas starting at once on new storage agree on one marker.
+func TestOpenConcurrently(t *testing.T) {
+	for _, bk := range backends {
+		t.Run(bk.name, func(t *testing.T) {
+			ctx := context.Background()
+			back := bk.new(t)
+			errs := make(chan error, 8)
+			for range 8 {
+				go func() {
+					_, _, err := Open(ctx, back, keysOf("k1"))
+					errs <- err
+				}()
+			}
+			for range 8 {
+				if err := <-errs; err != nil {
+					t.Error(err)
+				}
+			}
+		})
+	}
+}
