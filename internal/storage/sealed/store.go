@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"sync"
 	"time"
 
 	"github.com/berth/berth/internal/oci"
@@ -28,13 +29,46 @@ type Backend interface {
 type Store struct {
 	b    Backend
 	keys Keys
+
+	mu       sync.Mutex
+	sessions map[string]*live // upload sessions with a handle open in this process
+}
+
+// live serializes this process's requests on one upload session, so that a status request that
+// comes while a chunk is still being taken (its client gone, say) waits for it, as on one berth;
+// requests of other processes are ordered by the session's record alone.
+type live struct {
+	mu   sync.Mutex
+	refs int // handles open; guarded by Store.mu
+}
+
+// handle returns the live state of session id, for one more handle.
+func (s *Store) handle(id string) *live {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	l := s.sessions[id]
+	if l == nil {
+		l = &live{}
+		s.sessions[id] = l
+	}
+	l.refs++
+	return l
+}
+
+// release drops a handle's hold on its session's live state.
+func (s *Store) release(id string, l *live) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if l.refs--; l.refs == 0 {
+		delete(s.sessions, id)
+	}
 }
 
 var _ storage.BlobStore = (*Store)(nil)
 
 // New returns the layer over b, sealing new data keys under keys' primary key.
 func New(b Backend, keys Keys) *Store {
-	return &Store{b: b, keys: keys}
+	return &Store{b: b, keys: keys, sessions: map[string]*live{}}
 }
 
 // FreeSpace passes the backend's storage.FreeSpacer through; over a backend without one (object

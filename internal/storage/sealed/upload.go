@@ -118,10 +118,20 @@ func (c *segCipher) openHashes(sealed []byte, size int64) (h256, h512 hash.Hash,
 }
 
 type upload struct {
-	s  *Store
-	u  storage.Upload // the backend's session
-	id string
-	c  *segCipher // once unwrapped
+	s    *Store
+	u    storage.Upload // the backend's session
+	id   string
+	c    *segCipher // once unwrapped
+	live *live      // nil once closed
+}
+
+// lock locks the session for one request in this process; ErrUploadUnknown once closed.
+func (u *upload) lock() (func(), error) {
+	if u.live == nil {
+		return nil, fmt.Errorf("%s: closed: %w", u.id, storage.ErrUploadUnknown)
+	}
+	u.live.mu.Lock()
+	return u.live.mu.Unlock, nil
 }
 
 // NewUpload implements storage.BlobStore.
@@ -150,7 +160,7 @@ func (s *Store) NewUpload(ctx context.Context) (storage.Upload, error) {
 		u.Cancel(context.WithoutCancel(ctx))
 		return nil, err
 	}
-	return &upload{s: s, u: u, id: u.ID(), c: c}, nil
+	return &upload{s: s, u: u, id: u.ID(), c: c, live: s.handle(u.ID())}, nil
 }
 
 // ResumeUpload implements storage.BlobStore.
@@ -166,7 +176,7 @@ func (s *Store) ResumeUpload(ctx context.Context, id string) (storage.Upload, er
 	if err != nil {
 		return nil, err
 	}
-	up.u = u
+	up.u, up.live = u, s.handle(id)
 	return up, nil
 }
 
@@ -198,6 +208,11 @@ func (u *upload) ID() string { return u.id }
 
 // Size implements storage.Upload: the size the session's record states now.
 func (u *upload) Size() int64 {
+	unlock, err := u.lock()
+	if err != nil {
+		return 0
+	}
+	defer unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	rec, _, err := u.load(ctx)
@@ -231,6 +246,11 @@ func (u *upload) land(ctx context.Context, r io.Reader, reads func() bool) (int6
 // AppendAt implements storage.Upload; a negative offset means wherever the upload ends. Bytes of
 // a chunk that did arrive before r failed are kept, and counted.
 func (u *upload) AppendAt(ctx context.Context, r io.Reader, offset int64) (int64, error) {
+	unlock, err := u.lock()
+	if err != nil {
+		return 0, err
+	}
+	defer unlock()
 	rec, ver, err := u.load(ctx)
 	if err != nil {
 		return 0, err
@@ -307,6 +327,11 @@ func (u *upload) Commit(ctx context.Context, want oci.Digest) error {
 	if _, err := oci.ParseDigest(string(want)); err != nil {
 		return err
 	}
+	unlock, err := u.lock()
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	rec, ver, err := u.load(ctx)
 	if err != nil {
 		return err
@@ -359,7 +384,21 @@ func (u *upload) Commit(ctx context.Context, want oci.Digest) error {
 }
 
 // Cancel implements storage.Upload.
-func (u *upload) Cancel(ctx context.Context) error { return u.end(ctx) }
+func (u *upload) Cancel(ctx context.Context) error {
+	unlock, err := u.lock()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	return u.end(ctx)
+}
 
 // Close implements storage.Upload.
-func (u *upload) Close() error { return u.u.Close() }
+func (u *upload) Close() error {
+	if u.live == nil {
+		return nil
+	}
+	u.s.release(u.id, u.live)
+	u.live = nil
+	return u.u.Close()
+}
