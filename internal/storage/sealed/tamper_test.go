@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	iofs "io/fs"
@@ -410,4 +411,76 @@ func TestUnrecordedRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantContent(t, s, d, b)
+}
+
+// failingCommit is a backend whose uploads fail CommitRaw while fail is set, as a crash between
+// the steps of Commit would leave them.
+type failingCommit struct {
+	Backend
+	fail *bool
+}
+
+func (b failingCommit) NewUpload(ctx context.Context) (storage.Upload, error) {
+	u, err := b.Backend.NewUpload(ctx)
+	return failingUpload{u, b.fail}, err
+}
+
+func (b failingCommit) ResumeUpload(ctx context.Context, id string) (storage.Upload, error) {
+	u, err := b.Backend.ResumeUpload(ctx, id)
+	return failingUpload{u, b.fail}, err
+}
+
+type failingUpload struct {
+	storage.Upload
+	fail *bool
+}
+
+func (u failingUpload) CommitRaw(ctx context.Context, d oci.Digest) error {
+	if *u.fail {
+		return errors.New("crash")
+	}
+	return u.Upload.(storage.RawCommitter).CommitRaw(ctx, d)
+}
+
+// TestCommitInterrupted: a Commit that stopped after it sealed the final segment (the session is
+// marked as committing) takes no more chunks, and commits when asked again, from any handle.
+func TestCommitInterrupted(t *testing.T) {
+	ctx := context.Background()
+	b, err := fs.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	fail := true
+	s := New(failingCommit{b, &fail}, testKeys(t))
+	data := pattern(SegmentSize + 10)
+	d := digest.FromBytes(data)
+	u, err := s.NewUpload(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := u.Append(ctx, bytes.NewReader(data)); err != nil {
+		t.Fatal(err)
+	}
+	if err := u.Commit(ctx, d); err == nil {
+		t.Fatal("Commit succeeded through a failing backend")
+	}
+	if _, err := s.Stat(ctx, d); !errors.Is(err, storage.ErrNotFound) {
+		t.Fatalf("Stat after an interrupted commit: %v", err)
+	}
+	if _, err := u.Append(ctx, bytes.NewReader([]byte("more"))); !errors.Is(err, storage.ErrOffset) {
+		t.Errorf("Append to a session being committed: %v; want ErrOffset", err)
+	}
+	u.Close()
+	fail = false
+	u2, err := s.ResumeUpload(ctx, u.ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := u2.Commit(ctx, d); err != nil {
+		t.Fatalf("Commit again: %v", err)
+	}
+	wantContent(t, s, d, data)
+	if _, err := s.ResumeUpload(ctx, u.ID()); !errors.Is(err, storage.ErrUploadUnknown) {
+		t.Errorf("the session after its commit: %v", err)
+	}
 }
