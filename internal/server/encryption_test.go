@@ -182,3 +182,53 @@ func TestOpenBlobsMemoryCache(t *testing.T) {
 		}
 	}
 }
+
+// TestStartConvertsV1: a data directory that an earlier berth encrypted (keys in each blob file's
+// header, encryption.json) refuses to start without its key, converts at the first start with it,
+// and then serves its blobs; encryption.json is gone and the record that replaces it refuses a
+// start without the key as before.
+func TestStartConvertsV1(t *testing.T) {
+	src := filepath.Join("..", "storage", "sealed", "testdata", "v1")
+	data := t.TempDir()
+	if err := os.CopyFS(data, os.DirFS(filepath.Join(src, "data"))); err != nil {
+		t.Fatal(err)
+	}
+	key := filepath.Join(src, "kek")
+	if err := runUntilReady(t, encConfig(t, data, "")); err == nil || !strings.Contains(err.Error(), "encryption.json") {
+		t.Fatalf("start without the key: %v", err)
+	}
+	if err := runUntilReady(t, encConfig(t, data, key)); err != nil {
+		t.Fatalf("start with the key: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(data, "encryption.json")); !os.IsNotExist(err) {
+		t.Errorf("encryption.json after the conversion: %v", err)
+	}
+	if err := runUntilReady(t, encConfig(t, data, "")); err == nil || !strings.Contains(err.Error(), "encryption.key_file") {
+		t.Fatalf("start without the key after the conversion: %v", err)
+	}
+	keys, err := LoadKeyring(config.Encryption{KeyFile: key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := encConfig(t, data, key)
+	st, err := OpenStorage(context.Background(), cfg, keys, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	digests, err := os.ReadFile(filepath.Join(src, "digests"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for line := range strings.Lines(string(digests)) {
+		d := digest.Digest(strings.TrimSpace(line))
+		r, _, err := st.Open(context.Background(), d)
+		if err != nil {
+			t.Fatalf("%s: %v", d, err)
+		}
+		got, err := d.Algorithm().FromReader(r)
+		r.Close()
+		if err != nil || got != d {
+			t.Errorf("%s reads as %s, %v", d, got, err)
+		}
+	}
+}

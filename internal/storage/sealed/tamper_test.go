@@ -23,7 +23,9 @@ import (
 )
 
 // newFSSealed is a sealed store over a filesystem store in a new directory, which it returns too.
-func newFSSealed(t *testing.T) (*Store, string) {
+func newFSSealed(t *testing.T) (*Store, string) { return newFSSealedB(t) }
+
+func newFSSealedB(t testing.TB) (*Store, string) {
 	t.Helper()
 	dir := t.TempDir()
 	b, err := fs.New(dir)
