@@ -103,8 +103,10 @@ type opened struct {
 	l      *layout
 }
 
-// open opens the stored blob d and reads its header and key record.
-func (s *Store) open(ctx context.Context, d oci.Digest) (*opened, error) {
+// open opens the stored blob d and reads its header and key record. forRead says that its
+// content will be read next: the header is then read as the start of a sequential read (one GET
+// on S3 for the header and the content), else with a read of its bytes alone.
+func (s *Store) open(ctx context.Context, d oci.Digest, forRead bool) (*opened, error) {
 	if err := validDigest(d); err != nil {
 		return nil, err
 	}
@@ -114,13 +116,25 @@ func (s *Store) open(ctx context.Context, d oci.Digest) (*opened, error) {
 	}
 	o := &opened{src: newSource(r)}
 	hdr := make([]byte, headerSize)
-	if err = o.src.readAt(hdr, 0); err == nil {
+	if !forRead && o.src.ra != nil {
+		_, err = o.src.ra.ReadAt(hdr, 0)
+		if errors.Is(err, io.EOF) {
+			err = fmt.Errorf("%w: shorter than a header", ErrCorrupt)
+		}
+	} else {
+		err = o.src.readAt(hdr, 0)
+	}
+	if err == nil {
 		o.fileID, err = parseHeader(hdr)
 	}
 	if err == nil {
 		_, err = getJSON(ctx, s.b, keyRecordKey(o.fileID), &o.rec)
 		if errors.Is(err, storage.ErrNotFound) {
-			err = fmt.Errorf("%w: no key record for it", ErrCorrupt)
+			if _, serr := s.b.Stat(ctx, d); errors.Is(serr, storage.ErrNotFound) {
+				err = fmt.Errorf("%s: deleted while opened: %w", d, storage.ErrNotFound)
+			} else {
+				err = fmt.Errorf("%w: no key record for it", ErrCorrupt)
+			}
 		}
 	}
 	if err == nil && o.rec.Digest != d {
@@ -138,7 +152,7 @@ func (s *Store) open(ctx context.Context, d oci.Digest) (*opened, error) {
 
 // Stat implements storage.BlobStore: the plaintext size, from the blob's key record.
 func (s *Store) Stat(ctx context.Context, d oci.Digest) (int64, error) {
-	o, err := s.open(ctx, d)
+	o, err := s.open(ctx, d, false)
 	if err != nil {
 		return 0, err
 	}
@@ -150,7 +164,7 @@ func (s *Store) Stat(ctx context.Context, d oci.Digest) (int64, error) {
 // reads. The final segment, which binds the blob to its size and digest, is verified here, so a
 // truncated, extended or misplaced blob fails before anything is served.
 func (s *Store) Open(ctx context.Context, d oci.Digest) (io.ReadSeekCloser, int64, error) {
-	o, err := s.open(ctx, d)
+	o, err := s.open(ctx, d, true)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -237,7 +251,12 @@ func (s *Store) Delete(ctx context.Context, d oci.Digest) error {
 	known := false
 	if r, _, err := s.b.Open(ctx, d); err == nil {
 		hdr := make([]byte, headerSize)
-		if err := newSource(r).readAt(hdr, 0); err == nil {
+		src := newSource(r)
+		read := src.readAt
+		if src.ra != nil {
+			read = func(p []byte, off int64) error { _, err := src.ra.ReadAt(p, off); return err }
+		}
+		if err := read(hdr, 0); err == nil {
 			if fileID, err = parseHeader(hdr); err == nil {
 				known = true
 			}
