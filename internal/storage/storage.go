@@ -181,3 +181,11 @@ type RawPutter interface {
 type RawCommitter interface {
 	CommitRaw(ctx context.Context, d oci.Digest) error
 }
+
+// RawUploader is an optional capability of backends that are RawPutters: NewRawUpload starts an
+// upload session that keeps no hash of its bytes, for a layer that commits it only with CommitRaw
+// and hashes what it transforms itself (hashing the ciphertext too would cost a core for nothing).
+// ResumeUpload resumes it like any other session.
+type RawUploader interface {
+	NewRawUpload(ctx context.Context) (Upload, error)
+}

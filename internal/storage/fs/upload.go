@@ -75,7 +75,13 @@ type live struct {
 }
 
 // NewUpload implements storage.BlobStore.
-func (s *Store) NewUpload(_ context.Context) (storage.Upload, error) {
+func (s *Store) NewUpload(_ context.Context) (storage.Upload, error) { return s.newUpload(false) }
+
+// NewRawUpload implements storage.RawUploader: a session without the running hash (Commit
+// would hash the data file).
+func (s *Store) NewRawUpload(_ context.Context) (storage.Upload, error) { return s.newUpload(true) }
+
+func (s *Store) newUpload(raw bool) (storage.Upload, error) {
 	id := newID()
 	dir := filepath.Join(s.root, "uploads", id)
 	if err := os.Mkdir(dir, 0o750); err != nil {
@@ -85,7 +91,10 @@ func (s *Store) NewUpload(_ context.Context) (storage.Upload, error) {
 	if err != nil {
 		return nil, err
 	}
-	l := &live{h: sha256.New()}
+	l := &live{}
+	if !raw {
+		l.h = sha256.New()
+	}
 	s.live.Store(id, l)
 	return &upload{s: s, session: session{sessions: &s.live, id: id, dir: dir, live: l, f: f}}, nil
 }

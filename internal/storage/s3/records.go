@@ -20,6 +20,7 @@ import (
 var (
 	_ storage.Records      = (*Store)(nil)
 	_ storage.RawPutter    = (*Store)(nil)
+	_ storage.RawUploader  = (*Store)(nil)
 	_ storage.RawCommitter = (*upload)(nil)
 )
 

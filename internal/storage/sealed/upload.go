@@ -140,7 +140,12 @@ func (s *Store) NewUpload(ctx context.Context) (storage.Upload, error) {
 	if err != nil {
 		return nil, err
 	}
-	u, err := s.b.NewUpload(ctx)
+	var u storage.Upload
+	if ru, ok := s.b.(storage.RawUploader); ok {
+		u, err = ru.NewRawUpload(ctx) // the layer hashes the plaintext; the ciphertext needs none
+	} else {
+		u, err = s.b.NewUpload(ctx)
+	}
 	if err != nil {
 		return nil, err
 	}
