@@ -7,6 +7,7 @@ import (
 	"io"
 	"math"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/berth/berth/internal/oci"
@@ -32,7 +33,13 @@ type Store struct {
 
 	mu       sync.Mutex
 	sessions map[string]*live // upload sessions with a handle open in this process
+
+	sizes sync.Map // oci.Digest -> int64: plaintext sizes of blobs seen (see Stat)
+	nsize atomic.Int64
 }
+
+// maxSizes bounds the sizes Stat remembers; past it, it forgets them all and starts again.
+const maxSizes = 1 << 16
 
 // live serializes this process's requests on one upload session, so that a status request that
 // comes while a chunk is still being taken (its client gone, say) waits for it, as on one berth;
@@ -150,14 +157,32 @@ func (s *Store) open(ctx context.Context, d oci.Digest, forRead bool) (*opened, 
 	return o, nil
 }
 
-// Stat implements storage.BlobStore: the plaintext size, from the blob's key record.
+// Stat implements storage.BlobStore: the plaintext size, from the blob's key record. A blob's
+// content, so its size, is the same however it was sealed (by whichever process, under whichever
+// data key), so once this process has read it, Stat asks the backend only whether the blob is
+// still there: one request on S3, as for an unencrypted blob.
 func (s *Store) Stat(ctx context.Context, d oci.Digest) (int64, error) {
+	if v, ok := s.sizes.Load(d); ok {
+		if _, err := s.b.Stat(ctx, d); err != nil {
+			return 0, err
+		}
+		return v.(int64), nil
+	}
 	o, err := s.open(ctx, d, false)
 	if err != nil {
 		return 0, err
 	}
 	o.src.r.Close()
+	s.rememberSize(d, o.rec.Size)
 	return o.rec.Size, nil
+}
+
+func (s *Store) rememberSize(d oci.Digest, size int64) {
+	if s.nsize.Add(1) > maxSizes {
+		s.sizes.Clear()
+		s.nsize.Store(0)
+	}
+	s.sizes.Store(d, size)
 }
 
 // Open implements storage.BlobStore: a reader of the plaintext that decrypts the segments it
@@ -263,6 +288,7 @@ func (s *Store) Delete(ctx context.Context, d oci.Digest) error {
 		}
 		r.Close()
 	}
+	s.sizes.Delete(d)
 	if err := s.b.Delete(ctx, d); err != nil {
 		return err
 	}

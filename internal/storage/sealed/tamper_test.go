@@ -486,3 +486,30 @@ func TestCommitInterrupted(t *testing.T) {
 		t.Errorf("the session after its commit: %v", err)
 	}
 }
+
+// TestStatAfterDelete: a size Stat remembers does not outlive the blob, deleted by this store or
+// by another on the same storage (another replica).
+func TestStatAfterDelete(t *testing.T) {
+	ctx := context.Background()
+	s, dir := newFSSealed(t)
+	b, _ := fs.New(dir)
+	other := New(b, s.keys)
+	data := pattern(1000)
+	d := digest.FromBytes(data)
+	for _, deleter := range []*Store{s, other} {
+		if _, err := s.Put(ctx, d, bytes.NewReader(data)); err != nil {
+			t.Fatal(err)
+		}
+		for range 2 {
+			if n, err := s.Stat(ctx, d); err != nil || n != 1000 {
+				t.Fatalf("Stat = %d, %v", n, err)
+			}
+		}
+		if err := deleter.Delete(ctx, d); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Stat(ctx, d); !errors.Is(err, storage.ErrNotFound) {
+			t.Errorf("Stat after a Delete: %v; want ErrNotFound", err)
+		}
+	}
+}
