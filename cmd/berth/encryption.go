@@ -136,7 +136,7 @@ func rotateCmd() *cobra.Command {
 func encryptionStatusCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "status",
-		Short: "Show which keys the data directory needs and how many blobs each wraps (needs no key)",
+		Short: "Show which keys the blob storage needs and how many data keys each wraps (needs no key)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := encryptionConfig(cmd)
@@ -148,11 +148,15 @@ func encryptionStatusCmd() *cobra.Command {
 				return err
 			}
 			out := cmd.OutOrStdout()
+			where := cfg.Data
+			if cfg.Storage.Driver == "s3" {
+				where = "s3://" + cfg.Storage.S3.Bucket + "/" + cfg.Storage.S3.Prefix
+			}
 			if recorded == nil {
-				fmt.Fprintf(out, "%s is not encrypted\n", cfg.Data)
+				fmt.Fprintf(out, "%s is not encrypted\n", where)
 				return nil
 			}
-			fmt.Fprintf(out, "%s is encrypted; it needs key %s", cfg.Data, recorded[0])
+			fmt.Fprintf(out, "%s is encrypted; it needs key %s", where, recorded[0])
 			if len(recorded) > 1 {
 				fmt.Fprintf(out, " and, until a rotation, %s", strings.Join(recorded[1:], ", "))
 			}
@@ -164,7 +168,7 @@ func encryptionStatusCmd() *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	f.String("config", "", "YAML configuration file (for the data directory)")
+	f.String("config", "", "YAML configuration file (for the data directory, or the bucket of storage.driver s3)")
 	f.String("data", config.Default().Data, "data directory")
 	return cmd
 }
