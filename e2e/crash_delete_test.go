@@ -24,6 +24,7 @@ import (
 	"github.com/berth/berth/internal/crypt"
 	"github.com/berth/berth/internal/oci"
 	blobfs "github.com/berth/berth/internal/storage/fs"
+	"github.com/berth/berth/internal/storage/sealed"
 )
 
 const crashDelRepo = "crash/deletes"
@@ -385,7 +386,11 @@ func (v *crashVerifier) decrypter() func(path, dgst string) (io.ReadCloser, erro
 	if err != nil {
 		v.t.Fatal(err)
 	}
-	store, err := blobfs.NewEncrypted(v.data, keys)
+	back, err := blobfs.New(v.data)
+	if err != nil {
+		v.t.Fatal(err)
+	}
+	store, _, err := sealed.Open(context.Background(), back, keys)
 	if err != nil {
 		v.t.Fatal(err)
 	}

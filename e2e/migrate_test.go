@@ -2,21 +2,28 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/berth/berth/internal/enginetest"
 	"github.com/berth/berth/internal/hubemu"
 )
 
-// TestMigrateToReplicas: an embedded installation (one berth on its data directory: pushed
-// images, a pull-through cache, a robot account) moved by `berth migrate` into S3 + PostgreSQL,
-// then served by replicas behind HAProxy: every image pulls with the digests it had, the cached
-// image pulls with its upstream gone, the robot and admin log in with the secrets they had. A
-// second run copies nothing.
+// TestMigrateToReplicas: an embedded installation (one berth on its data directory, encrypted at
+// rest: pushed images, a pull-through cache, a robot account) moved by `berth migrate` into S3 +
+// PostgreSQL, encrypted under the same key, then served by replicas behind HAProxy: every image
+// pulls with the digests it had, the cached image pulls with its upstream gone, the robot and
+// admin log in with the secrets they had, and the bucket holds no plaintext. A second run copies
+// nothing.
 func TestMigrateToReplicas(t *testing.T) {
 	t.Parallel()
 	hub := startHubemu(t, hubemu.Options{})
@@ -24,13 +31,19 @@ func TestMigrateToReplicas(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	proxy := fmt.Sprintf(`proxy:
+	key := filepath.Join(t.TempDir(), "kek")
+	if out, err := exec.Command(berthBin, "encryption", "keygen", key).CombinedOutput(); err != nil {
+		t.Fatalf("berth encryption keygen: %v\n%s", err, out)
+	}
+	proxy := fmt.Sprintf(`encryption:
+  key_file: %s
+proxy:
   defaults: false
   rules:
     - prefix: docker-hub
       upstream: %s
       docker_hub: true
-`, hub.RegistryURL())
+`, key, hub.RegistryURL())
 	srcConfig := filepath.Join(t.TempDir(), "berth.yaml")
 	if err := os.WriteFile(srcConfig, []byte(proxy), 0o600); err != nil {
 		t.Fatal(err)
@@ -77,6 +90,12 @@ func TestMigrateToReplicas(t *testing.T) {
 		!strings.Contains(string(body), "library/web") {
 		t.Errorf("catalog as admin after the migration: %v %v %s", resp, err, body)
 	}
+	// Nothing of what was pushed is in the bucket as plaintext.
+	for _, sample := range [][]byte{bytes.Repeat([]byte("a"), 1<<10), bytes.Repeat([]byte("cached layer "), 100), []byte(`"architecture":"amd64"`)} {
+		if k := bucketHolding(t, c.s3, sample); k != "" {
+			t.Errorf("the object %s holds plaintext of a migrated blob", k)
+		}
+	}
 	// Run again (as after a stop): nothing copied twice, the counts still the same.
 	if again := migrateCmd(t, src.Data, c.front.config); !strings.Contains(again, "(0 copied, 0 bytes; 6 there already)") {
 		t.Errorf("berth migrate again printed:\n%s", again)
@@ -94,4 +113,33 @@ func migrateCmd(t *testing.T, from, config string) string {
 	}
 	failOnRace(t, stderr.String())
 	return stdout.String()
+}
+
+// bucketHolding returns the key of an object of srv's bucket that contains sample, or "".
+func bucketHolding(t *testing.T, srv enginetest.S3Server, sample []byte) string {
+	t.Helper()
+	ctx := context.Background()
+	cl := srv.Client()
+	p := s3.NewListObjectsV2Paginator(cl, &s3.ListObjectsV2Input{Bucket: aws.String(srv.Bucket)})
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, o := range page.Contents {
+			out, err := cl.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(srv.Bucket), Key: o.Key})
+			if err != nil {
+				t.Fatal(err)
+			}
+			data, err := io.ReadAll(out.Body)
+			out.Body.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if bytes.Contains(data, sample) {
+				return aws.ToString(o.Key)
+			}
+		}
+	}
+	return ""
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"log/slog"
 	"maps"
 	"os"
 	"path/filepath"
@@ -14,7 +15,6 @@ import (
 	"github.com/berth/berth/internal/config"
 	"github.com/berth/berth/internal/crypt"
 	"github.com/berth/berth/internal/server"
-	"github.com/berth/berth/internal/storage/fs"
 )
 
 // encryptionCmd groups the commands of encryption at rest: keygen, rotate, status.
@@ -73,7 +73,8 @@ func rotateCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "rotate",
 		Short: "Re-wrap every data key under the current key (berth must be stopped)",
-		Long: "Re-wraps the data key of every blob and upload session under --key-file, without rewriting any blob:\n" +
+		Long: "Re-wraps the data key of every blob and upload session under --key-file, rewriting small key records and\n" +
+			"never a blob, in the data directory or the bucket that the configuration names:\n" +
 			"give the new key as --key-file and the old one(s) as --previous-key-file. Safe to interrupt and run again.\n" +
 			"When it reports success, the old keys are no longer needed by the data directory.",
 		Example: "  berth encryption keygen /etc/berth/kek.new\n" +
@@ -91,12 +92,14 @@ func rotateCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			unlock, err := server.LockDataDir(cfg.Data)
-			if err != nil {
-				return fmt.Errorf("%w: stop it first (rotation runs offline)", err)
+			if cfg.Storage.Driver != "s3" {
+				unlock, err := server.LockDataDir(cfg.Data)
+				if err != nil {
+					return fmt.Errorf("%w: stop it first (rotation runs offline)", err)
+				}
+				defer unlock()
 			}
-			defer unlock()
-			res, err := fs.Rotate(cfg.Data, keys)
+			res, err := server.RotateKeys(cmd.Context(), cfg, keys, slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), nil)))
 			if err != nil {
 				return err
 			}
@@ -115,9 +118,6 @@ func rotateCmd() *cobra.Command {
 			}
 			out := cmd.OutOrStdout()
 			fmt.Fprintf(out, "re-wrapped %d data keys under %s (%d already were)", res.Rewrapped, keys.PrimaryID(), res.Current)
-			if res.Removed > 0 {
-				fmt.Fprintf(out, "; removed %d temporary files that a crash left", res.Removed)
-			}
 			fmt.Fprintln(out)
 			if len(res.Retired) > 0 {
 				fmt.Fprintf(out, "the blobs no longer need %s: it can leave encryption.previous_key_files\n", strings.Join(res.Retired, ", "))
@@ -136,35 +136,39 @@ func rotateCmd() *cobra.Command {
 func encryptionStatusCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "status",
-		Short: "Show which keys the data directory needs and how many blobs each wraps (needs no key)",
+		Short: "Show which keys the blob storage needs and how many data keys each wraps (needs no key)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := encryptionConfig(cmd)
 			if err != nil {
 				return err
 			}
-			recorded, usage, err := fs.KeyUsage(cfg.Data)
+			recorded, usage, err := server.KeyUsage(cmd.Context(), cfg, slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), nil)))
 			if err != nil {
 				return err
 			}
 			out := cmd.OutOrStdout()
+			where := cfg.Data
+			if cfg.Storage.Driver == "s3" {
+				where = "s3://" + cfg.Storage.S3.Bucket + "/" + cfg.Storage.S3.Prefix
+			}
 			if recorded == nil {
-				fmt.Fprintf(out, "%s is not encrypted\n", cfg.Data)
+				fmt.Fprintf(out, "%s is not encrypted\n", where)
 				return nil
 			}
-			fmt.Fprintf(out, "%s is encrypted; it needs key %s", cfg.Data, recorded[0])
+			fmt.Fprintf(out, "%s is encrypted; it needs key %s", where, recorded[0])
 			if len(recorded) > 1 {
 				fmt.Fprintf(out, " and, until a rotation, %s", strings.Join(recorded[1:], ", "))
 			}
 			fmt.Fprintln(out)
 			for _, id := range slices.Sorted(maps.Keys(usage)) {
-				fmt.Fprintf(out, "  %-24s %d files (blobs and upload sessions)\n", id, usage[id])
+				fmt.Fprintf(out, "  %-24s %d data keys (blobs and upload sessions)\n", id, usage[id])
 			}
 			return nil
 		},
 	}
 	f := cmd.Flags()
-	f.String("config", "", "YAML configuration file (for the data directory)")
+	f.String("config", "", "YAML configuration file (for the data directory, or the bucket of storage.driver s3)")
 	f.String("data", config.Default().Data, "data directory")
 	return cmd
 }

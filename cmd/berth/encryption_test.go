@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -13,10 +14,11 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/berth/berth/internal/auth"
+	"github.com/berth/berth/internal/config"
 	"github.com/berth/berth/internal/crypt"
 	"github.com/berth/berth/internal/metadata/sqlite"
 	"github.com/berth/berth/internal/server"
-	"github.com/berth/berth/internal/storage/fs"
+	"github.com/berth/berth/internal/storage"
 )
 
 // encCLI runs the berth command line in process and returns its standard output.
@@ -79,13 +81,25 @@ func TestRotateCommand(t *testing.T) {
 		}
 		return k
 	}
-	st, err := fs.NewEncrypted(data, ring(oldKey))
-	if err != nil {
-		t.Fatal(err)
+	open := func(keys *crypt.Keyring) storage.BlobStore {
+		t.Helper()
+		cfg := config.Default()
+		cfg.Data = data
+		st, err := server.OpenStorage(context.Background(), cfg, keys, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st
 	}
+	st := open(ring(oldKey))
 	b := []byte("a blob under the old key")
 	d := digest.FromBytes(b)
 	if _, err := st.Put(context.Background(), d, bytes.NewReader(b)); err != nil {
+		t.Fatal(err)
+	}
+	blobFile := filepath.Join(data, "blobs", "sha256", d.Encoded()[:2], d.Encoded())
+	stored, err := os.ReadFile(blobFile)
+	if err != nil {
 		t.Fatal(err)
 	}
 	oldID, newID := ring(oldKey).PrimaryID(), ring(newKey).PrimaryID()
@@ -118,10 +132,11 @@ func TestRotateCommand(t *testing.T) {
 	if !strings.Contains(out, "re-wrapped 1 data keys under "+newID) || !strings.Contains(out, oldID) {
 		t.Errorf("rotate said %q", out)
 	}
-	st2, err := fs.NewEncrypted(data, ring(newKey))
-	if err != nil {
-		t.Fatalf("the new key alone after the rotation: %v", err)
+	// Only the key records changed: the blob's stored bytes are as they were.
+	if after, _ := os.ReadFile(blobFile); !bytes.Equal(after, stored) {
+		t.Error("the rotation rewrote the blob")
 	}
+	st2 := open(ring(newKey))
 	meta, err = sqlite.Open(context.Background(), filepath.Join(data, "metadata.db"))
 	if err != nil {
 		t.Fatal(err)
@@ -140,7 +155,7 @@ func TestRotateCommand(t *testing.T) {
 		t.Fatalf("blob after the rotation: %q", got)
 	}
 	out, err = encCLI(t, "encryption", "status", "--data", data)
-	if err != nil || !strings.Contains(out, "needs key "+newID) || !regexp.MustCompile(newID+` +1 files`).MatchString(out) {
+	if err != nil || !strings.Contains(out, "needs key "+newID) || !regexp.MustCompile(newID+` +1 data keys`).MatchString(out) {
 		t.Errorf("status = %q, %v", out, err)
 	}
 	if out, err := encCLI(t, "encryption", "status", "--data", t.TempDir()); err != nil || !strings.Contains(out, "not encrypted") {

@@ -127,11 +127,6 @@ func (c Config) Validate() error {
 	if c.Metadata.MemoryCache < 0 {
 		errs = append(errs, fmt.Errorf("metadata.memory_cache %d: must not be negative (0 turns the cache off)", c.Metadata.MemoryCache))
 	}
-	if c.Storage.Driver == "s3" && c.Encryption.Enabled() {
-		// The envelope encryption of today is a layer of the filesystem store; it becomes a layer
-		// over any store in a later step (DESIGN §5).
-		errs = append(errs, errors.New("encryption: not yet available with storage.driver s3 (use storage.s3.sse for encryption by the bucket)"))
-	}
 	if err := c.Proxy.validate(); err != nil {
 		errs = append(errs, err)
 	}

@@ -224,7 +224,11 @@ func TestValidate(t *testing.T) {
 		{"s3 redirect with encryption", func(c *Config) {
 			c.Storage = s3Storage(func(s *S3) { s.Redirect = true })
 			c.Encryption.KeyFile = "/etc/berth/key"
-		}, []string{"storage.s3.redirect", "encryption: not yet available"}},
+		}, []string{"storage.s3.redirect"}},
+		{"s3 with encryption", func(c *Config) {
+			c.Storage = s3Storage(func(*S3) {})
+			c.Encryption.KeyFile = "/etc/berth/key"
+		}, nil},
 		{"unknown storage", func(c *Config) { c.Storage.Driver = "gcs" }, []string{`storage.driver "gcs"`}},
 		{"postgres from env", func(c *Config) { c.Metadata = Metadata{Driver: "postgres", DSNEnv: "DSN"} }, nil},
 		{"postgres from file", func(c *Config) { c.Metadata = Metadata{Driver: "postgres", DSNFile: "/run/secrets/dsn"} }, nil},

@@ -7,8 +7,8 @@ import (
 	"strings"
 )
 
-// Encryption configures encryption at rest of blobs. With no KeyFile, blobs are stored as they
-// are (and a data directory that is encrypted refuses to start).
+// Encryption configures encryption at rest of blobs, on either storage driver. With no KeyFile,
+// blobs are stored as they are (and storage that is encrypted refuses to start).
 type Encryption struct {
 	// KeyFile holds the key-encryption key (`berth encryption keygen FILE` makes one): 64 hex
 	// characters. It must be kept apart from the data directory.

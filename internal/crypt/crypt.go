@@ -1,7 +1,7 @@
 // Package crypt holds berth's key-encryption keys (KEKs): key files, and the small KeyWrapper
 // interface through which an external KMS can stand in for one. A Keyring is the primary key,
 // which wraps every new data key, and the previous keys, which only unwrap what they wrapped
-// before a rotation. Data keys (DEKs) are random per blob (internal/storage/fs) or per sealed
+// before a rotation. Data keys (DEKs) are random per blob (internal/storage/sealed) or per sealed
 // secret (Keyring.Seal); only their wrapped form is ever stored.
 package crypt
 

@@ -21,10 +21,12 @@ import (
 	"github.com/berth/berth/internal/proxy"
 	"github.com/berth/berth/internal/registry"
 	"github.com/berth/berth/internal/storage/fs"
+	"github.com/berth/berth/internal/storage/sealed"
 )
 
-// newEncryptedStore is an encrypted blob store in dir, under a key of its own.
-func newEncryptedStore(t *testing.T, dir string) *fs.EncryptedStore {
+// newEncryptedStore is an encrypted blob store in dir (the sealed layer over the filesystem
+// store), under a key of its own.
+func newEncryptedStore(t *testing.T, dir string) *sealed.Store {
 	t.Helper()
 	key, err := crypt.GenerateKeyFile(filepath.Join(t.TempDir(), "kek"))
 	if err != nil {
@@ -34,7 +36,11 @@ func newEncryptedStore(t *testing.T, dir string) *fs.EncryptedStore {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := fs.NewEncrypted(dir, keys)
+	b, err := fs.New(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, _, err := sealed.Open(context.Background(), b, keys)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/berth/berth/internal/proxy"
 	"github.com/berth/berth/internal/storage"
 	"github.com/berth/berth/internal/storage/fs"
+	"github.com/berth/berth/internal/storage/sealed"
 )
 
 // The tests here force the interleaving that made concurrent cold pulls cost the upstream a
@@ -77,10 +78,10 @@ func (s heldFS) Stat(ctx context.Context, d oci.Digest) (int64, error) {
 	return n, err
 }
 
-type heldEncrypted struct{ *fs.EncryptedStore }
+type heldEncrypted struct{ *sealed.Store }
 
 func (s heldEncrypted) Stat(ctx context.Context, d oci.Digest) (int64, error) {
-	n, err := s.EncryptedStore.Stat(ctx, d)
+	n, err := s.Store.Stat(ctx, d)
 	after(ctx, "Stat")
 	return n, err
 }

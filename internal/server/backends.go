@@ -13,7 +13,9 @@ import (
 	"github.com/berth/berth/internal/metadata/postgres"
 	"github.com/berth/berth/internal/metadata/sqlite"
 	"github.com/berth/berth/internal/storage"
+	"github.com/berth/berth/internal/storage/fs"
 	"github.com/berth/berth/internal/storage/s3"
+	"github.com/berth/berth/internal/storage/sealed"
 )
 
 // Metadata is what berth needs of a metadata backend: the registry's records, accounts and
@@ -48,11 +50,24 @@ func OpenMetadata(ctx context.Context, cfg config.Config, create bool) (Metadata
 	}
 }
 
-// OpenStorage opens the blob store cfg configures: the data directory (encrypted under keys when
-// there are any), or S3-compatible object storage.
+// OpenStorage opens the blob store cfg configures: the data directory or S3-compatible object
+// storage, sealed under keys when there are any (sealBlobs).
 func OpenStorage(ctx context.Context, cfg config.Config, keys *crypt.Keyring, log *slog.Logger) (storage.BlobStore, error) {
+	b, err := openBackend(ctx, cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	dataDir := ""
 	if cfg.Storage.Driver != "s3" {
-		return openBlobs(cfg.Data, keys, cfg.Encryption.MemoryCache, log)
+		dataDir = cfg.Data
+	}
+	return sealBlobs(ctx, b, dataDir, keys, cfg.Encryption.MemoryCache, log)
+}
+
+// openBackend opens the storage backend cfg configures, without the layers above it.
+func openBackend(ctx context.Context, cfg config.Config, log *slog.Logger) (sealed.Backend, error) {
+	if cfg.Storage.Driver != "s3" {
+		return fs.New(cfg.Data)
 	}
 	c := cfg.Storage.S3
 	access, secret, err := c.Credentials()

@@ -18,6 +18,7 @@ import (
 	"github.com/berth/berth/internal/config"
 	"github.com/berth/berth/internal/crypt"
 	"github.com/berth/berth/internal/storage/fs"
+	"github.com/berth/berth/internal/storage/memcache"
 )
 
 // encConfig is a configuration for data with the given key files (none: encryption off).
@@ -85,7 +86,7 @@ func TestEncryptionStartup(t *testing.T) {
 	if err := runUntilReady(t, encConfig(t, data, k1)); err != nil {
 		t.Fatalf("first start with a key: %v", err)
 	}
-	if _, err := os.Stat(filepath.Join(data, "encryption.json")); err != nil {
+	if _, err := os.Stat(filepath.Join(data, "records", "encryption")); err != nil {
 		t.Fatalf("no record of the encryption: %v", err)
 	}
 	for _, c := range []struct {
@@ -161,15 +162,73 @@ func TestOpenBlobsMemoryCache(t *testing.T) {
 		wantWarn bool
 	}{{config.DefaultMemoryCache, limit < 2*config.DefaultMemoryCache}, {0, false}, {limit, true}} {
 		var logs bytes.Buffer
-		st, err := openBlobs(data, keys, c.size, slog.New(slog.NewTextHandler(&logs, nil)))
+		b, err := fs.New(data)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got, _, err := st.(*fs.EncryptedStore).MemoryCacheInfo(); got != c.size || err != nil {
-			t.Errorf("memory_cache %d: the store's cache is %d bytes (%v)", c.size, got, err)
+		st, err := sealBlobs(context.Background(), b, data, keys, c.size, slog.New(slog.NewTextHandler(&logs, nil)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got int64
+		if mc, ok := st.(*memcache.Store); ok {
+			got, _ = mc.Info()
+		}
+		if got != c.size {
+			t.Errorf("memory_cache %d: the store's cache is %d bytes (%T)", c.size, got, st)
 		}
 		if warned := strings.Contains(logs.String(), "more than half of the memory"); warned != c.wantWarn {
 			t.Errorf("memory_cache %d (limit %d): warned %v, want %v:\n%s", c.size, limit, warned, c.wantWarn, logs.String())
+		}
+	}
+}
+
+// TestStartConvertsV1: a data directory that an earlier berth encrypted (keys in each blob file's
+// header, encryption.json) refuses to start without its key, converts at the first start with it,
+// and then serves its blobs; encryption.json is gone and the record that replaces it refuses a
+// start without the key as before.
+func TestStartConvertsV1(t *testing.T) {
+	src := filepath.Join("..", "storage", "sealed", "testdata", "v1")
+	data := t.TempDir()
+	if err := os.CopyFS(data, os.DirFS(filepath.Join(src, "data"))); err != nil {
+		t.Fatal(err)
+	}
+	key := filepath.Join(src, "kek")
+	if err := runUntilReady(t, encConfig(t, data, "")); err == nil || !strings.Contains(err.Error(), "encryption.json") {
+		t.Fatalf("start without the key: %v", err)
+	}
+	if err := runUntilReady(t, encConfig(t, data, key)); err != nil {
+		t.Fatalf("start with the key: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(data, "encryption.json")); !os.IsNotExist(err) {
+		t.Errorf("encryption.json after the conversion: %v", err)
+	}
+	if err := runUntilReady(t, encConfig(t, data, "")); err == nil || !strings.Contains(err.Error(), "encryption.key_file") {
+		t.Fatalf("start without the key after the conversion: %v", err)
+	}
+	keys, err := LoadKeyring(config.Encryption{KeyFile: key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := encConfig(t, data, key)
+	st, err := OpenStorage(context.Background(), cfg, keys, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	digests, err := os.ReadFile(filepath.Join(src, "digests"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for line := range strings.Lines(string(digests)) {
+		d := digest.Digest(strings.TrimSpace(line))
+		r, _, err := st.Open(context.Background(), d)
+		if err != nil {
+			t.Fatalf("%s: %v", d, err)
+		}
+		got, err := d.Algorithm().FromReader(r)
+		r.Close()
+		if err != nil || got != d {
+			t.Errorf("%s reads as %s, %v", d, got, err)
 		}
 	}
 }

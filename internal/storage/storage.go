@@ -144,3 +144,48 @@ type TempRemover interface {
 type Redirector interface {
 	RedirectURL(ctx context.Context, d oci.Digest, ttl time.Duration) (string, error)
 }
+
+// ErrRecordChanged reports a conditional record write whose record was changed (or created, or
+// removed) by another writer since it was read: nothing was written.
+var ErrRecordChanged = errors.New("record changed meanwhile")
+
+// Records is an optional capability of backends: small values (up to a few hundred KiB) by key,
+// kept next to the blobs and shared by every process on the same storage, with compare-and-swap.
+// Layers that keep state of their own outside the blobs use it: the sealed layer
+// (internal/storage/sealed) keeps wrapped data keys and upload sessions there. Keys are paths of
+// lower-case letters, digits, '-', '_' and '.', separated by '/'.
+type Records interface {
+	// GetRecord returns the value under key and its version; ErrNotFound when there is none.
+	GetRecord(ctx context.Context, key string) (value []byte, version string, err error)
+	// PutRecord writes value under key if the record's version is still ifVersion ("" : only if
+	// there is no record), and returns the new version; ErrRecordChanged otherwise.
+	PutRecord(ctx context.Context, key string, value []byte, ifVersion string) (version string, err error)
+	// DeleteRecord removes the record under key; ErrNotFound when there is none.
+	DeleteRecord(ctx context.Context, key string) error
+	// ListRecords returns the keys of the records under prefix (a key prefix ending in '/').
+	ListRecords(ctx context.Context, prefix string) ([]string, error)
+}
+
+// RawPutter is an optional capability of backends for layers that store blobs in another form
+// than their content (the sealed layer stores ciphertext under the digest of the plaintext):
+// PutRaw stores r's bytes as the blob d without checking them against d, the layer having
+// verified what it transformed. The blob appears whole or not at all, as with Put; when d is
+// already stored, it is left as it is (and r is not read to its end).
+type RawPutter interface {
+	PutRaw(ctx context.Context, d oci.Digest, r io.Reader) (int64, error)
+}
+
+// RawCommitter is an optional capability of the Uploads of backends that are RawPutters:
+// CommitRaw makes the session's bytes the blob d, unless d is stored already, without checking
+// them against d, and ends the session.
+type RawCommitter interface {
+	CommitRaw(ctx context.Context, d oci.Digest) error
+}
+
+// RawUploader is an optional capability of backends that are RawPutters: NewRawUpload starts an
+// upload session that keeps no hash of its bytes, for a layer that commits it only with CommitRaw
+// and hashes what it transforms itself (hashing the ciphertext too would cost a core for nothing).
+// ResumeUpload resumes it like any other session.
+type RawUploader interface {
+	NewRawUpload(ctx context.Context) (Upload, error)
+}

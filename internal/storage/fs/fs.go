@@ -31,13 +31,10 @@ var (
 	_ storage.FileAdopter = (*Store)(nil)
 )
 
-// New opens (creating if needed) a blob store rooted at dir. A directory that holds encrypted
-// blobs (see NewEncrypted) is an error.
+// New opens (creating if needed) a blob store rooted at dir. Whether its blobs are sealed is the
+// sealed layer's record to tell (internal/storage/sealed).
 func New(dir string) (*Store, error) {
 	if err := makeDirs(dir); err != nil {
-		return nil, err
-	}
-	if err := refuseEncrypted(dir); err != nil {
 		return nil, err
 	}
 	return &Store{root: dir}, nil
@@ -258,9 +255,6 @@ func validID(id string) bool {
 // Ping reports whether the store's directory can be read: a disk that went away, or a mount that
 // went stale, makes berth unready (/readyz).
 func (s *Store) Ping(context.Context) error { return ping(s.root) }
-
-// Ping is Store.Ping for the encrypted store.
-func (s *EncryptedStore) Ping(context.Context) error { return ping(s.root) }
 
 func ping(root string) error {
 	d, err := os.Open(filepath.Join(root, "blobs"))

@@ -439,3 +439,7 @@ func (iotestErr) Read(p []byte) (int, error) {
 	n := copy(p, "partial")
 	return n, errors.New("broken")
 }
+
+func TestRecords(t *testing.T) {
+	storagetest.RunRecords(t, func(t *testing.T) storage.BlobStore { return newStore(t) })
+}

@@ -12,16 +12,11 @@ import (
 
 var (
 	_ storage.FreeSpacer  = (*Store)(nil)
-	_ storage.FreeSpacer  = (*EncryptedStore)(nil)
 	_ storage.TempRemover = (*Store)(nil)
-	_ storage.TempRemover = (*EncryptedStore)(nil)
 )
 
 // FreeSpace implements storage.FreeSpacer.
 func (s *Store) FreeSpace() (int64, error) { return freeSpace(s.root) }
-
-// FreeSpace implements storage.FreeSpacer.
-func (s *EncryptedStore) FreeSpace() (int64, error) { return freeSpace(s.root) }
 
 // freeSpace is what an unprivileged writer may still use on root's filesystem (statfs f_bavail:
 // the blocks reserved for root do not count, as df shows them).
@@ -35,9 +30,6 @@ func freeSpace(root string) (int64, error) {
 
 // RemoveTemps implements storage.TempRemover.
 func (s *Store) RemoveTemps() (int, error) { return removeTemps(s.root) }
-
-// RemoveTemps implements storage.TempRemover.
-func (s *EncryptedStore) RemoveTemps() (int, error) { return removeTemps(s.root) }
 
 // removeTemps deletes uploads/put-*: the temporary files of monolithic pushes (Put), of fills
 // (CreateTemp) and of spools, none of which outlives its process. Upload sessions

@@ -29,8 +29,8 @@ type upload struct {
 	s *Store
 }
 
-// session is what both kinds of upload (plain and encrypted) hold: the session's directory, its
-// data file, and its live state in the store's map of them.
+// session is what an upload holds: the session's directory, its data file, and its live state in
+// the store's map of them.
 type session struct {
 	sessions *sync.Map // the store's live states, by upload id
 	id       string
@@ -72,15 +72,16 @@ type live struct {
 	mu   sync.Mutex
 	size int64
 	h    hash.Hash // sha256 of data[:size], or nil when it must be recomputed
-
-	// Of encrypted sessions only (encupload.go): the data key, and where the bytes are.
-	c    *segCipher
-	full int64 // full segments in the data file
-	tail int   // plaintext bytes in the tail file
 }
 
 // NewUpload implements storage.BlobStore.
-func (s *Store) NewUpload(_ context.Context) (storage.Upload, error) {
+func (s *Store) NewUpload(_ context.Context) (storage.Upload, error) { return s.newUpload(false) }
+
+// NewRawUpload implements storage.RawUploader: a session without the running hash (Commit
+// would hash the data file).
+func (s *Store) NewRawUpload(_ context.Context) (storage.Upload, error) { return s.newUpload(true) }
+
+func (s *Store) newUpload(raw bool) (storage.Upload, error) {
 	id := newID()
 	dir := filepath.Join(s.root, "uploads", id)
 	if err := os.Mkdir(dir, 0o750); err != nil {
@@ -90,7 +91,10 @@ func (s *Store) NewUpload(_ context.Context) (storage.Upload, error) {
 	if err != nil {
 		return nil, err
 	}
-	l := &live{h: sha256.New()}
+	l := &live{}
+	if !raw {
+		l.h = sha256.New()
+	}
 	s.live.Store(id, l)
 	return &upload{s: s, session: session{sessions: &s.live, id: id, dir: dir, live: l, f: f}}, nil
 }
@@ -256,10 +260,6 @@ func purgeUploads(root string, sessions *sync.Map, before time.Time) (int, error
 				}
 			}
 			if err == nil && !fi.ModTime().Before(before) {
-				continue
-			}
-			// An encrypted session may have received bytes that went only to its tail file.
-			if ti, terr := os.Stat(filepath.Join(dir, name, tailFile)); terr == nil && !ti.ModTime().Before(before) {
 				continue
 			}
 			if v, ok := sessions.Load(name); ok {

@@ -10,6 +10,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+	"github.com/opencontainers/go-digest"
 
 	"github.com/berth/berth/internal/oci"
 	"github.com/berth/berth/internal/storage"
@@ -40,20 +41,48 @@ func (s *Store) Put(ctx context.Context, d oci.Digest, r io.Reader) (int64, erro
 		}
 		return n, nil
 	}
+	return s.put(ctx, d, r, v)
+}
+
+// PutRaw implements storage.RawPutter: Put without the check of the content against d. What is
+// stored is not d's content, so another writer's blob d is never replaced: a blob of one part is
+// written only if the key is free (If-None-Match), a longer one is completed only if it still is.
+func (s *Store) PutRaw(ctx context.Context, d oci.Digest, r io.Reader) (int64, error) {
+	if err := validDigest(d); err != nil {
+		return 0, err
+	}
+	if _, err := s.Stat(ctx, d); err == nil {
+		return 0, nil
+	}
+	return s.put(ctx, d, r, nil)
+}
+
+// put streams r to the blob key of d; v, when not nil, must verify it before it is published.
+func (s *Store) put(ctx context.Context, d oci.Digest, r io.Reader, v digest.Verifier) (int64, error) {
+	verified := func() bool { return v == nil || v.Verified() }
+	var ifNoneMatch *string
+	if v == nil {
+		ifNoneMatch = aws.String("*")
+	}
+	write := func(b []byte) {
+		if v != nil {
+			v.Write(b)
+		}
+	}
 	key := s.blobKey(d)
 	bp := s.getBuf()
 	defer s.putBuf(bp)
 	buf, err := readPart(r, (*bp)[:0])
-	v.Write(buf)
+	write(buf)
 	n := int64(len(buf))
 	if err != nil {
 		return n, err
 	}
 	if len(buf) < cap(buf) { // all of it
-		if !v.Verified() {
+		if !verified() {
 			return n, fmt.Errorf("%w: %s", storage.ErrDigestMismatch, d)
 		}
-		if _, err := s.putObject(ctx, key, buf, nil, nil); err != nil {
+		if _, err := s.putObject(ctx, key, buf, nil, ifNoneMatch); err != nil && !(v == nil && isConflict(err)) {
 			return n, s.wrap(key, err)
 		}
 		return n, nil
@@ -79,16 +108,22 @@ func (s *Store) Put(ctx context.Context, d oci.Digest, r io.Reader) (int64, erro
 			return n, fmt.Errorf("blob %s is larger than %d parts of %d bytes: raise the part size", d, maxParts, s.partSize)
 		}
 		buf, err = readPart(r, buf[:0])
-		v.Write(buf)
+		write(buf)
 		n += int64(len(buf))
 		if err != nil {
 			s.abort(ctx, mp)
 			return n, err
 		}
 	}
-	if !v.Verified() {
+	if !verified() {
 		s.abort(ctx, mp)
 		return n, fmt.Errorf("%w: %s", storage.ErrDigestMismatch, d)
+	}
+	if v == nil {
+		if _, err := s.Stat(ctx, d); err == nil {
+			s.abort(ctx, mp)
+			return n, nil
+		}
 	}
 	return n, s.complete(ctx, mp, parts)
 }

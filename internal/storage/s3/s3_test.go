@@ -270,3 +270,7 @@ func TestRedirectURL(t *testing.T) {
 		t.Error("an altered presigned URL was served")
 	}
 }
+
+func TestRecords(t *testing.T) {
+	storagetest.RunRecords(t, func(t *testing.T) storage.BlobStore { s, _ := newStore(t); return s })
+}

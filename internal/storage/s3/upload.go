@@ -71,6 +71,8 @@ type state struct {
 	Parts  []part `json:"parts,omitempty"`
 	SHA256 []byte `json:"sha256"` // MarshalBinary of the hash of the Size bytes
 	SHA512 []byte `json:"sha512"`
+	// Raw sessions (storage.RawUploader) keep no hashes, and commit only with CommitRaw.
+	Raw bool `json:"raw,omitempty"`
 }
 
 type part struct {
@@ -102,13 +104,24 @@ func validID(id string) bool {
 
 // NewUpload implements storage.BlobStore.
 func (s *Store) NewUpload(ctx context.Context) (storage.Upload, error) {
-	st := state{}
+	return s.newUpload(ctx, false)
+}
+
+// NewRawUpload implements storage.RawUploader.
+func (s *Store) NewRawUpload(ctx context.Context) (storage.Upload, error) {
+	return s.newUpload(ctx, true)
+}
+
+func (s *Store) newUpload(ctx context.Context, raw bool) (storage.Upload, error) {
+	st := state{Raw: raw}
 	var err error
-	if st.SHA256, err = marshalHash(sha256.New()); err != nil {
-		return nil, err
-	}
-	if st.SHA512, err = marshalHash(sha512.New()); err != nil {
-		return nil, err
+	if !raw {
+		if st.SHA256, err = marshalHash(sha256.New()); err != nil {
+			return nil, err
+		}
+		if st.SHA512, err = marshalHash(sha512.New()); err != nil {
+			return nil, err
+		}
 	}
 	id := randomHex(16)
 	b, err := json.Marshal(st)
@@ -312,13 +325,15 @@ type appender struct {
 }
 
 func (u *upload) newAppender(st state) (*appender, error) {
-	h256, err := unmarshalHash(sha256.New(), st.SHA256)
-	if err != nil {
-		return nil, err
-	}
-	h512, err := unmarshalHash(sha512.New(), st.SHA512)
-	if err != nil {
-		return nil, err
+	var h256, h512 hash.Hash
+	if !st.Raw {
+		var err error
+		if h256, err = unmarshalHash(sha256.New(), st.SHA256); err != nil {
+			return nil, err
+		}
+		if h512, err = unmarshalHash(sha512.New(), st.SHA512); err != nil {
+			return nil, err
+		}
 	}
 	a := &appender{u: u, prev: st, parts: st.Parts, h256: h256, h512: h512, gen: randomHex(8)}
 	if k := len(a.parts); k > 0 && a.parts[k-1].Size < MinPartSize {
@@ -340,8 +355,10 @@ func (a *appender) copy(ctx context.Context, r io.Reader) (int64, error) {
 		before := len(*a.buf)
 		buf, err := readPart(r, *a.buf)
 		*a.buf = buf
-		a.h256.Write(buf[before:])
-		a.h512.Write(buf[before:])
+		if a.h256 != nil {
+			a.h256.Write(buf[before:])
+			a.h512.Write(buf[before:])
+		}
 		a.n += int64(len(buf) - before)
 		if err != nil || len(buf) < cap(buf) {
 			return a.n, err
@@ -405,9 +422,11 @@ func (a *appender) fetchTail(ctx context.Context) error {
 
 // state is the session's state once the chunk is written.
 func (a *appender) state() state {
-	st := state{Size: a.prev.Size + a.n, Parts: a.parts}
-	st.SHA256, _ = marshalHash(a.h256) // cannot fail: the hash was unmarshalled
-	st.SHA512, _ = marshalHash(a.h512)
+	st := state{Size: a.prev.Size + a.n, Parts: a.parts, Raw: a.prev.Raw}
+	if !st.Raw {
+		st.SHA256, _ = marshalHash(a.h256) // cannot fail: the hash was unmarshalled
+		st.SHA512, _ = marshalHash(a.h512)
+	}
 	return st
 }
 
@@ -434,6 +453,9 @@ func (u *upload) Commit(ctx context.Context, want oci.Digest) error {
 		return err
 	}
 	l.saw(st.Size)
+	if st.Raw {
+		return fmt.Errorf("upload %s keeps no hash: it commits only raw (storage.RawCommitter)", u.id)
+	}
 	h, b := sha256.New(), st.SHA256
 	if want.Algorithm() == digest.SHA512 {
 		h, b = sha512.New(), st.SHA512

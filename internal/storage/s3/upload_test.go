@@ -398,3 +398,46 @@ func TestPurgeRemovesLeftovers(t *testing.T) {
 		t.Errorf("leftovers not removed: %v", objs)
 	}
 }
+
+// TestRawUpload: a raw session keeps no hashes in its state, takes chunks from any store on the
+// bucket, refuses Commit, and CommitRaw makes its bytes the blob named, unchecked.
+func TestRawUpload(t *testing.T) {
+	ctx := context.Background()
+	s, srv := newStore(t)
+	u, err := s.NewRawUpload(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := bytes.Repeat([]byte("raw bytes "), 100_000)
+	if _, err := u.Append(ctx, bytes.NewReader(b[:500_000])); err != nil {
+		t.Fatal(err)
+	}
+	s2 := open(t, options(srv))
+	u2, err := s2.ResumeUpload(ctx, u.ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := u2.AppendAt(ctx, bytes.NewReader(b[500_000:]), 500_000); err != nil {
+		t.Fatal(err)
+	}
+	st, _, err := s.loadState(ctx, u.ID())
+	if err != nil || !st.Raw || st.SHA256 != nil || st.SHA512 != nil || st.Size != int64(len(b)) {
+		t.Fatalf("raw state: %+v, %v", st, err)
+	}
+	if err := u2.Commit(ctx, digest.FromBytes(b)); err == nil {
+		t.Fatal("Commit of a raw session succeeded")
+	}
+	other := digest.FromString("the name the layer above chose")
+	if err := u2.(storage.RawCommitter).CommitRaw(ctx, other); err != nil {
+		t.Fatal(err)
+	}
+	r, _, err := s.Open(ctx, other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(r)
+	r.Close()
+	if !bytes.Equal(got, b) {
+		t.Fatalf("CommitRaw stored %d bytes, want the session's %d", len(got), len(b))
+	}
+}

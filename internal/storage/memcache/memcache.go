@@ -1,10 +1,15 @@
-package fs
+// Package memcache is a layer over a blob store that keeps the content of recently read blobs in
+// memory and serves them from there with sendfile. It is for stores whose reads are expensive:
+// berth puts it over the sealed layer (internal/storage/sealed), whose reads decrypt.
+package memcache
 
 import (
 	"container/list"
+	"context"
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -12,11 +17,13 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/berth/berth/internal/oci"
+	"github.com/berth/berth/internal/storage"
 )
 
-// The memory cache of an EncryptedStore keeps the plaintext of recently read blobs in RAM, so
-// that repeated downloads of the same blob (the N tasks of a deployment pulling the same layers)
-// are sent with sendfile, like unencrypted ones, and only the first pays for decryption.
+// The cache keeps the content (for the sealed layer: the plaintext) of recently read blobs in RAM,
+// so that repeated downloads of the same blob (the N tasks of a deployment pulling the same layers)
+// are sent with sendfile, like unencrypted ones, and only the first pays for reading the store
+// below (decryption).
 //
 // Each cached blob is a memfd (an anonymous in-memory file: no path, no disk; its pages can reach
 // swap only if the machine swaps), sealed once complete so nothing can change it. An Open of a
@@ -39,9 +46,9 @@ import (
 // readers that hold a blob evicted meanwhile keep more memory, until they close it.
 
 const (
-	// minCached is the smallest blob the cache keeps: smaller ones are one segment, which costs
-	// less to decrypt than a cache entry (a file descriptor) is worth.
-	minCached = segmentSize
+	// minCached is the smallest blob the cache keeps: smaller ones (one sealed segment) cost less
+	// to read again than a cache entry (a file descriptor) is worth.
+	minCached = 64 << 10
 	// maxCacheEntries bounds the descriptors the cache holds (also to a quarter of RLIMIT_NOFILE).
 	maxCacheEntries = 4096
 	// followGap is how far ahead of a fill's progress a reader waits for the fill rather than
@@ -62,8 +69,8 @@ func perBlobLimit(size int64) int64 { return min(size, max(size/4, perBlobFloor)
 type memCache struct {
 	max, perBlob int64
 	maxEntries   int
-	open         func(oci.Digest) (*segReader, error) // a reader of the blob, for a fill
-	exists       func(oci.Digest) bool                // whether the blob is still in the store
+	open         func(oci.Digest) (io.ReadSeekCloser, int64, error) // a reader of the blob, for a fill
+	exists       func(oci.Digest) bool                              // whether the blob is still in the store
 
 	mu      sync.Mutex
 	lru     list.List // of *cacheEntry, the most recently used first
@@ -87,7 +94,7 @@ type cacheEntry struct {
 
 // newMemCache makes a cache of size bytes (> 0), after checking that the system has memfds, that
 // they can be sealed and that they can be reopened through /proc/self/fd.
-func newMemCache(size int64, open func(oci.Digest) (*segReader, error), exists func(oci.Digest) bool) (*memCache, error) {
+func newMemCache(size int64, open func(oci.Digest) (io.ReadSeekCloser, int64, error), exists func(oci.Digest) bool) (*memCache, error) {
 	probe, err := newMemfd("berth-probe")
 	if err != nil {
 		return nil, err
@@ -161,14 +168,14 @@ func (c *memCache) get(d oci.Digest) (*os.File, int64, bool) {
 	return f, e.size, true
 }
 
-// reader returns what an Open that missed serves d with, given sr, a reader that decrypts it:
+// reader returns what an Open that missed serves d with, given sr, a reader of the store below:
 // sr itself if d is not to be cached, else a reader that follows the fill of d from its first
 // Read on. (Not from Open on: a HEAD request opens a blob and reads nothing.)
-func (c *memCache) reader(d oci.Digest, sr *segReader) io.ReadSeekCloser {
-	if c == nil || sr.size < minCached || sr.size > c.perBlob {
+func (c *memCache) reader(d oci.Digest, sr io.ReadSeekCloser, size int64) io.ReadSeekCloser {
+	if c == nil || size < minCached || size > c.perBlob {
 		return sr
 	}
-	return &fillReader{c: c, d: d, sr: sr, size: sr.size}
+	return &fillReader{c: c, d: d, sr: sr, size: size}
 }
 
 // follow returns the fill of d, of size bytes, and a descriptor of its own onto its memfd: the
@@ -300,7 +307,7 @@ func (c *memCache) drop(d oci.Digest) {
 // wait waits for the fills in progress and the closes of dropped memfds (tests).
 func (c *memCache) wait() { c.wg.Wait() }
 
-// fill decrypts one blob into a memfd. Its plaintext up to written is final.
+// fill reads one blob into a memfd. Its plaintext up to written is final.
 type fill struct {
 	d         oci.Digest
 	size      int64
@@ -313,29 +320,44 @@ type fill struct {
 	done    bool // cached, or discarded: readers read the rest for themselves
 }
 
-// copy decrypts the whole blob into mf.
-func (fl *fill) copy(open func(oci.Digest) (*segReader, error)) error {
-	sr, err := open(fl.d)
+// copyBuf holds the buffers of fills.
+var copyBuf = sync.Pool{New: func() any { b := make([]byte, 1<<20); return &b }}
+
+// copy reads the whole blob into mf.
+func (fl *fill) copy(open func(oci.Digest) (io.ReadSeekCloser, int64, error)) error {
+	sr, size, err := open(fl.d)
 	if err != nil {
 		return err
 	}
 	defer sr.Close()
-	if sr.size != fl.size {
-		return fmt.Errorf("%w: size changed", ErrCorrupt)
+	if size != fl.size {
+		return errors.New("memory cache: the blob's size changed")
 	}
-	return sr.each(func(p []byte, off int64) error {
+	bp := copyBuf.Get().(*[]byte)
+	defer func() { clear(*bp); copyBuf.Put(bp) }()
+	for off := int64(0); off < size; {
 		if fl.abandoned.Load() {
 			return errFillAbandoned
 		}
-		if _, err := fl.mf.WriteAt(p, off); err != nil {
+		n, err := sr.Read((*bp)[:min(int64(len(*bp)), size-off)])
+		if n > 0 {
+			if _, err := fl.mf.WriteAt((*bp)[:n], off); err != nil {
+				return err
+			}
+			off += int64(n)
+			fl.mu.Lock()
+			fl.written = off
+			fl.cond.Broadcast()
+			fl.mu.Unlock()
+		}
+		if errors.Is(err, io.EOF) && off < size {
+			return io.ErrUnexpectedEOF
+		}
+		if err != nil && !errors.Is(err, io.EOF) {
 			return err
 		}
-		fl.mu.Lock()
-		fl.written = off + int64(len(p))
-		fl.cond.Broadcast()
-		fl.mu.Unlock()
-		return nil
-	})
+	}
+	return nil
 }
 
 func (fl *fill) end() {
@@ -357,15 +379,15 @@ func (fl *fill) available(off, end int64) int64 {
 	return fl.written
 }
 
-// fillReader reads a blob that the cache does not hold (yet) while a fill decrypts it: from the
-// fill's memfd what the fill has, by decrypting (sr) what it does not have.
+// fillReader reads a blob that the cache does not hold (yet) while a fill reads it: from the
+// fill's memfd what the fill has, from the store below (sr) what it does not have.
 type fillReader struct {
 	c        *memCache
 	d        oci.Digest
 	followed bool     // the first Read looked for the fill
 	fl       *fill    // nil: none, sr reads it all
 	mf       *os.File // a descriptor of its own onto the fill's memfd, read with pread
-	sr       *segReader
+	sr       io.ReadSeekCloser
 	pos      int64
 	size     int64
 }
@@ -404,7 +426,20 @@ func (r *fillReader) Read(p []byte) (int, error) {
 
 // Seek implements io.Seeker.
 func (r *fillReader) Seek(offset int64, whence int) (int64, error) {
-	return seek(&r.pos, r.size, offset, whence)
+	switch whence {
+	case io.SeekStart:
+	case io.SeekCurrent:
+		offset += r.pos
+	case io.SeekEnd:
+		offset += r.size
+	default:
+		return 0, errors.New("seek: invalid whence")
+	}
+	if offset < 0 {
+		return 0, errors.New("seek: negative position")
+	}
+	r.pos = offset
+	return offset, nil
 }
 
 // Close implements io.Closer.
@@ -418,4 +453,88 @@ func (r *fillReader) Close() error {
 	}
 	r.sr = nil
 	return err
+}
+
+// Store is the layer: a storage.BlobStore whose reads of blobs of minCached bytes up to the
+// per-blob limit go through the cache, and whose other methods are those of the store below. It
+// is a storage.Spooler when the store below is (the sealed layer), and passes FreeSpace and Ping
+// through.
+type Store struct {
+	storage.BlobStore
+	c *memCache
+}
+
+// New puts a cache of size bytes (> 0) over inner. It fails when the system cannot provide one
+// (no memfd_create, no /proc): inner is then to be used as it is.
+func New(inner storage.BlobStore, size int64) (*Store, error) {
+	s := &Store{BlobStore: inner}
+	var err error
+	s.c, err = newMemCache(size, func(d oci.Digest) (io.ReadSeekCloser, int64, error) {
+		return inner.Open(context.Background(), d)
+	}, func(d oci.Digest) bool {
+		_, err := inner.Stat(context.Background(), d)
+		return err == nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Info reports the size of the cache in bytes and the largest blob it keeps.
+func (s *Store) Info() (size, perBlob int64) { return s.c.max, s.c.perBlob }
+
+// Open implements storage.BlobStore: a blob the cache holds is an *os.File onto its content in
+// memory (which net/http sends with sendfile); one it does not hold yet is read while a fill
+// puts it there.
+func (s *Store) Open(ctx context.Context, d oci.Digest) (io.ReadSeekCloser, int64, error) {
+	if f, size, ok := s.c.get(d); ok {
+		return f, size, nil
+	}
+	r, size, err := s.BlobStore.Open(ctx, d)
+	if err != nil {
+		return nil, 0, err
+	}
+	return s.c.reader(d, r, size), size, nil
+}
+
+// Delete implements storage.BlobStore. It drops the blob from the cache too; readers that have it
+// open keep reading it, as they keep reading a deleted file.
+func (s *Store) Delete(ctx context.Context, d oci.Digest) error {
+	err := s.BlobStore.Delete(ctx, d)
+	s.c.drop(d)
+	return err
+}
+
+// NewSpool implements storage.Spooler when the store below is one.
+func (s *Store) NewSpool(ctx context.Context) (storage.Spool, error) {
+	sp, ok := s.BlobStore.(storage.Spooler)
+	if !ok {
+		return nil, errors.New("memory cache: the store below has no spools")
+	}
+	return sp.NewSpool(ctx)
+}
+
+// FreeSpace passes the store below's storage.FreeSpacer through; without one, it knows no limit.
+func (s *Store) FreeSpace() (int64, error) {
+	if fs, ok := s.BlobStore.(storage.FreeSpacer); ok {
+		return fs.FreeSpace()
+	}
+	return math.MaxInt64, nil
+}
+
+// Ping passes the store below's health check through.
+func (s *Store) Ping(ctx context.Context) error {
+	if p, ok := s.BlobStore.(interface{ Ping(context.Context) error }); ok {
+		return p.Ping(ctx)
+	}
+	return nil
+}
+
+// RemoveTemps passes the store below's storage.TempRemover through.
+func (s *Store) RemoveTemps() (int, error) {
+	if tr, ok := s.BlobStore.(storage.TempRemover); ok {
+		return tr.RemoveTemps()
+	}
+	return 0, nil
 }

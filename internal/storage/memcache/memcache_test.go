@@ -1,13 +1,17 @@
-package fs
+package memcache
 
 import (
 	"bytes"
 	"context"
+	"crypto/aes"
+	"crypto/cipher"
 	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
+	iofs "io/fs"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -16,10 +20,109 @@ import (
 
 	"github.com/berth/berth/internal/oci"
 	"github.com/berth/berth/internal/storage"
+	"github.com/berth/berth/internal/storage/fs"
+	"github.com/berth/berth/internal/storage/sealed"
 )
 
+// The cache's tests run it over the sealed layer over a filesystem store, as berth does.
+
+const (
+	testCache   = 64 << 20
+	segmentSize = sealed.SegmentSize
+	segOverhead = 28
+	hdrSize     = 24
+)
+
+// testKeys is a sealed.Keys of one AES key.
+type testKeys struct{ aead cipher.AEAD }
+
+func newTestKeys() *testKeys {
+	k := make([]byte, 32)
+	rand.Read(k)
+	b, _ := aes.NewCipher(k)
+	a, _ := cipher.NewGCM(b)
+	return &testKeys{a}
+}
+
+func (k *testKeys) PrimaryID() string  { return "k1" }
+func (k *testKeys) Has(id string) bool { return id == "k1" }
+func (k *testKeys) WrapDEK(dek []byte) (string, []byte, error) {
+	nonce := make([]byte, 12)
+	rand.Read(nonce)
+	return "k1", k.aead.Seal(nonce, nonce, dek, nil), nil
+}
+func (k *testKeys) UnwrapDEK(_ string, w []byte) ([]byte, error) {
+	return k.aead.Open(nil, w[:12], w[12:], nil)
+}
+
+// testStore is a cache over the sealed layer over a filesystem store in root.
+type testStore struct {
+	*Store
+	root string
+}
+
+func newCached(t *testing.T, size int64) *testStore {
+	t.Helper()
+	root := t.TempDir()
+	b, err := fs.New(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(sealed.New(b, newTestKeys()), size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.c.wait)
+	return &testStore{Store: s, root: root}
+}
+
+func blobPath(root string, d oci.Digest) string {
+	return filepath.Join(root, "blobs", string(d.Algorithm()), d.Encoded()[:2], d.Encoded())
+}
+
+// pattern is recognizable content: a line that names its offset, repeated.
+func pattern(n int) []byte {
+	var b bytes.Buffer
+	for i := 0; b.Len() < n; i++ {
+		fmt.Fprintf(&b, "BERTH-PLAINTEXT-%08d;", i)
+	}
+	return b.Bytes()[:n]
+}
+
+// wantNoPlaintext fails if any file under root holds a run of the pattern.
+func wantNoPlaintext(t *testing.T, root string, what string) {
+	t.Helper()
+	filepath.WalkDir(root, func(path string, d iofs.DirEntry, err error) error {
+		if err != nil || !d.Type().IsRegular() {
+			return err
+		}
+		data, _ := os.ReadFile(path)
+		if bytes.Contains(data, []byte("BERTH-PLAINTEXT-")) {
+			t.Errorf("%s: %s holds plaintext", what, path)
+		}
+		return nil
+	})
+}
+
+func readAll(s storage.BlobStore, d oci.Digest) ([]byte, error) {
+	r, _, err := s.Open(context.Background(), d)
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	return io.ReadAll(r)
+}
+
+func wantContent(t *testing.T, s storage.BlobStore, d oci.Digest, want []byte) {
+	t.Helper()
+	got, err := readAll(s, d)
+	if err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("blob %s: %d bytes, %v; want %d bytes", d, len(got), err, len(want))
+	}
+}
+
 // putRandom puts a blob of n random bytes.
-func putRandom(t *testing.T, s *EncryptedStore, n int) ([]byte, oci.Digest) {
+func putRandom(t *testing.T, s *testStore, n int) ([]byte, oci.Digest) {
 	t.Helper()
 	b := make([]byte, n)
 	rand.Read(b)
@@ -31,10 +134,10 @@ func putRandom(t *testing.T, s *EncryptedStore, n int) ([]byte, oci.Digest) {
 }
 
 // readThrough opens d, reads it whole, closes it and waits for the fill it may have started.
-func readThrough(t *testing.T, s *EncryptedStore, d oci.Digest, want []byte) {
+func readThrough(t *testing.T, s *testStore, d oci.Digest, want []byte) {
 	t.Helper()
 	wantContent(t, s, d, want)
-	s.cache.wait()
+	s.c.wait()
 }
 
 // cached reports whether the cache holds d.
@@ -52,7 +155,7 @@ func (c *memCache) stats() (entries int, used, filling, started int64) {
 }
 
 // openFile opens d and wants a cached blob: an *os.File onto a memfd.
-func openFile(t *testing.T, s *EncryptedStore, d oci.Digest) *os.File {
+func openFile(t *testing.T, s *testStore, d oci.Digest) *os.File {
 	t.Helper()
 	r, size, err := s.Open(context.Background(), d)
 	if err != nil {
@@ -104,13 +207,13 @@ func TestPerBlobLimit(t *testing.T) {
 // reaches the data directory.
 func TestMemCacheHit(t *testing.T) {
 	ctx := context.Background()
-	s := newEncStoreOpts(t, MemoryCache(testCache))
+	s := newCached(t, testCache)
 	b := pattern(20*segmentSize + 123)
 	d := digest.FromBytes(b)
 	if _, err := s.Put(ctx, d, bytes.NewReader(b)); err != nil {
 		t.Fatal(err)
 	}
-	if s.cache.cached(d) {
+	if s.c.cached(d) {
 		t.Fatal("cached before any read")
 	}
 	// Opened as a HEAD request does: no read, no fill.
@@ -122,8 +225,8 @@ func TestMemCacheHit(t *testing.T) {
 		t.Fatalf("Seek(0, End) = %d, %v; size %d, want %d", end, err, size, len(b))
 	}
 	r.Close()
-	s.cache.wait()
-	if _, _, _, started := s.cache.stats(); started != 0 {
+	s.c.wait()
+	if _, _, _, started := s.c.stats(); started != 0 {
 		t.Fatalf("%d fills after an Open with no read", started)
 	}
 	r, _, err = s.Open(ctx, d)
@@ -135,8 +238,8 @@ func TestMemCacheHit(t *testing.T) {
 	}
 	wantRange(t, r, b, 5*segmentSize+3, 10) // a read anywhere starts the fill
 	r.Close()                               // which goes on without its reader
-	s.cache.wait()
-	if !s.cache.cached(d) {
+	s.c.wait()
+	if !s.c.cached(d) {
 		t.Fatal("not cached after a read")
 	}
 
@@ -173,14 +276,14 @@ func TestMemCacheHit(t *testing.T) {
 	}
 	wantRange(t, f1, b, 0, 100)
 	wantNoPlaintext(t, s.root, "with the blob cached")
-	if n, _, _ := s.MemoryCacheInfo(); n != testCache {
-		t.Errorf("MemoryCacheInfo() = %d, want %d", n, testCache)
+	if n, _ := s.Info(); n != testCache {
+		t.Errorf("Info() = %d, want %d", n, testCache)
 	}
 }
 
 // TestMemCacheOneFill: concurrent first Opens of a blob share one fill, and all read it right.
 func TestMemCacheOneFill(t *testing.T) {
-	s := newEncStoreOpts(t, MemoryCache(testCache))
+	s := newCached(t, testCache)
 	b, d := putRandom(t, s, 3<<20+17)
 	start := make(chan struct{})
 	var wg sync.WaitGroup
@@ -195,8 +298,8 @@ func TestMemCacheOneFill(t *testing.T) {
 	}
 	close(start)
 	wg.Wait()
-	s.cache.wait()
-	if entries, used, filling, started := s.cache.stats(); started != 1 || entries != 1 || used != int64(len(b)) || filling != 0 {
+	s.c.wait()
+	if entries, used, filling, started := s.c.stats(); started != 1 || entries != 1 || used != int64(len(b)) || filling != 0 {
 		t.Errorf("after 8 concurrent first reads: %d fills, %d entries, %d bytes used, %d filling; want 1, 1, %d, 0", started, entries, used, filling, len(b))
 	}
 	openFile(t, s, d).Close()
@@ -205,7 +308,7 @@ func TestMemCacheOneFill(t *testing.T) {
 // TestMemCacheEvict: the cache is an LRU bounded by bytes; evicting closes the cache's
 // descriptor, and a reader that has the blob open reads on.
 func TestMemCacheEvict(t *testing.T) {
-	s := newEncStoreOpts(t, MemoryCache(1<<20)) // 1 MiB, also the per-blob limit
+	s := newCached(t, 1<<20) // 1 MiB, also the per-blob limit
 	const n = 300 << 10
 	blobs := map[string][]byte{}
 	ds := map[string]oci.Digest{}
@@ -218,11 +321,11 @@ func TestMemCacheEvict(t *testing.T) {
 	want := func(cached ...string) {
 		t.Helper()
 		for name, d := range ds {
-			if got, want := s.cache.cached(d), strings.Contains(strings.Join(cached, ""), name); got != want {
+			if got, want := s.c.cached(d), strings.Contains(strings.Join(cached, ""), name); got != want {
 				t.Errorf("%s cached: %v, want %v", name, got, want)
 			}
 		}
-		if entries, used, _, _ := s.cache.stats(); entries != len(cached) || used != int64(len(cached))*n {
+		if entries, used, _, _ := s.c.stats(); entries != len(cached) || used != int64(len(cached))*n {
 			t.Errorf("%d entries of %d bytes, want %d of %d", entries, used, len(cached), int64(len(cached))*n)
 		}
 	}
@@ -234,9 +337,9 @@ func TestMemCacheEvict(t *testing.T) {
 	readThrough(t, s, ds["D"], blobs["D"]) // makes room: B goes
 	want("A", "C", "D")
 
-	s.cache.mu.Lock()
-	cacheFile := s.cache.entries[ds["C"]].Value.(*cacheEntry).f
-	s.cache.mu.Unlock()
+	s.c.mu.Lock()
+	cacheFile := s.c.entries[ds["C"]].Value.(*cacheEntry).f
+	s.c.mu.Unlock()
 	readThrough(t, s, ds["E"], blobs["E"]) // C goes, though a reader holds it
 	want("A", "D", "E")
 	if cacheFile.Fd() != ^uintptr(0) {
@@ -250,45 +353,24 @@ func TestMemCacheEvict(t *testing.T) {
 }
 
 // TestMemCacheLimits: a blob over the per-blob limit, or under the smallest size cached, is never
-// cached; with no cache (the default, or 0), every Open decrypts.
+// cached.
 func TestMemCacheLimits(t *testing.T) {
-	s := newEncStoreOpts(t, MemoryCache(1<<20))
+	s := newCached(t, 1<<20)
 	big, bd := putRandom(t, s, 1<<20+1)
 	small, sd := putRandom(t, s, minCached-1)
 	for range 2 {
 		readThrough(t, s, bd, big)
 		readThrough(t, s, sd, small)
 	}
-	if entries, used, _, started := s.cache.stats(); entries != 0 || used != 0 || started != 0 {
+	if entries, used, _, started := s.c.stats(); entries != 0 || used != 0 || started != 0 {
 		t.Errorf("%d fills, %d entries, %d bytes; want nothing", started, entries, used)
-	}
-	for _, opts := range [][]EncryptedOption{nil, {MemoryCache(0)}} {
-		s := newEncStoreOpts(t, opts...)
-		if s.cache != nil {
-			t.Fatalf("a cache with options %v", opts)
-		}
-		if n, _, err := s.MemoryCacheInfo(); n != 0 || err != nil {
-			t.Errorf("MemoryCacheInfo() = %d, %v", n, err)
-		}
-		b, d := putRandom(t, s, 300<<10)
-		for range 2 {
-			r, _, err := s.Open(context.Background(), d)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, ok := r.(*segReader); !ok {
-				t.Errorf("Open without a cache = %T, want the decrypting reader", r)
-			}
-			r.Close()
-			wantContent(t, s, d, b)
-		}
 	}
 }
 
 // TestMemCacheCorrupt: a blob that does not verify never enters the cache, and reading it fails
 // as without the cache, every time.
 func TestMemCacheCorrupt(t *testing.T) {
-	s := newEncStoreOpts(t, MemoryCache(testCache))
+	s := newCached(t, testCache)
 	b, d := putRandom(t, s, 10*segmentSize+500)
 	path := blobPath(s.root, d)
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
@@ -303,14 +385,14 @@ func TestMemCacheCorrupt(t *testing.T) {
 	f.Close()
 	for i := range 3 {
 		got, err := readAll(s, d)
-		if !errors.Is(err, ErrCorrupt) {
+		if !errors.Is(err, sealed.ErrCorrupt) {
 			t.Fatalf("read %d of a corrupt blob: %d bytes, %v; want ErrCorrupt", i, len(got), err)
 		}
 		if !bytes.Equal(got, b[:len(got)]) || len(got) > 3*segmentSize {
 			t.Fatalf("read %d: %d bytes before the error, want at most the %d before the damage", i, len(got), 3*segmentSize)
 		}
-		s.cache.wait()
-		if entries, used, filling, _ := s.cache.stats(); entries != 0 || used != 0 || filling != 0 {
+		s.c.wait()
+		if entries, used, filling, _ := s.c.stats(); entries != 0 || used != 0 || filling != 0 {
 			t.Fatalf("after a corrupt read: %d entries, %d bytes used, %d filling", entries, used, filling)
 		}
 	}
@@ -327,7 +409,7 @@ func TestMemCacheCorrupt(t *testing.T) {
 // cached.
 func TestMemCacheDelete(t *testing.T) {
 	ctx := context.Background()
-	s := newEncStoreOpts(t, MemoryCache(testCache))
+	s := newCached(t, testCache)
 	b, d := putRandom(t, s, 500<<10)
 	readThrough(t, s, d, b)
 	held := openFile(t, s, d)
@@ -335,7 +417,7 @@ func TestMemCacheDelete(t *testing.T) {
 	if err := s.Delete(ctx, d); err != nil {
 		t.Fatal(err)
 	}
-	if s.cache.cached(d) {
+	if s.c.cached(d) {
 		t.Error("cached after Delete")
 	}
 	if _, _, err := s.Open(ctx, d); !errors.Is(err, storage.ErrNotFound) {
@@ -353,7 +435,7 @@ func TestMemCacheDelete(t *testing.T) {
 	} {
 		b, d := putRandom(t, s, 500<<10)
 		release := make(chan struct{})
-		s.cache.beforeFinish = func(*fill) { <-release }
+		s.c.beforeFinish = func(*fill) { <-release }
 		r, _, err := s.Open(ctx, d)
 		if err != nil {
 			t.Fatal(err)
@@ -368,9 +450,9 @@ func TestMemCacheDelete(t *testing.T) {
 			t.Errorf("a reader opened before the delete: %d bytes, %v", len(first)+len(rest), err)
 		}
 		r.Close()
-		s.cache.wait()
-		s.cache.beforeFinish = nil
-		if entries, used, filling, _ := s.cache.stats(); entries != 0 || used != 0 || filling != 0 {
+		s.c.wait()
+		s.c.beforeFinish = nil
+		if entries, used, filling, _ := s.c.stats(); entries != 0 || used != 0 || filling != 0 {
 			t.Errorf("a blob deleted during its fill: %d entries, %d bytes used, %d filling", entries, used, filling)
 		}
 	}
@@ -379,7 +461,7 @@ func TestMemCacheDelete(t *testing.T) {
 // TestFillReader: a reader of a blob being filled reads what the fill has from its memfd, waits
 // for the fill just ahead of it, and decrypts for itself far ahead of it or once it has failed.
 func TestFillReader(t *testing.T) {
-	s := newEncStoreOpts(t)
+	s := newCached(t, testCache)
 	b, d := putRandom(t, s, followGap+3*segmentSize+77)
 	mf, err := newMemfd("test")
 	if err != nil {
@@ -396,7 +478,7 @@ func TestFillReader(t *testing.T) {
 	mf.WriteAt(mark, 0)
 	fl.written = int64(have)
 	newReader := func() *fillReader {
-		sr, err := s.openSealed(d)
+		sr, size, err := s.BlobStore.Open(context.Background(), d)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -404,7 +486,7 @@ func TestFillReader(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return &fillReader{followed: true, fl: fl, mf: f, sr: sr, size: sr.size}
+		return &fillReader{followed: true, fl: fl, mf: f, sr: sr, size: size}
 	}
 	r := newReader()
 	wantRange(t, r, mark, 0, have)        // from the memfd
