@@ -70,7 +70,10 @@ type state struct {
 	Size   int64  `json:"size"`
 	Parts  []part `json:"parts,omitempty"`
 	SHA256 []byte `json:"sha256"` // MarshalBinary of the hash of the Size bytes
-	SHA512 []byte `json:"sha512"`
+	// SHA512 is kept only by sessions that an earlier berth started: a session hashes what it
+	// receives with SHA-256 alone (what clients name blobs by; a second hash would cost as much
+	// CPU again), and a commit under a sha512 digest reads the parts back to hash them.
+	SHA512 []byte `json:"sha512,omitempty"`
 	// Raw sessions (storage.RawUploader) keep no hashes, and commit only with CommitRaw.
 	Raw bool `json:"raw,omitempty"`
 }
@@ -117,9 +120,6 @@ func (s *Store) newUpload(ctx context.Context, raw bool) (storage.Upload, error)
 	var err error
 	if !raw {
 		if st.SHA256, err = marshalHash(sha256.New()); err != nil {
-			return nil, err
-		}
-		if st.SHA512, err = marshalHash(sha512.New()); err != nil {
 			return nil, err
 		}
 	}
@@ -331,8 +331,10 @@ func (u *upload) newAppender(st state) (*appender, error) {
 		if h256, err = unmarshalHash(sha256.New(), st.SHA256); err != nil {
 			return nil, err
 		}
-		if h512, err = unmarshalHash(sha512.New(), st.SHA512); err != nil {
-			return nil, err
+		if st.SHA512 != nil {
+			if h512, err = unmarshalHash(sha512.New(), st.SHA512); err != nil {
+				return nil, err
+			}
 		}
 	}
 	a := &appender{u: u, prev: st, parts: st.Parts, h256: h256, h512: h512, gen: randomHex(8)}
@@ -357,6 +359,8 @@ func (a *appender) copy(ctx context.Context, r io.Reader) (int64, error) {
 		*a.buf = buf
 		if a.h256 != nil {
 			a.h256.Write(buf[before:])
+		}
+		if a.h512 != nil {
 			a.h512.Write(buf[before:])
 		}
 		a.n += int64(len(buf) - before)
@@ -425,7 +429,9 @@ func (a *appender) state() state {
 	st := state{Size: a.prev.Size + a.n, Parts: a.parts, Raw: a.prev.Raw}
 	if !st.Raw {
 		st.SHA256, _ = marshalHash(a.h256) // cannot fail: the hash was unmarshalled
-		st.SHA512, _ = marshalHash(a.h512)
+		if a.h512 != nil {
+			st.SHA512, _ = marshalHash(a.h512)
+		}
 	}
 	return st
 }
@@ -456,11 +462,18 @@ func (u *upload) Commit(ctx context.Context, want oci.Digest) error {
 	if st.Raw {
 		return fmt.Errorf("upload %s keeps no hash: it commits only raw (storage.RawCommitter)", u.id)
 	}
-	h, b := sha256.New(), st.SHA256
-	if want.Algorithm() == digest.SHA512 {
-		h, b = sha512.New(), st.SHA512
+	var h hash.Hash
+	switch {
+	case want.Algorithm() == digest.SHA512 && st.SHA512 == nil:
+		if h, err = u.s.hashParts(ctx, u.id, st, sha512.New()); err != nil {
+			return err
+		}
+	case want.Algorithm() == digest.SHA512:
+		h, err = unmarshalHash(sha512.New(), st.SHA512)
+	default:
+		h, err = unmarshalHash(sha256.New(), st.SHA256)
 	}
-	if h, err = unmarshalHash(h, b); err != nil {
+	if err != nil {
 		return err
 	}
 	if got := digest.NewDigest(want.Algorithm(), h); got != want {
@@ -473,6 +486,26 @@ func (u *upload) Commit(ctx context.Context, want oci.Digest) error {
 		return err
 	}
 	return u.s.endSession(ctx, u.id)
+}
+
+// hashParts reads the parts of session id's state back into h.
+func (s *Store) hashParts(ctx context.Context, id string, st state, h hash.Hash) (hash.Hash, error) {
+	for _, p := range st.Parts {
+		key := s.sessionPrefix(id) + p.Name
+		out, err := s.client.GetObject(ctx, &s3.GetObjectInput{Bucket: &s.bucket, Key: &key})
+		if err != nil {
+			return nil, s.wrap(key, err)
+		}
+		n, err := io.Copy(h, out.Body)
+		out.Body.Close()
+		if err == nil && n != p.Size {
+			err = fmt.Errorf("%d bytes, the state says %d", n, p.Size)
+		}
+		if err != nil {
+			return nil, s.wrap(key, fmt.Errorf("reading part back: %w", err))
+		}
+	}
+	return h, nil
 }
 
 // Cancel implements storage.Upload.

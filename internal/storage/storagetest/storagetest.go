@@ -410,9 +410,10 @@ func (s suite) uploadChunks(t *testing.T) {
 func (s suite) uploadSHA512(t *testing.T) {
 	ctx := context.Background()
 	st := s.newStore(t)
-	b := content(9, 200_001)
+	// Past two parts of the smallest size object storage allows, in pieces across their ends.
+	b := content(9, 11<<20+1)
 	u := newUpload(t, st)
-	appendPieces(t, u, b, 1000, 99_000)
+	appendPieces(t, u, b, 1000, 99_000, 5<<20, 3<<20)
 	d := sha512Of(b)
 	if err := u.Commit(ctx, d); err != nil {
 		t.Fatalf("Commit(%s): %v", d, err)
@@ -420,6 +421,12 @@ func (s suite) uploadSHA512(t *testing.T) {
 	wantBlob(t, st, d, b)
 	wantAbsent(t, st, sha256Of(b))
 	wantUploadGone(t, st, u.ID())
+
+	u = newUpload(t, st)
+	appendPieces(t, u, b[:1<<20], 1000)
+	if err := u.Commit(ctx, sha512Of(b)); !errors.Is(err, storage.ErrDigestMismatch) {
+		t.Errorf("Commit under the sha512 digest of other content: %v; want ErrDigestMismatch", err)
+	}
 }
 
 func (s suite) uploadEmpty(t *testing.T) {
