@@ -18,20 +18,24 @@ import (
 // internal/enginetest the first time a server needs them, and stopped at the end of the run):
 // berth with its blobs in a bucket and its metadata in PostgreSQL, alone (berth-s3pg), with its
 // blob GETs answered by a 307 to the bucket (berth-s3pg-redir), and three replicas behind HAProxy
-// (berth-s3pg-3); Distribution v3 with its s3 driver on the same versitygw (v3-s3). Every start
+// (berth-s3pg-3) or one (berth-s3pg-1); Distribution v3 with its s3 driver on the same versitygw (v3-s3). Every start
 // gets a database and a bucket of its own, removed when it stops. The engines' CPU is counted
 // neither as the server's nor as other processes'.
 
 // onEngines says whether a server needs the engines.
 func onEngines(name string) bool { return strings.HasPrefix(name, "berth-s3pg") || name == "v3-s3" }
 
-// replicasOf is how many berth processes a server runs behind HAProxy (1: no HAProxy).
+// replicasOf is how many berth processes a server runs; behindLB says whether HAProxy is in
+// front of them: berth-s3pg-1 is one replica behind HAProxy, the baseline that berth-s3pg-3 is
+// measured against when the question is what scaling out costs (the same load balancer in front).
 func replicasOf(name string) int {
 	if name == "berth-s3pg-3" {
 		return 3
 	}
 	return 1
 }
+
+func behindLB(name string) bool { return name == "berth-s3pg-3" || name == "berth-s3pg-1" }
 
 // space is one server's database and bucket.
 type space struct {

@@ -434,7 +434,7 @@ func newResults(o options, p plan) *results {
 	}
 	if slices.ContainsFunc(o.servers, onEngines) {
 		note := "servers on the engines (berth-s3pg*, v3-s3): the CPU of PostgreSQL and versitygw is counted neither as the server's nor as other processes'; " +
-			"berth-s3pg-3 is three replicas behind HAProxy, its CPU theirs and HAProxy's, its peak RSS its largest replica's"
+			"berth-s3pg-3 is three replicas behind HAProxy (berth-s3pg-1 one), its CPU theirs and HAProxy's, its peak RSS its largest replica's"
 		for _, sr := range []*series{res.manifest, res.manifestCPU, res.download, res.push} {
 			sr.notes = append(sr.notes, note)
 		}
@@ -589,8 +589,10 @@ func (s *series) ratioPairs() [][2]string {
 			pairs = append(pairs, [2]string{name, "v3-s3"})
 		}
 	}
-	if has("berth-s3pg") && has("berth-s3pg-3") {
-		pairs = append(pairs, [2]string{"berth-s3pg-3", "berth-s3pg"})
+	for _, ref := range []string{"berth-s3pg", "berth-s3pg-1"} {
+		if has(ref) && has("berth-s3pg-3") {
+			pairs = append(pairs, [2]string{"berth-s3pg-3", ref})
+		}
 	}
 	return pairs
 }

@@ -163,8 +163,8 @@ func startServer(ctx context.Context, o options, tmp, name, dlFile string, px *p
 			}
 		}()
 	}
-	if n := replicasOf(name); n > 1 {
-		s, err = startCluster(ctx, o, tmp, name, n, px, sp)
+	if behindLB(name) {
+		s, err = startCluster(ctx, o, tmp, name, replicasOf(name), px, sp)
 	} else {
 		s, err = startProcess(ctx, o, tmp, name, name, dlFile, px, sp)
 	}
