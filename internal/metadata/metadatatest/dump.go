@@ -203,3 +203,29 @@ func CheckAll(t *testing.T, s Full) {
 		t.Errorf("Blob(config) = %+v, %v", rec, err)
 	}
 }
+
+// CheckCovered fails for every column of the backend's schema (table, column pairs) that a
+// migration does not move: neither in metadata.Tables (under the name stored gives the column of
+// table) nor in one of the tables that are only in flight (notMoved), nor a repository's own id.
+// So a migration that adds a column without adding it to metadata.Tables fails here.
+func CheckCovered(t *testing.T, schema [][2]string, stored func(table string, i int, c metadata.Column) string, notMoved ...string) {
+	t.Helper()
+	moved := map[string][]string{}
+	for _, tb := range metadata.Tables {
+		for i, c := range tb.Columns {
+			moved[tb.Name] = append(moved[tb.Name], stored(tb.Name, i, c))
+		}
+	}
+	if len(schema) == 0 {
+		t.Fatal("the schema has no columns: the test would not see any")
+	}
+	for _, tc := range schema {
+		table, col := tc[0], tc[1]
+		if slices.Contains(notMoved, table) || table == "repositories" && col == "id" {
+			continue
+		}
+		if !slices.Contains(moved[table], col) {
+			t.Errorf("column %s.%s is not in metadata.Tables: a migration would lose it", table, col)
+		}
+	}
+}
