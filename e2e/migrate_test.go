@@ -3,7 +3,6 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -35,15 +34,7 @@ func TestMigrateToReplicas(t *testing.T) {
 	if out, err := exec.Command(berthBin, "encryption", "keygen", key).CombinedOutput(); err != nil {
 		t.Fatalf("berth encryption keygen: %v\n%s", err, out)
 	}
-	proxy := fmt.Sprintf(`encryption:
-  key_file: %s
-proxy:
-  defaults: false
-  rules:
-    - prefix: docker-hub
-      upstream: %s
-      docker_hub: true
-`, key, hub.RegistryURL())
+	proxy := "encryption:\n  key_file: " + key + "\n" + hubProxy(hub)
 	srcConfig := filepath.Join(t.TempDir(), "berth.yaml")
 	if err := os.WriteFile(srcConfig, []byte(proxy), 0o600); err != nil {
 		t.Fatal(err)

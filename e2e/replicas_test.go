@@ -488,14 +488,7 @@ func TestReplicasPullThrough(t *testing.T) {
 		t.Fatal(err)
 	}
 	hub.SetThrottle(3 << 20) // about a second for the image: every replica asks meanwhile
-	c := startCluster(t, 3, "", fmt.Sprintf(`proxy:
-  defaults: false
-  rules:
-    - prefix: docker-hub
-      upstream: %s
-      docker_hub: true
-      revalidate: always
-`, hub.RegistryURL()))
+	c := startCluster(t, 3, "", hubProxy(hub, "revalidate: always"))
 	secret := authRobot(c.front, "puller", "docker-hub/*", "pull,fetch")
 	token := bearerAuth(authToken(t, c.front, "puller", secret, "repository:docker-hub/library/app:pull"))
 	pullAll := func() (failed int32) {
@@ -723,13 +716,7 @@ func TestReplicasFillHolderKilled(t *testing.T) {
 	if _, err := hub.PushImage("library/big", "v1", layer); err != nil {
 		t.Fatal(err)
 	}
-	c := startCluster(t, 3, "", fmt.Sprintf(`proxy:
-  defaults: false
-  rules:
-    - prefix: docker-hub
-      upstream: %s
-      docker_hub: true
-`, hub.RegistryURL()))
+	c := startCluster(t, 3, "", hubProxy(hub))
 	secret := authRobot(c.front, "puller", "docker-hub/*", "pull,fetch")
 	token := bearerAuth(authToken(t, c.front, "puller", secret, "repository:docker-hub/library/big:pull"))
 	holder, others := c.replicas[0], c.replicas[1:]
@@ -793,4 +780,15 @@ func TestReplicasFillHolderKilled(t *testing.T) {
 	if n := hub.Counts().BlobGet; n != 2 {
 		t.Errorf("the upstream saw %d GETs of the blob; want 2 (the killed download, the one that took over)", n)
 	}
+}
+
+// hubProxy is the proxy section of a configuration with one rule, docker-hub, on hub, with more
+// of the rule's keys (lines such as "revalidate: always").
+func hubProxy(hub *hubemu.Hub, ruleKeys ...string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "proxy:\n  defaults: false\n  rules:\n    - prefix: docker-hub\n      upstream: %s\n      docker_hub: true\n", hub.RegistryURL())
+	for _, k := range ruleKeys {
+		fmt.Fprintf(&b, "      %s\n", k)
+	}
+	return b.String()
 }
