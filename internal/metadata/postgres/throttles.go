@@ -50,17 +50,8 @@ func (s *Store) ReserveGuess(ctx context.Context, budgets []metadata.Budget, now
 		if err != nil {
 			return err
 		}
-		got := map[string]time.Time{}
-		for rows.Next() {
-			var k string
-			var t time.Time
-			if err := rows.Scan(&k, &t); err != nil {
-				rows.Close()
-				return err
-			}
-			got[k] = t
-		}
-		if err := rows.Err(); err != nil {
+		got, err := fullAts(rows)
+		if err != nil {
 			return err
 		}
 		fullAt := make([]time.Time, len(keys))
@@ -92,17 +83,8 @@ func (s *Store) RefundGuess(ctx context.Context, budgets []metadata.Budget, now 
 		if err != nil {
 			return err
 		}
-		got := map[string]time.Time{}
-		for rows.Next() {
-			var k string
-			var t time.Time
-			if err := rows.Scan(&k, &t); err != nil {
-				rows.Close()
-				return err
-			}
-			got[k] = t
-		}
-		if err := rows.Err(); err != nil {
+		got, err := fullAts(rows)
+		if err != nil {
 			return err
 		}
 		var keys []string
@@ -162,4 +144,16 @@ func (s *Store) PruneThrottles(ctx context.Context, now, knownSince time.Time) (
 		return err
 	})
 	return n, err
+}
+
+// fullAts reads rows of (key, full_at) into a map.
+func fullAts(rows pgx.Rows) (map[string]time.Time, error) {
+	got := map[string]time.Time{}
+	var k string
+	var t time.Time
+	_, err := pgx.ForEachRow(rows, []any{&k, &t}, func() error {
+		got[k] = t
+		return nil
+	})
+	return got, err
 }
