@@ -219,22 +219,21 @@ func (s *Store) PutManifest(ctx context.Context, repo string, m *metadata.NewMan
 				return errRetry
 			}
 		}
-		// A foreign key violation here is the manifest deleted since the insert (the blobs and
-		// children are locked): push again.
-		if len(m.Blobs) > 0 {
-			_, err := tx.Exec(ctx, `INSERT INTO manifest_blobs (repo_id, manifest, digest)
-				SELECT $1::bigint, $2::text, d FROM unnest($3::text[]) AS d ON CONFLICT DO NOTHING`,
-				id, m.Digest.String(), digests(m.Blobs))
-			if sqlState(err) == foreignKeyViolation {
-				return fmt.Errorf("%w: %v", errRetry, err)
-			} else if err != nil {
-				return err
+		// What it references. A foreign key violation here is the manifest deleted since the
+		// insert (the blobs and children are locked): push again.
+		for _, refs := range []struct {
+			insert string
+			ds     []oci.Digest
+		}{
+			{`INSERT INTO manifest_blobs (repo_id, manifest, digest)
+				SELECT $1::bigint, $2::text, d FROM unnest($3::text[]) AS d ON CONFLICT DO NOTHING`, m.Blobs},
+			{`INSERT INTO manifest_children (repo_id, parent, child)
+				SELECT $1::bigint, $2::text, c FROM unnest($3::text[]) AS c ON CONFLICT DO NOTHING`, m.Children},
+		} {
+			if len(refs.ds) == 0 {
+				continue
 			}
-		}
-		if len(m.Children) > 0 {
-			_, err := tx.Exec(ctx, `INSERT INTO manifest_children (repo_id, parent, child)
-				SELECT $1::bigint, $2::text, c FROM unnest($3::text[]) AS c ON CONFLICT DO NOTHING`,
-				id, m.Digest.String(), digests(m.Children))
+			_, err := tx.Exec(ctx, refs.insert, id, m.Digest.String(), digests(refs.ds))
 			if sqlState(err) == foreignKeyViolation {
 				return fmt.Errorf("%w: %v", errRetry, err)
 			} else if err != nil {

@@ -193,16 +193,15 @@ func (s *Store) PutManifest(ctx context.Context, repo string, m *metadata.NewMan
 			id, m.Digest.String(), m.MediaType, m.ArtifactType, subject, annotations, m.Content, t); err != nil {
 			return err
 		}
-		for _, d := range m.Blobs {
-			if _, err := tx.ExecContext(ctx, `INSERT INTO manifest_blobs (repo_id, manifest, digest) VALUES (?, ?, ?)
-				ON CONFLICT DO NOTHING`, id, m.Digest.String(), d.String()); err != nil {
-				return err
-			}
-		}
-		for _, d := range m.Children {
-			if _, err := tx.ExecContext(ctx, `INSERT INTO manifest_children (repo_id, parent, child) VALUES (?, ?, ?)
-				ON CONFLICT DO NOTHING`, id, m.Digest.String(), d.String()); err != nil {
-				return err
+		// What it references.
+		for insert, ds := range map[string][]oci.Digest{
+			`INSERT INTO manifest_blobs (repo_id, manifest, digest) VALUES (?, ?, ?) ON CONFLICT DO NOTHING`: m.Blobs,
+			`INSERT INTO manifest_children (repo_id, parent, child) VALUES (?, ?, ?) ON CONFLICT DO NOTHING`: m.Children,
+		} {
+			for _, d := range ds {
+				if _, err := tx.ExecContext(ctx, insert, id, m.Digest.String(), d.String()); err != nil {
+					return err
+				}
 			}
 		}
 		for _, tag := range tags {
