@@ -506,13 +506,25 @@ func TestReplicasPullThrough(t *testing.T) {
 		wg.Wait()
 		return n.Load()
 	}
+	fromBucket := c.s3Fwd.Served()
 	if failed := pullAll(); failed > 0 {
 		t.Fatalf("%d of 150 cold pulls failed", failed)
 	}
+	fromBucket = c.s3Fwd.Served() - fromBucket
 	counts := hub.Counts()
 	t.Logf("150 cold pulls through 3 replicas: the upstream saw %d manifest GETs, %d blob GETs (%d blobs)", counts.ManifestGet, counts.BlobGet, len(img.Layers)+1)
 	if counts.ManifestGet != 1 || counts.BlobGet != int64(len(img.Layers)+1) {
 		t.Errorf("upstream requests: %d manifest GETs, %d blob GETs; want 1 and %d", counts.ManifestGet, counts.BlobGet, len(img.Layers)+1)
+	}
+	// The clients of a replica that waited for another's fill share one read of each blob from
+	// the bucket (the fill relays it), rather than each reading the whole blob.
+	var image int64
+	for _, l := range layers {
+		image += int64(len(l))
+	}
+	t.Logf("the bucket sent the replicas %.1f MiB during the cold pulls (the image: %.1f MiB)", float64(fromBucket)/(1<<20), float64(image)/(1<<20))
+	if fromBucket > 30*image {
+		t.Errorf("the bucket sent the replicas %d bytes during the cold pulls, over 30 times the image's %d: the clients waiting on another replica's fill read the bucket each", fromBucket, image)
 	}
 	hub.ResetCounts()
 	if failed := pullAll(); failed > 0 {

@@ -183,11 +183,52 @@ func (c *Cache) run(f *fill, rule *Rule, local, up string, d oci.Digest) error {
 		return c.download(ctx, f, rule, local, up, d, p)
 	})
 	if stored {
+		rule.stats.hits.Add(1)
+		if c.relays() {
+			return c.relay(ctx, f, d)
+		}
 		f.mu.Lock()
 		f.stored = true
 		f.mu.Unlock()
-		rule.stats.hits.Add(1)
 	}
+	return err
+}
+
+// relays reports whether the clients of a fill that finds the blob stored (by another replica)
+// share one read of it: when the store is object storage, where each client's own read would
+// be a GET of the whole blob from the bucket. Not on a filesystem (each client reads the file
+// with sendfile), nor with encryption (the memory cache layer shares the reads there, and a
+// temporary file would hold plaintext).
+func (c *Cache) relays() bool {
+	_, local := c.blobs.(storage.FileAdopter)
+	_, sealed := c.blobs.(storage.Spooler)
+	return !local && !sealed
+}
+
+// relay reads stored blob d once into a temporary file, which the fill's clients read as it
+// grows, as they read an upstream body; the bytes are verified against d on the way.
+func (c *Cache) relay(ctx context.Context, f *fill, d oci.Digest) error {
+	rc, size, err := c.blobs.Open(ctx, d)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	tmp, err := os.CreateTemp("", "berth-relay-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	defer tmp.Close()
+	read, err := os.Open(tmp.Name())
+	if err != nil {
+		return err
+	}
+	f.mu.Lock()
+	f.ready, f.size, f.file = true, size, read
+	f.cond.Broadcast()
+	f.mu.Unlock()
+	pm := pumping{f: f, body: rc, dst: tmp, size: size, bound: size, d: d, space: func(int64) error { return nil }}
+	_, err = pm.run()
 	return err
 }
 
