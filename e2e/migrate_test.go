@@ -56,6 +56,16 @@ func TestMigrateToReplicas(t *testing.T) {
 	if err := one.pull(robot, "docker-hub/library/app", "v1", cached.Digest); err != nil {
 		t.Fatalf("pull through the cache: %v", err)
 	}
+	// While a berth serves the directory, migrate refuses (its lock), before it touches a target.
+	unreachable := filepath.Join(t.TempDir(), "target.yaml")
+	if err := os.WriteFile(unreachable, []byte("storage:\n  driver: s3\n  s3:\n    bucket: b\n    region: r\n"+
+		"    endpoint: http://127.0.0.1:9\n    path_style: true\nmetadata:\n  driver: postgres\n  dsn_env: BERTH_TEST_NO_DSN\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(berthBin, "migrate", "--from", src.Data, "--config", unreachable).CombinedOutput(); err == nil ||
+		!strings.Contains(string(out), "is a berth serving it? stop it first") {
+		t.Errorf("berth migrate while berth serves the directory: %v\n%s", err, out)
+	}
 	src.Stop()
 
 	var out string
