@@ -43,10 +43,14 @@ func cols(kv ...any) []Column {
 	return out
 }
 
+// BlobsTable is the record of every blob: digest, size (nil while only reserved), touched. A
+// migration copies the bytes of those with a size.
+var BlobsTable = Table{"blobs", cols("digest", Text, "size", NullInt, "touched", Time)}
+
 // Tables lists the tables that a migration moves, each after those its rows refer to.
 var Tables = []Table{
 	{"repositories", cols("name", Text, "created", Time)},
-	{"blobs", cols("digest", Text, "size", NullInt, "touched", Time)},
+	BlobsTable,
 	{"repo_blobs", cols("repo", Repo, "digest", Text, "size", Int)},
 	{"manifests", cols("repo", Repo, "digest", Text, "media_type", Text, "artifact_type", Text,
 		"subject", NullText, "annotations", NullText, "content", Bytes, "created", Time)},

@@ -86,16 +86,6 @@ func Run(ctx context.Context, src, dst Side, log *slog.Logger) (Report, error) {
 	return rep, nil
 }
 
-// blobsTable is metadata.Tables' record of every stored blob.
-func blobsTable() metadata.Table {
-	for _, t := range metadata.Tables {
-		if t.Name == "blobs" {
-			return t
-		}
-	}
-	panic("metadata.Tables has no blobs table")
-}
-
 // copyBlobs copies every blob the source's metadata records as stored (a size: reservations
 // that were never linked have no bytes to move).
 func copyBlobs(ctx context.Context, src, dst Side, rep *Report, log *slog.Logger) error {
@@ -104,7 +94,7 @@ func copyBlobs(ctx context.Context, src, dst Side, rep *Report, log *slog.Logger
 		size int64
 	}
 	var blobs []blob
-	err := src.Meta.Dump(ctx, blobsTable(), func(row []any) error {
+	err := src.Meta.Dump(ctx, metadata.BlobsTable, func(row []any) error {
 		if size := row[1].(*int64); size != nil {
 			blobs = append(blobs, blob{oci.Digest(row[0].(string)), *size})
 		}

@@ -206,30 +206,45 @@ func (c *Cache) relays() bool {
 }
 
 // relay reads stored blob d once into a temporary file, which the fill's clients read as it
-// grows, as they read an upstream body; the bytes are verified against d on the way.
+// grows, as they read an upstream body.
 func (c *Cache) relay(ctx context.Context, f *fill, d oci.Digest) error {
 	rc, size, err := c.blobs.Open(ctx, d)
 	if err != nil {
 		return err
 	}
 	defer rc.Close()
-	tmp, err := os.CreateTemp("", "berth-relay-*")
+	pm := pumping{f: f, body: rc, size: size, bound: size, d: d, stored: true, space: func(int64) error { return nil }}
+	tmp, err := c.toFile(&pm)
 	if err != nil {
 		return err
 	}
 	defer os.Remove(tmp.Name())
 	defer tmp.Close()
-	read, err := os.Open(tmp.Name())
-	if err != nil {
-		return err
-	}
-	f.mu.Lock()
-	f.ready, f.size, f.file = true, size, read
-	f.cond.Broadcast()
-	f.mu.Unlock()
-	pm := pumping{f: f, body: rc, dst: tmp, size: size, bound: size, d: d, space: func(int64) error { return nil }}
 	_, err = pm.run()
 	return err
+}
+
+// toFile creates the temporary file into which pm writes and from which the fill's readers read
+// as it grows, and hands it to them; the caller runs pm, and removes the file (a no-op once it
+// is adopted into the store).
+func (c *Cache) toFile(pm *pumping) (*os.File, error) {
+	tmp, err := c.createTemp()
+	if err != nil {
+		return nil, err
+	}
+	read, err := os.Open(tmp.Name())
+	if err != nil {
+		tmp.Close()
+		os.Remove(tmp.Name())
+		return nil, err
+	}
+	f := pm.f
+	f.mu.Lock()
+	f.ready, f.size, f.file = true, pm.size, read
+	f.cond.Broadcast()
+	f.mu.Unlock()
+	pm.dst = tmp
+	return tmp, nil
 }
 
 // download is run's upstream GET of d, as p planned it.
@@ -268,22 +283,11 @@ func (c *Cache) download(ctx context.Context, f *fill, rule *Rule, local, up str
 			return c.runSpool(ctx, sp, &pm, local)
 		}
 	}
-	tmp, err := c.createTemp()
+	tmp, err := c.toFile(&pm)
 	if err != nil {
 		return err
 	}
 	defer os.Remove(tmp.Name()) // a no-op once adopted
-	read, err := os.Open(tmp.Name())
-	if err != nil {
-		tmp.Close()
-		return err
-	}
-	f.mu.Lock()
-	f.ready, f.size, f.file = true, size, read
-	f.cond.Broadcast()
-	f.mu.Unlock()
-
-	pm.dst = tmp
 	written, err := pm.run()
 	if err != nil {
 		tmp.Close()
@@ -354,14 +358,20 @@ type pumping struct {
 	bound int64 // the most it may hold
 	d     oci.Digest
 	space func(n int64) error // whether n more bytes may be written
+	// stored: the body is the store's copy, verified when it was stored, and not hashed again
+	// (as a client reading the store directly gets it).
+	stored bool
 }
 
 // run copies the body to dst, announcing progress to the fill's readers, and verifies the size and
-// the digest. It reads at most one byte past the bound, and never writes or announces that byte,
+// (unless stored) the digest. It reads at most one byte past the bound, and never writes or announces that byte,
 // so that no reader ever gets more than bound-1 bytes of a body that fails.
 func (pm *pumping) run() (int64, error) {
 	f, d := pm.f, pm.d
 	h := d.Algorithm().Hash()
+	if pm.stored {
+		h = nil
+	}
 	buf := make([]byte, 256<<10)
 	body := io.LimitReader(pm.body, min(pm.bound, math.MaxInt64-1)+1)
 	var written, announced int64
@@ -377,7 +387,9 @@ func (pm *pumping) run() (int64, error) {
 			if _, err := pm.dst.Write(buf[:n]); err != nil {
 				return written, err
 			}
-			h.Write(buf[:n])
+			if h != nil {
+				h.Write(buf[:n])
+			}
 			written += int64(n)
 			f.mu.Lock()
 			f.written = written
@@ -400,6 +412,9 @@ func (pm *pumping) run() (int64, error) {
 	}
 	if pm.size >= 0 && written != pm.size {
 		return written, &Error{Kind: KindInvalid, Message: fmt.Sprintf("blob body has %d bytes, not %d", written, pm.size)}
+	}
+	if h == nil {
+		return written, nil
 	}
 	if got := digest.NewDigest(d.Algorithm(), h); got != d {
 		return written, &Error{Kind: KindInvalid, Message: fmt.Sprintf("blob content is %s, not %s", got, d)}
