@@ -30,7 +30,7 @@ func TestServersOnEngines(t *testing.T) {
 	}
 	if o.v3, err = exec.LookPath(o.v3); err != nil {
 		if o.v3, err = exec.LookPath("registry"); err != nil {
-			t.Skip("no Distribution v3 (registry): scripts/install-tools.sh --bench")
+			t.Skip("no Distribution v3 (registry): scripts/install-tools.sh")
 		}
 	}
 	tmp := t.TempDir()

@@ -2,8 +2,7 @@
 # Installs every outside tool the tests and benchmarks use, into .tools/bin (Go tools) and the
 # system (Debian packages). Idempotent: a tool already at the wanted version is not installed again.
 # Usage: scripts/install-tools.sh [--bench]
-#   --bench also installs what bench/ compares berth with: CNCF Distribution 2.8 (Debian) and v3
-#   (go install, ~4 min), and wrk.
+#   --bench also installs what only bench/ runs: CNCF Distribution 2.8 (Debian) and wrk.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export GOBIN="$PWD/.tools/bin"
@@ -32,10 +31,10 @@ tools=(
   "staticcheck|honnef.co/go/tools/cmd/staticcheck@v0.8.2"
   # the S3-compatible server the s3 blob store is tested against (internal/enginetest), ~3 min
   "versitygw|github.com/versity/versitygw/cmd/versitygw@v1.8.0"
+  # CNCF Distribution v3, what bench/ compares berth with; bench TestServersOnEngines starts it on
+  # versitygw as the benchmark does (~4 min, built while the others build)
+  "registry|github.com/distribution/distribution/v3/cmd/registry@v3.1.2"
 )
-if [ "${1:-}" = "--bench" ]; then
-  tools+=("registry|github.com/distribution/distribution/v3/cmd/registry@v3.1.2")
-fi
 pids=()
 for t in "${tools[@]}"; do
   name=${t%%|*}; mod=${t#*|}
