@@ -95,7 +95,7 @@ func (s *Service) fresh(sn *snapshot) bool {
 }
 
 // Changed tells the service that accounts or grants changed in the store (another process said
-// so: metadata.AuthNotifier): the next request compares the version and reloads, rather than
+// so: metadata.AuthChannel): the next request compares the version and reloads, rather than
 // wait for the next comparison.
 func (s *Service) Changed() { s.changes.Add(1) }
 

@@ -57,8 +57,8 @@ type Metadata struct {
 	DSNEnv  string `yaml:"dsn_env"`
 	DSNFile string `yaml:"dsn_file"`
 	// MemoryCache is how many bytes of memory keep manifests that were pulled, so that pulling
-	// them again costs no database query; 0 turns it off. With sqlite (one writer) tags are
-	// kept too; with postgres (replicas write too) only lookups by digest.
+	// them again costs no database query; 0 turns it off. With postgres, replicas keep each
+	// other's exact through the database's notifications (internal/metadata/hot).
 	MemoryCache int64 `yaml:"memory_cache"`
 }
 

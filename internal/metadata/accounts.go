@@ -82,10 +82,23 @@ type Accounts interface {
 	CreateSetting(ctx context.Context, key string, value []byte) error
 }
 
-// AuthNotifier is an optional capability of stores that several processes share: ListenAuth
-// calls changed soon after every committed change to accounts or grants, by any process, and
-// once when it starts listening (for what changed before). It returns when ctx ends (nil) or the
-// notifications stop (an error): the caller listens again, and compares AuthVersion meanwhile.
-type AuthNotifier interface {
-	ListenAuth(ctx context.Context, changed func()) error
+// Notifier is an optional capability of stores that several processes share: short messages on
+// named channels, which every process listening on the channel receives once the transaction that
+// sent them has committed, in the order they were committed. The store itself sends on AuthChannel
+// with every committed change to accounts or grants.
+type Notifier interface {
+	// Listen delivers every message sent on channels to got, one at a time and in order. It
+	// calls ready once it listens (what was sent before is not delivered: the caller catches up
+	// then). It returns nil when ctx ends, an error when the messages stop (the connection
+	// failed): the caller listens again, and meanwhile polls for what it would have heard.
+	Listen(ctx context.Context, channels []string, ready func(), got func(channel, payload string)) error
+	// Notify sends payload (at most MaxPayload bytes) on channel.
+	Notify(ctx context.Context, channel, payload string) error
 }
+
+// AuthChannel is the channel of a Notifier on which the store announces changes to accounts and
+// grants (the payload says nothing more).
+const AuthChannel = "berth_auth"
+
+// MaxPayload bounds a Notifier's message (PostgreSQL's limit is 8000 bytes).
+const MaxPayload = 7999

@@ -17,4 +17,7 @@ type Leases interface {
 	// ReleaseLease gives up holder's lease name, so that another process may take it at once;
 	// it is not an error if holder does not hold it.
 	ReleaseLease(ctx context.Context, name, holder string) error
+	// Leased returns the names, starting with prefix, of the leases held now (not expired), in
+	// no particular order: replicas announce themselves to each other with such leases.
+	Leased(ctx context.Context, prefix string) ([]string, error)
 }

@@ -75,13 +75,19 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	})
 
 	// The registry and the pull-through cache write manifests and tags through this one value,
-	// so that its memory of them is dropped by every write this process makes. With postgres,
-	// other replicas write too, and nothing tells this one yet: not even lookups by digest are
-	// kept (a manifest deleted elsewhere would be served on), until invalidation across
-	// replicas comes.
+	// so that its memory of them is dropped by every write this process makes. Replicas sharing
+	// the store keep each other's memory exact through its notifications (hot.Peers); a store
+	// shared without them (none but postgres is shared) would keep lookups by digest only.
 	var store metadata.Store = meta
-	if !cfg.Metadata.Shared() && cfg.Metadata.MemoryCache > 0 {
-		store = hot.New(meta, hot.Options{Exclusive: true, MaxBytes: cfg.Metadata.MemoryCache})
+	follow := map[string]follower{} // what this process does with the messages of other processes
+	if cfg.Metadata.MemoryCache > 0 {
+		h := hot.New(meta, hot.Options{Exclusive: !cfg.Metadata.Shared(), MaxBytes: cfg.Metadata.MemoryCache})
+		store = h
+		if n, ok := meta.(metadata.Notifier); ok && cfg.Metadata.Shared() {
+			peers := hot.NewPeers(h, n, meta, holder, log)
+			follow[hot.Channel] = follower{ready: peers.Ready, got: peers.Got, down: peers.Down}
+			jobs.Go(func() { peers.Run(ctx) })
+		}
 	}
 	cache, err := newCache(cfg.Proxy, cfg.MinFreeSpace, blobs, store, log)
 	if err != nil {
@@ -124,11 +130,12 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 				exclusive(ctx, meta, "login-throttle-prune", holder, time.Minute, log, pruneThrottles(authn, log))
 			})
 		}
-		if n, ok := meta.(metadata.AuthNotifier); ok && cfg.Metadata.Shared() {
-			jobs.Go(func() { listenAuth(ctx, n, authn, log) })
-		}
+		follow[metadata.AuthChannel] = follower{ready: authn.Changed, got: func(string) { authn.Changed() }}
 		reg.UseAuth(authn)
 		mux.Handle("/token", authn)
+	}
+	if n, ok := meta.(metadata.Notifier); ok && cfg.Metadata.Shared() {
+		jobs.Go(func() { listen(ctx, n, follow, log) })
 	}
 	mux.Handle("/v2/", reg)
 	mux.Handle("/berth/v1/upstreams", upstreamsHandler(cache, admins(authn)))
@@ -244,24 +251,6 @@ func pruneThrottles(authn *auth.Service, log *slog.Logger) func(context.Context)
 			log.Warn("pruning login throttles", "err", err)
 		} else if n > 0 {
 			log.Debug("pruned login throttles", "rows", n)
-		}
-	}
-}
-
-// listenAuth tells authn of every change to accounts and grants that another process commits, as
-// the store notifies it, until ctx ends. While the notifications are down (the database
-// restarting), authn compares the store's version every half second, as without them.
-func listenAuth(ctx context.Context, n metadata.AuthNotifier, authn *auth.Service, log *slog.Logger) {
-	for {
-		err := n.ListenAuth(ctx, authn.Changed)
-		if ctx.Err() != nil {
-			return
-		}
-		log.Warn("listening for account and grant changes; meanwhile they are polled for", "err", err)
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(time.Second):
 		}
 	}
 }

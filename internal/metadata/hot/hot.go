@@ -4,8 +4,9 @@
 // The cache is exact for a process that is the only writer of its store (Options.Exclusive: the
 // SQLite database of one berth process, which the account commands never write manifests or tags
 // to): every method that changes what GetManifest returns goes through the Store and drops what
-// it may have changed. With replicas sharing a store, others write too, and only lookups by
-// digest are cached: what a digest names in a repository never changes, it can only be deleted.
+// it may have changed. Replicas sharing a store stay exact with Peers (peers.go). Without either,
+// only lookups by digest are cached: what a digest names in a repository never changes, it can
+// only be deleted.
 package hot
 
 import (
@@ -57,6 +58,8 @@ type Store struct {
 	mu    sync.RWMutex
 	repos map[string]map[string]*entry // repository -> reference -> entry
 	size  int64                        // bytes of every entry, as cost counts them
+
+	peers *Peers // the other replicas sharing the store, if any (NewPeers)
 }
 
 type entry struct {
@@ -72,7 +75,13 @@ func New(s metadata.Store, o Options) *Store {
 
 // cacheable says whether a lookup of reference may be kept.
 func (s *Store) cacheable(reference string) bool {
-	return s.opt.MaxBytes > 0 && (s.opt.Exclusive || oci.IsDigest(reference))
+	if s.opt.MaxBytes <= 0 {
+		return false
+	}
+	if s.peers != nil {
+		return s.peers.Serving()
+	}
+	return s.opt.Exclusive || oci.IsDigest(reference)
 }
 
 // GetManifest implements metadata.Store: from memory, else from the store (then kept).
@@ -172,6 +181,25 @@ func (s *Store) dropRepo(repo string) {
 	delete(s.repos, repo)
 }
 
+// clear drops every entry, as a write of everything would.
+func (s *Store) clear() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.gen.Add(1)
+	s.repos = map[string]map[string]*entry{}
+	s.size = 0
+}
+
+// wrote ends a write to repo: it drops what the write may have changed (refs, or every entry of
+// repo when all is set) from this process's memory, then waits for the other replicas' (Peers.Sync).
+// It runs whether the write succeeded or not (a write reported as failed may have committed).
+func (s *Store) wrote(ctx context.Context, repo string, all bool, refs ...string) {
+	s.invalidate(repo, all, refs...)
+	if s.peers != nil {
+		s.peers.Sync(ctx)
+	}
+}
+
 // invalidate ends a write: it counts it (so that reads that began before it keep nothing) and
 // drops the given references of repo, or all of repo's entries when refs is nil. It runs after
 // the write, whether it succeeded or not (a write reported as failed may have been committed).
@@ -191,21 +219,24 @@ func (s *Store) invalidate(repo string, all bool, refs ...string) {
 // PutManifest implements metadata.Store; it drops the tags it moves (and the digest, which it
 // may be storing for the first time).
 func (s *Store) PutManifest(ctx context.Context, repo string, m *metadata.NewManifest, tags ...string) error {
-	defer s.invalidate(repo, false, append(slices.Clone(tags), m.Digest.String())...)
-	return s.Store.PutManifest(ctx, repo, m, tags...)
+	err := s.Store.PutManifest(ctx, repo, m, tags...)
+	s.wrote(ctx, repo, false, append(slices.Clone(tags), m.Digest.String())...)
+	return err
 }
 
 // DeleteManifest implements metadata.Store; it drops every entry of the repository, since the
 // tags that pointed at the manifest go with it.
 func (s *Store) DeleteManifest(ctx context.Context, repo string, d oci.Digest) error {
-	defer s.invalidate(repo, true)
-	return s.Store.DeleteManifest(ctx, repo, d)
+	err := s.Store.DeleteManifest(ctx, repo, d)
+	s.wrote(ctx, repo, true)
+	return err
 }
 
 // DeleteTag implements metadata.Store.
 func (s *Store) DeleteTag(ctx context.Context, repo, tag string) error {
-	defer s.invalidate(repo, false, tag)
-	return s.Store.DeleteTag(ctx, repo, tag)
+	err := s.Store.DeleteTag(ctx, repo, tag)
+	s.wrote(ctx, repo, false, tag)
+	return err
 }
 
 // Len reports how many manifest lookups are held and the bytes they count for.
@@ -216,4 +247,11 @@ func (s *Store) Len() (entries int, bytes int64) {
 		entries += len(refs)
 	}
 	return entries, s.size
+}
+
+// Holds reports whether what reference names in repo is in memory.
+func (s *Store) Holds(repo, reference string) bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.repos[repo][reference] != nil
 }

@@ -52,6 +52,32 @@ func RunLeases(t *testing.T, open func(t *testing.T) metadata.Leases) {
 			t.Fatal("a took its expired lease back from b")
 		}
 	})
+	t.Run("Leased", func(t *testing.T) {
+		st := open(t)
+		for _, l := range []struct {
+			name string
+			ttl  time.Duration
+		}{{"member/a", time.Minute}, {"member/b", time.Minute}, {"member/c", 20 * time.Millisecond}, {"members", time.Minute}, {"purge", time.Minute}} {
+			if got, err := st.AcquireLease(ctx, l.name, "x", l.ttl); err != nil || !got {
+				t.Fatalf("AcquireLease(%s): %v, %v", l.name, got, err)
+			}
+		}
+		if err := st.ReleaseLease(ctx, "member/b", "x"); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(50 * time.Millisecond) // member/c expires
+		got, err := st.Leased(ctx, "member/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != 1 || got[0] != "member/a" {
+			t.Errorf("Leased(member/) = %q, want [member/a] (b released, c expired, members and purge other names)", got)
+		}
+		// The prefix is a plain string, not a pattern.
+		if got, err := st.Leased(ctx, "member_"); err != nil || len(got) != 0 {
+			t.Errorf("Leased(member_) = %q, %v; want none", got, err)
+		}
+	})
 	t.Run("Concurrent", func(t *testing.T) {
 		st := open(t)
 		const n = 16

@@ -4,6 +4,8 @@ import (
 	"context"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/berth/berth/internal/metadata"
 )
 
@@ -25,4 +27,14 @@ func (s *Store) AcquireLease(ctx context.Context, name, holder string, ttl time.
 func (s *Store) ReleaseLease(ctx context.Context, name, holder string) error {
 	_, err := s.exec(ctx, `DELETE FROM leases WHERE name = $1 AND holder = $2`, name, holder)
 	return err
+}
+
+// Leased implements metadata.Leases.
+func (s *Store) Leased(ctx context.Context, prefix string) ([]string, error) {
+	rows, err := s.query(ctx, `SELECT name FROM leases WHERE starts_with(name, $1) AND expires > now()`, prefix)
+	if err != nil {
+		return nil, err
+	}
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	return names, mapError(err)
 }

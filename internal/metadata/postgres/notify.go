@@ -2,15 +2,18 @@ package postgres
 
 import (
 	"context"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/berth/berth/internal/metadata"
 )
 
-var _ metadata.AuthNotifier = (*Store)(nil)
+var _ metadata.Notifier = (*Store)(nil)
 
-// ListenAuth implements metadata.AuthNotifier with PostgreSQL's LISTEN on a connection of its
-// own, which it holds until ctx ends or the connection fails.
-func (s *Store) ListenAuth(ctx context.Context, changed func()) error {
+// Listen implements metadata.Notifier with PostgreSQL's LISTEN on a connection of its own, which
+// it holds until ctx ends or the connection fails.
+func (s *Store) Listen(ctx context.Context, channels []string, ready func(), got func(channel, payload string)) error {
 	pooled, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return mapError(err)
@@ -19,17 +22,29 @@ func (s *Store) ListenAuth(ctx context.Context, changed func()) error {
 	// closed at the end.
 	conn := pooled.Hijack()
 	defer conn.Close(context.WithoutCancel(ctx))
-	if _, err := conn.Exec(ctx, "LISTEN berth_auth"); err != nil {
-		return mapError(err)
+	for _, c := range channels {
+		if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{c}.Sanitize()); err != nil {
+			return mapError(err)
+		}
 	}
-	changed() // what changed while nobody listened
+	ready()
 	for {
-		if _, err := conn.WaitForNotification(ctx); err != nil {
+		n, err := conn.WaitForNotification(ctx)
+		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
 			return mapError(err)
 		}
-		changed()
+		got(n.Channel, n.Payload)
 	}
+}
+
+// Notify implements metadata.Notifier.
+func (s *Store) Notify(ctx context.Context, channel, payload string) error {
+	if len(payload) > metadata.MaxPayload {
+		return fmt.Errorf("notification of %d bytes on %s: at most %d", len(payload), channel, metadata.MaxPayload)
+	}
+	_, err := s.exec(ctx, `SELECT pg_notify($1, $2)`, channel, payload)
+	return err
 }

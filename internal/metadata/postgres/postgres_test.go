@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -241,37 +242,56 @@ func TestDumpCoversSchema(t *testing.T) {
 }
 
 // A store listening for account and grant changes hears of those another store commits (once on
-// starting to listen, then after each commit), and stops when its context ends.
-func TestListenAuth(t *testing.T) {
+// starting to listen, then after each commit), and stops when its context ends. Messages sent
+// with Notify arrive too, in the order they were sent.
+func TestListen(t *testing.T) {
 	dsn := enginetest.Postgres(t)
 	listener, writer := openAt(t, dsn), openAt(t, dsn)
 	defer listener.Close()
 	defer writer.Close()
 	ctx, cancel := context.WithCancel(context.Background())
-	heard := make(chan struct{}, 16)
+	heard := make(chan string, 16)
 	done := make(chan error, 1)
-	go func() { done <- listener.ListenAuth(ctx, func() { heard <- struct{}{} }) }()
-	wait := func(what string) {
+	go func() {
+		done <- listener.Listen(ctx, []string{metadata.AuthChannel, "berth_test"},
+			func() { heard <- "ready" },
+			func(channel, payload string) { heard <- channel + ":" + payload })
+	}()
+	wait := func(what, want string) {
 		t.Helper()
 		select {
-		case <-heard:
+		case got := <-heard:
+			if got != want {
+				t.Fatalf("%s: heard %q, want %q", what, got, want)
+			}
 		case err := <-done:
-			t.Fatalf("%s: ListenAuth returned %v", what, err)
+			t.Fatalf("%s: Listen returned %v", what, err)
 		case <-time.After(30 * time.Second):
 			t.Fatalf("%s: not heard", what)
 		}
 	}
-	wait("starting to listen")
+	wait("starting to listen", "ready")
 	if err := writer.AddGrant(context.Background(), metadata.Grant{Subject: "anonymous", Pattern: "x/*", Actions: []string{"pull"}}); err != nil {
 		t.Fatal(err)
 	}
-	wait("a grant added")
+	wait("a grant added", metadata.AuthChannel+":")
 	if err := writer.CreateAccount(context.Background(), &metadata.Account{Name: "bob", Kind: metadata.KindUser, Secret: "s"}); err != nil {
 		t.Fatal(err)
 	}
-	wait("an account created")
+	wait("an account created", metadata.AuthChannel+":")
+	for _, m := range []string{"one", "two", "three"} {
+		if err := writer.Notify(context.Background(), "berth_test", m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wait("Notify", "berth_test:one")
+	wait("Notify", "berth_test:two")
+	wait("Notify", "berth_test:three")
+	if err := writer.Notify(context.Background(), "berth_test", strings.Repeat("x", metadata.MaxPayload+1)); err == nil {
+		t.Error("Notify sent a message longer than MaxPayload")
+	}
 	cancel()
 	if err := <-done; err != nil {
-		t.Errorf("ListenAuth after its context ended: %v", err)
+		t.Errorf("Listen after its context ended: %v", err)
 	}
 }

@@ -37,3 +37,21 @@ func (s *Store) ReleaseLease(ctx context.Context, name, holder string) error {
 		return err
 	})
 }
+
+// Leased implements metadata.Leases.
+func (s *Store) Leased(ctx context.Context, prefix string) ([]string, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT name FROM leases WHERE substr(name, 1, length(?)) = ? AND expires > ?`, prefix, prefix, now())
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var names []string
+	for rows.Next() {
+		var n string
+		if err := rows.Scan(&n); err != nil {
+			return nil, err
+		}
+		names = append(names, n)
+	}
+	return names, rows.Err()
+}
