@@ -804,3 +804,56 @@ func hubProxy(hub *hubemu.Hub, ruleKeys ...string) string {
 	}
 	return b.String()
 }
+
+// TestReplicasManifestMemory: each replica keeps the manifests and tags it served in memory, and a
+// push or delete through any replica is what every replica answers as soon as the client has its
+// response (hot.Peers). Before each change every replica has served the old manifest (so holds it);
+// right after, each is asked directly, not through the load balancer.
+func TestReplicasManifestMemory(t *testing.T) {
+	t.Parallel()
+	c := startCluster(t, 3, "", "")
+	admin := basicAuth("admin", c.front.AdminPassword())
+	get := func(r *berth, ref string) (int, string) {
+		t.Helper()
+		resp, _, err := c.send(http.MethodGet, r.URL()+"/v2/team/app/manifests/"+ref, admin, nil, "Accept", "application/vnd.oci.image.manifest.v1+json")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.StatusCode, resp.Header.Get("Docker-Content-Digest")
+	}
+	warm := func(ref string) {
+		t.Helper()
+		for _, r := range c.replicas {
+			for range 2 {
+				if code, _ := get(r, ref); code != http.StatusOK {
+					t.Fatalf("replica %s: GET %s: %d", r.Addr, ref, code)
+				}
+			}
+		}
+	}
+	var old string
+	for i := range 20 {
+		d, _, err := c.push(admin, "team/app", "latest", fmt.Appendf(nil, "layer %d\n", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range c.replicas {
+			if code, got := get(r, "latest"); code != http.StatusOK || got != d {
+				t.Errorf("push %d: replica %s answers latest with %d %s, want %s (the pushed one)", i, r.Addr, code, got, d)
+			}
+		}
+		if old != "" {
+			warm(old)
+			if resp, b, err := c.send(http.MethodDelete, "/v2/team/app/manifests/"+old, admin, nil); err != nil || resp.StatusCode != http.StatusAccepted {
+				t.Fatalf("DELETE %s: %v %v %s", old, err, resp, b)
+			}
+			for _, r := range c.replicas {
+				if code, _ := get(r, old); code != http.StatusNotFound {
+					t.Errorf("replica %s answers a deleted manifest with %d, want 404", r.Addr, code)
+				}
+			}
+		}
+		warm("latest")
+		old = d
+	}
+}

@@ -67,6 +67,10 @@ type Cache struct {
 	// replicas, when set (ShareWith), coordinate upstream requests with other replicas.
 	replicas Shared
 	holder   string
+	notifier metadata.Notifier // replicas' messages, when the shared store has them
+
+	wakeMu sync.Mutex
+	wake   map[string]chan struct{} // lease key -> closed when another replica let go of it
 
 	// base is the context of fills: no client's, ended only by Close.
 	base   context.Context

@@ -18,6 +18,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/berth/berth/internal/hubemu"
+	"github.com/berth/berth/internal/metadata"
 	"github.com/berth/berth/internal/metadata/sqlite"
 	"github.com/berth/berth/internal/proxy"
 	"github.com/berth/berth/internal/registry"
@@ -69,7 +70,7 @@ func stores(t *testing.T) (*fs.Store, *sqlite.Store) {
 
 // serve starts berth (registry and cache, over blobs and meta) with one docker-hub rule in front
 // of hub, changed by edit; stall bounds how long an upstream body may send nothing.
-func serve(t *testing.T, hub *hubemu.Hub, blobs *fs.Store, meta *sqlite.Store, stall time.Duration, edit func(*proxy.Rule)) (string, *proxy.Cache, *proxy.Rule) {
+func serve(t *testing.T, hub *hubemu.Hub, blobs *fs.Store, meta metadata.Store, stall time.Duration, edit func(*proxy.Rule)) (string, *proxy.Cache, *proxy.Rule) {
 	t.Helper()
 	log := slog.New(slog.NewTextHandler(testWriter{t}, nil))
 	up, err := proxy.NewUpstream(proxy.UpstreamConfig{Name: "docker-hub", URL: hub.RegistryURL(),

@@ -16,14 +16,20 @@ import (
 // until the holder's answer is stored and serve that, or take the lease over when the holder
 // gives it up (it failed) or dies (the lease expires). Within one process, singleflight and the
 // fills map coalesce as before; the lease is taken once per process, by the flight's leader.
+// A holder that lets go of a lease says so on LeaseChannel, when the store can notify: the
+// replicas waiting on it look at once, rather than at their next poll.
 
 // Lease timing: a holder renews every leaseRenew, so a dead one is replaced within leaseTTL.
 var (
 	leaseTTL   = 15 * time.Second
 	leaseRenew = 5 * time.Second
-	// leasePoll is how often a replica waiting on another's lease looks for the answer.
+	// leasePoll is how often a replica waiting on another's lease looks for the answer, besides
+	// when the holder says it let go.
 	leasePoll = 100 * time.Millisecond
 )
+
+// LeaseChannel is the metadata.Notifier channel on which a replica names each lease it let go of.
+const LeaseChannel = "berth_leases"
 
 // Shared is what replicas share through the metadata store: leases, and small named values (the
 // upstream quotas they saw).
@@ -34,9 +40,57 @@ type Shared interface {
 }
 
 // ShareWith makes the cache coordinate its upstream requests with the other replicas that share
-// the store, as holder. Without it (one process), nothing is leased or shared.
+// the store, as holder. Without it (one process), nothing is leased or shared. If shared is also
+// a metadata.Notifier, the cache tells the others of each lease it lets go of; their messages go
+// to Released.
 func (c *Cache) ShareWith(shared Shared, holder string) {
 	c.replicas, c.holder = shared, holder
+	c.notifier, _ = shared.(metadata.Notifier)
+}
+
+// Released wakes whoever waits on the lease key that another replica let go of (a message on
+// LeaseChannel).
+func (c *Cache) Released(key string) {
+	c.wakeMu.Lock()
+	defer c.wakeMu.Unlock()
+	if ch, ok := c.wake[key]; ok {
+		close(ch)
+		delete(c.wake, key)
+	}
+}
+
+// ReleasedAll wakes every waiter: listening (re)started, and a message may have been missed.
+func (c *Cache) ReleasedAll() {
+	c.wakeMu.Lock()
+	defer c.wakeMu.Unlock()
+	for key, ch := range c.wake {
+		close(ch)
+		delete(c.wake, key)
+	}
+}
+
+// forget drops ch, from woken(key), when it is still there: its waiter is gone.
+func (c *Cache) forget(key string, ch <-chan struct{}) {
+	c.wakeMu.Lock()
+	defer c.wakeMu.Unlock()
+	if c.wake[key] == ch {
+		delete(c.wake, key)
+	}
+}
+
+// woken returns what Released closes for key.
+func (c *Cache) woken(key string) <-chan struct{} {
+	c.wakeMu.Lock()
+	defer c.wakeMu.Unlock()
+	if c.wake == nil {
+		c.wake = map[string]chan struct{}{}
+	}
+	ch, ok := c.wake[key]
+	if !ok {
+		ch = make(chan struct{})
+		c.wake[key] = ch
+	}
+	return ch
 }
 
 // quota is the freshest rate-limit state of r's upstream that any replica saw: this replica's
@@ -91,22 +145,37 @@ func (c *Cache) leased(ctx context.Context, key string, answered func(context.Co
 	}
 	key = "proxy:" + key
 	for {
-		if found, err := answered(ctx); err != nil || found {
+		done, found, err := c.leaseOnce(ctx, key, answered, fetch)
+		if done {
 			return found, err
 		}
-		got, err := c.replicas.AcquireLease(ctx, key, c.holder, leaseTTL)
-		if err != nil {
-			return false, err
-		}
-		if got {
-			return c.holding(ctx, key, answered, fetch)
-		}
-		select {
-		case <-ctx.Done():
-			return false, ctx.Err()
-		case <-time.After(leasePoll):
-		}
 	}
+}
+
+// leaseOnce is one turn of leased: look, take the lease or wait for it to be let go of (done
+// false: look again).
+func (c *Cache) leaseOnce(ctx context.Context, key string, answered func(context.Context) (bool, error), fetch func(context.Context) error) (done, found bool, err error) {
+	// Taken before looking, so that a release between the look and the wait wakes it.
+	woken := c.woken(key)
+	defer c.forget(key, woken)
+	if found, err := answered(ctx); err != nil || found {
+		return true, found, err
+	}
+	got, err := c.replicas.AcquireLease(ctx, key, c.holder, leaseTTL)
+	if err != nil {
+		return true, false, err
+	}
+	if got {
+		found, err := c.holding(ctx, key, answered, fetch)
+		return true, found, err
+	}
+	select {
+	case <-ctx.Done():
+		return true, false, ctx.Err()
+	case <-woken:
+	case <-time.After(leasePoll):
+	}
+	return false, false, nil
 }
 
 // holding runs fetch under the lease key, which it renews meanwhile and releases after.
@@ -135,6 +204,10 @@ func (c *Cache) holding(ctx context.Context, key string, answered func(context.C
 		defer cancel()
 		if err := c.replicas.ReleaseLease(rctx, key, c.holder); err != nil {
 			c.log.Warn("releasing an upstream lease", "lease", key, "err", err)
+		} else if c.notifier != nil && len(key) <= metadata.MaxPayload {
+			if err := c.notifier.Notify(rctx, LeaseChannel, key); err != nil {
+				c.log.Warn("telling other replicas of a released upstream lease", "lease", key, "err", err)
+			}
 		}
 	}()
 	// The previous holder may have stored the answer and let go just before this took over.

@@ -8,10 +8,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/berth/berth/internal/enginetest"
 	"github.com/berth/berth/internal/hubemu"
+	"github.com/berth/berth/internal/metadata/postgres"
 	"github.com/berth/berth/internal/metadata/sqlite"
 	"github.com/berth/berth/internal/proxy"
 )
+
+func TestMain(m *testing.M) { enginetest.Main(m) }
 
 // replicas starts n berths (registry + cache) that share one blob store and one metadata store,
 // as replicas on S3 and PostgreSQL do, each with its own cache and upstream client, coordinated
@@ -139,5 +143,60 @@ func TestReplicasShareQuota(t *testing.T) {
 	}
 	if s := caches[1].Status()[0]; s.Cache.QuotaSaves != 5 {
 		t.Errorf("the other replica's status: %+v; want 5 quota saves", s.Cache)
+	}
+}
+
+// TestReplicasLeaseReleaseWakes: on PostgreSQL, a replica waiting on another's fill is woken by the
+// holder's message that it let go of the lease (proxy.LeaseChannel), not by its poll: with the
+// poll slowed to an hour, 2 replicas × 5 concurrent cold pulls still all get the image, and the
+// upstream is asked once per blob.
+func TestReplicasLeaseReleaseWakes(t *testing.T) {
+	defer proxy.SetLeaseTiming(15*time.Second, 5*time.Second, time.Hour)()
+	hub := startHub(t, hubemu.Options{})
+	img, err := hub.PushImage("library/app", "v1", randomLayers(t, 2, 1<<20)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hub.SetThrottle(2 << 20) // each blob's fill lasts about half a second: the other replica waits
+	dsn := enginetest.Postgres(t)
+	blobs, _ := stores(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	var listening sync.WaitGroup
+	t.Cleanup(func() { cancel(); listening.Wait() })
+	var urls []string
+	for i := range 2 {
+		meta, err := postgres.Open(ctx, dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { meta.Close() })
+		url, cache, _ := serve(t, hub, blobs, meta, 10*time.Second, nil)
+		cache.ShareWith(meta, string(rune('a'+i)))
+		ready := make(chan struct{})
+		listening.Go(func() {
+			meta.Listen(ctx, []string{proxy.LeaseChannel}, func() { close(ready) }, func(_, key string) { cache.Released(key) })
+		})
+		<-ready
+		urls = append(urls, url)
+	}
+	pulled := make(chan error, 10)
+	for _, u := range urls {
+		for range 5 {
+			go func() { pulled <- pull(&http.Client{Transport: &http.Transport{}}, u, "docker-hub/app", "v1") }()
+		}
+	}
+	timeout := time.After(2 * time.Minute) // a hang, not a timing: the poll would take an hour
+	for range 10 {
+		select {
+		case err := <-pulled:
+			if err != nil {
+				t.Error(err)
+			}
+		case <-timeout:
+			t.Fatal("pulls waiting on the other replica's fill were not woken when it let go of its lease")
+		}
+	}
+	if c := hub.Counts(); c.ManifestGet != 1 || c.BlobGet != int64(len(img.Layers)+1) {
+		t.Errorf("upstream: %d manifest GETs, %d blob GETs; want 1 and %d", c.ManifestGet, c.BlobGet, len(img.Layers)+1)
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/berth/berth/internal/config"
 	"github.com/berth/berth/internal/metadata"
 	"github.com/berth/berth/internal/metadata/hot"
+	"github.com/berth/berth/internal/proxy"
 	"github.com/berth/berth/internal/registry"
 	"github.com/berth/berth/internal/storage"
 )
@@ -97,6 +98,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if cfg.Metadata.Shared() {
 		// Replicas share the store: one of them asks the upstream for a given thing at a time.
 		cache.ShareWith(meta, holder)
+		follow[proxy.LeaseChannel] = follower{ready: cache.ReleasedAll, got: cache.Released}
 	}
 	reg := registry.New(blobs, store, log)
 	reg.UseCache(cache)

@@ -57,6 +57,9 @@ type Peers struct {
 	until atomic.Pointer[time.Time] // serve from memory until then; nil: not now
 	lost  atomic.Bool               // listening stopped since memory was last emptied
 
+	listening chan struct{} // closed by the first Ready
+	once      sync.Once
+
 	seq     atomic.Uint64
 	mu      sync.Mutex
 	pending map[uint64]*barrier
@@ -72,7 +75,8 @@ type barrier struct {
 
 // NewPeers makes s a replica among others sharing its store, known to them as me.
 func NewPeers(s *Store, bus metadata.Notifier, leases metadata.Leases, me string, log *slog.Logger) *Peers {
-	p := &Peers{bus: bus, leases: leases, me: me, store: s, log: log, pending: map[uint64]*barrier{}}
+	p := &Peers{bus: bus, leases: leases, me: me, store: s, log: log, pending: map[uint64]*barrier{},
+		listening: make(chan struct{})}
 	s.peers = p
 	return p
 }
@@ -85,7 +89,7 @@ func (p *Peers) Serving() bool {
 
 // Ready is called when listening on Channel starts: nothing is served from memory until Run has
 // heard its own barrier through this listening.
-func (p *Peers) Ready() {}
+func (p *Peers) Ready() { p.once.Do(func() { close(p.listening) }) }
 
 // Down is called when listening on Channel stops: messages may be missed from now on.
 func (p *Peers) Down() {
@@ -213,6 +217,11 @@ func (p *Peers) Run(ctx context.Context) {
 			p.log.Warn("giving up the memory lease", "err", err)
 		}
 	}()
+	select { // the first barrier would not be heard before
+	case <-p.listening:
+	case <-ctx.Done():
+		return
+	}
 	t := time.NewTicker(Renew)
 	defer t.Stop()
 	for {
