@@ -90,6 +90,18 @@ type Store interface {
 	BlobSize(ctx context.Context, repo string, d oci.Digest) (int64, error)
 	// UnlinkBlob hides blob d from repo; ErrNotFound if it was not visible there.
 	UnlinkBlob(ctx context.Context, repo string, d oci.Digest) error
+	// BlobsToReview returns, in digest order after the digest after (a cursor; "" from the
+	// start), at most limit blobs queued for garbage collection since before t: reserved, linked,
+	// unlinked or released by a deleted manifest, and not looked at since.
+	BlobsToReview(ctx context.Context, before time.Time, after string, limit int) ([]oci.Digest, error)
+	// CollectBlob decides, under a lock on blob d's record, whether d is garbage: no manifest
+	// references it, no cached manifest declares it, and nothing reserved, linked, unlinked or
+	// released it since before. If so it deletes the record and the blob's links and calls
+	// remove (which deletes the bytes) before it commits; remove failing undoes it all. It
+	// reports whether d was garbage, and its size (-1 when never stored). With remove nil it
+	// changes nothing (a dry run). A blob found needed leaves the queue until it is released
+	// again; one touched too recently stays queued.
+	CollectBlob(ctx context.Context, d oci.Digest, before time.Time, remove func(context.Context) error) (garbage bool, size int64, err error)
 
 	// PutManifest stores m in repo and points each of tags at it. The references (Blobs,
 	// Children) are checked in the same transaction (ErrBlobUnknown, ErrManifestUnknown, wrapped
