@@ -43,9 +43,29 @@ type Config struct {
 
 	Shutdown Shutdown `yaml:"shutdown"`
 
+	// GC is online garbage collection.
+	GC GC `yaml:"gc"`
+
 	// Debug holds diagnostics, off by default.
 	Debug Debug `yaml:"debug"`
 }
+
+// GC configures online garbage collection (internal/gc).
+type GC struct {
+	// Grace is how long a blob must have been unneeded (pushed and not referenced, released by
+	// a deleted manifest) before it is deleted. It must be longer than any push takes from its
+	// first blob to its manifest: a blob pushed whose manifest has not come yet is unneeded too.
+	Grace time.Duration `yaml:"grace"`
+	// Interval is how often a pass runs, on one replica at a time; 0 turns online collection
+	// off (berth gc still runs a pass).
+	Interval time.Duration `yaml:"interval"`
+}
+
+// DefaultGCGrace and DefaultGCInterval are the defaults of gc.grace and gc.interval.
+const (
+	DefaultGCGrace    = 24 * time.Hour
+	DefaultGCInterval = time.Minute
+)
 
 // Uploads configures upload sessions.
 type Uploads struct {
@@ -76,6 +96,7 @@ func Default() Config {
 		Storage:      defaultStorage(),
 		Metadata:     defaultMetadata(),
 		Shutdown:     Shutdown{Timeout: DefaultShutdownTimeout},
+		GC:           GC{Grace: DefaultGCGrace, Interval: DefaultGCInterval},
 	}
 }
 
@@ -102,6 +123,12 @@ func (c Config) Validate() error {
 	}
 	if c.Data == "" {
 		errs = append(errs, errors.New("data: must not be empty"))
+	}
+	if c.GC.Grace < time.Minute {
+		errs = append(errs, fmt.Errorf("gc.grace %s: must be at least 1m (longer than any push takes from its first blob to its manifest)", c.GC.Grace))
+	}
+	if c.GC.Interval < 0 {
+		errs = append(errs, fmt.Errorf("gc.interval %s: must not be negative (0 turns online collection off)", c.GC.Interval))
 	}
 	if c.Uploads.MaxIdle < time.Minute {
 		errs = append(errs, fmt.Errorf("uploads.max_idle %s: must be at least 1m", c.Uploads.MaxIdle))

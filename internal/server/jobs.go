@@ -9,6 +9,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/berth/berth/internal/gc"
 	"github.com/berth/berth/internal/metadata"
 )
 
@@ -52,6 +53,19 @@ func exclusive(ctx context.Context, leases metadata.Leases, name, holder string,
 			}
 			return
 		case <-tick.C:
+		}
+	}
+}
+
+// collect is one online garbage collection pass (internal/gc).
+func collect(c *gc.Collector, log *slog.Logger) func(context.Context) {
+	return func(ctx context.Context) {
+		st, err := c.Pass(ctx, false)
+		switch {
+		case err != nil && ctx.Err() == nil:
+			log.Warn("garbage collection", "err", err, "done", st.String())
+		case st.Deleted > 0 || st.Failed > 0:
+			log.Info("garbage collection", "deleted", st.Deleted, "bytes", st.Bytes, "reviewed", st.Reviewed, "failed", st.Failed)
 		}
 	}
 }

@@ -47,7 +47,9 @@ func (s *Store) CollectBlob(ctx context.Context, d oci.Digest, before time.Time,
 	)
 	err := s.write(ctx, func(tx pgx.Tx) error {
 		garbage, size = false, -1
-		const dontKeep = `DELETE FROM gc_blob_review WHERE digest = $1`
+		// Out of the queue, unless queued again since the cutoff (released by a manifest's
+		// delete that committed while this decided): that entry stays for a later pass.
+		const dontKeep = `DELETE FROM gc_blob_review WHERE digest = $1 AND since < $2`
 		var (
 			sz      *int64
 			touched time.Time
@@ -60,7 +62,7 @@ func (s *Store) CollectBlob(ctx context.Context, d oci.Digest, before time.Time,
 		err := tx.QueryRow(ctx, `SELECT size, touched FROM blobs WHERE digest = $1 FOR UPDATE`, d.String()).Scan(&sz, &touched)
 		if errors.Is(err, pgx.ErrNoRows) { // no record: nothing to decide
 			if remove != nil {
-				_, err = tx.Exec(ctx, dontKeep, d.String())
+				_, err = tx.Exec(ctx, dontKeep, d.String(), before)
 			}
 			return err
 		}
@@ -79,7 +81,7 @@ func (s *Store) CollectBlob(ctx context.Context, d oci.Digest, before time.Time,
 		}
 		if needed {
 			if remove != nil {
-				_, err = tx.Exec(ctx, dontKeep, d.String())
+				_, err = tx.Exec(ctx, dontKeep, d.String(), before)
 			}
 			return err
 		}
@@ -93,7 +95,7 @@ func (s *Store) CollectBlob(ctx context.Context, d oci.Digest, before time.Time,
 		if remove == nil {
 			return nil
 		}
-		for _, q := range []string{dontKeep, `DELETE FROM repo_blobs WHERE digest = $1`, `DELETE FROM blobs WHERE digest = $1`} {
+		for _, q := range []string{`DELETE FROM gc_blob_review WHERE digest = $1`, `DELETE FROM repo_blobs WHERE digest = $1`, `DELETE FROM blobs WHERE digest = $1`} {
 			if _, err := tx.Exec(ctx, q, d.String()); err != nil {
 				return err
 			}

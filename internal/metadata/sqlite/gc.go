@@ -49,7 +49,7 @@ func (s *Store) CollectBlob(ctx context.Context, d oci.Digest, before time.Time,
 			touched  int64
 			since    sql.NullInt64
 			needed   bool
-			dontKeep = `DELETE FROM gc_blob_review WHERE digest = ?`
+			dontKeep = `DELETE FROM gc_blob_review WHERE digest = ? AND since < ?` // unless queued again since
 		)
 		err := tx.QueryRowContext(ctx, `SELECT b.size, b.touched, r.since,
 			EXISTS (SELECT 1 FROM manifest_blobs m WHERE m.digest = b.digest)
@@ -58,7 +58,7 @@ func (s *Store) CollectBlob(ctx context.Context, d oci.Digest, before time.Time,
 			d.String()).Scan(&sz, &touched, &since, &needed)
 		if errors.Is(err, sql.ErrNoRows) { // no record: nothing to decide
 			if remove != nil {
-				_, err = tx.ExecContext(ctx, dontKeep, d.String())
+				_, err = tx.ExecContext(ctx, dontKeep, d.String(), before.UnixNano())
 			}
 			return err
 		}
@@ -67,7 +67,7 @@ func (s *Store) CollectBlob(ctx context.Context, d oci.Digest, before time.Time,
 		}
 		if needed {
 			if remove != nil {
-				_, err = tx.ExecContext(ctx, dontKeep, d.String())
+				_, err = tx.ExecContext(ctx, dontKeep, d.String(), before.UnixNano())
 			}
 			return err
 		}
@@ -82,7 +82,7 @@ func (s *Store) CollectBlob(ctx context.Context, d oci.Digest, before time.Time,
 		if remove == nil {
 			return nil
 		}
-		for _, q := range []string{dontKeep, `DELETE FROM repo_blobs WHERE digest = ?`, `DELETE FROM blobs WHERE digest = ?`} {
+		for _, q := range []string{`DELETE FROM gc_blob_review WHERE digest = ?`, `DELETE FROM repo_blobs WHERE digest = ?`, `DELETE FROM blobs WHERE digest = ?`} {
 			if _, err := tx.ExecContext(ctx, q, d.String()); err != nil {
 				return err
 			}
