@@ -30,7 +30,8 @@ type Config struct {
 	// Dev serves without authentication, for local use; it requires a loopback Addr.
 	Dev bool `yaml:"dev"`
 	// MinFreeSpace is how many bytes berth leaves free on the data directory's filesystem:
-	// pull-through fills stop before they would go below it. 0 turns the floor off.
+	// pull-through fills stop before they would go below it, and pushes that would are refused
+	// (507), while pulls of what is stored go on. 0 turns the floor off.
 	MinFreeSpace int64 `yaml:"min_free_space"`
 
 	// Storage and Metadata choose the backends: the data directory by default, S3-compatible

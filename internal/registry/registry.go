@@ -33,6 +33,9 @@ type Registry struct {
 	bodyIdle time.Duration
 	// maxBlob bounds an uploaded blob's size (0: no bound).
 	maxBlob int64
+	// minFree is the free space, in bytes, that pushes leave on the blob store's filesystem
+	// (0: none): below it, new uploads and chunks are refused while pulls go on.
+	minFree int64
 	// redirect, when positive, is how long the URLs that blob GETs are redirected to last.
 	redirect time.Duration
 }

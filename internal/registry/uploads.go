@@ -39,6 +39,9 @@ func (rg *Registry) startUpload(w http.ResponseWriter, r *http.Request, rt route
 		if err != nil {
 			return err
 		}
+		if err := storage.CheckFree(rg.blobs, max(r.ContentLength, 0), rg.minFree); err != nil {
+			return err
+		}
 		room, err := rg.room(r, 0)
 		if err != nil {
 			return err
@@ -47,6 +50,9 @@ func (rg *Registry) startUpload(w http.ResponseWriter, r *http.Request, rt route
 			return uploadErr(err)
 		}
 		return blobCreated(w, rt.name, d)
+	}
+	if err := storage.CheckFree(rg.blobs, 0, rg.minFree); err != nil {
+		return err
 	}
 	u, err := rg.blobs.NewUpload(ctx)
 	if err != nil {
@@ -173,6 +179,9 @@ func (rg *Registry) appendChunk(w http.ResponseWriter, r *http.Request, rt route
 	}
 	if want > 0 && room >= 0 && want > room {
 		return errBlobTooLarge // Content-Range says it will not fit
+	}
+	if err := storage.CheckFree(rg.blobs, max(want, r.ContentLength, 0), rg.minFree); err != nil {
+		return err
 	}
 	n, err := u.AppendAt(r.Context(), rg.body(w, r, room), at)
 	if errors.Is(err, storage.ErrOffset) {

@@ -110,6 +110,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	reg := registry.New(blobs, store, log)
 	reg.UseCache(cache)
 	reg.SetMaxBlobSize(cfg.Uploads.MaxBlobSize)
+	reg.SetMinFreeSpace(cfg.MinFreeSpace)
 	if cfg.Storage.Driver == "s3" && cfg.Storage.S3.Redirect {
 		reg.RedirectBlobs(cfg.Storage.S3.RedirectTTL)
 	}
