@@ -10,9 +10,12 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"strings"
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/berth/berth/internal/oci"
 )
 
 // Config is everything `berth serve` needs.
@@ -47,6 +50,9 @@ type Config struct {
 	// GC is online garbage collection.
 	GC GC `yaml:"gc"`
 
+	// Quotas bound the storage of the repositories their patterns match.
+	Quotas []Quota `yaml:"quotas"`
+
 	// Debug holds diagnostics, off by default.
 	Debug Debug `yaml:"debug"`
 }
@@ -60,6 +66,14 @@ type GC struct {
 	// Interval is how often a pass runs, on one replica at a time; 0 turns online collection
 	// off (berth gc still runs a pass).
 	Interval time.Duration `yaml:"interval"`
+}
+
+// Quota bounds the bytes of the blobs linked to the repositories Repositories matches ('*' any
+// run of characters, slashes included, as grants match), each blob counted once: a push that
+// would go over it is refused before its bytes are stored.
+type Quota struct {
+	Repositories string `yaml:"repositories"`
+	MaxBytes     int64  `yaml:"max_bytes"`
 }
 
 // DefaultGCGrace and DefaultGCInterval are the defaults of gc.grace and gc.interval.
@@ -127,6 +141,19 @@ func (c Config) Validate() error {
 	}
 	if c.GC.Grace < time.Minute {
 		errs = append(errs, fmt.Errorf("gc.grace %s: must be at least 1m (longer than any push takes from its first blob to its manifest)", c.GC.Grace))
+	}
+	seen := map[string]bool{}
+	for i, q := range c.Quotas {
+		switch {
+		case q.Repositories == "" || q.Repositories != "*" && !oci.ValidName(strings.ReplaceAll(q.Repositories, "*", "x")):
+			errs = append(errs, fmt.Errorf("quotas[%d].repositories %q: want a repository name or pattern ('*' any run of characters)", i, q.Repositories))
+		case seen[q.Repositories]:
+			errs = append(errs, fmt.Errorf("quotas[%d].repositories %q: a second quota for the same pattern", i, q.Repositories))
+		}
+		seen[q.Repositories] = true
+		if q.MaxBytes <= 0 {
+			errs = append(errs, fmt.Errorf("quotas[%d].max_bytes %d: must be positive", i, q.MaxBytes))
+		}
 	}
 	if c.GC.Interval < 0 {
 		errs = append(errs, fmt.Errorf("gc.interval %s: must not be negative (0 turns online collection off)", c.GC.Interval))

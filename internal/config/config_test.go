@@ -66,6 +66,8 @@ uploads:
 			Proxy: Proxy{MaxFillSize: DefaultMaxFillSize}, MinFreeSpace: DefaultMinFreeSpace,
 			Storage: defaultStorage(), Metadata: defaultMetadata(), Shutdown: Shutdown{Timeout: DefaultShutdownTimeout},
 			GC: GC{Grace: DefaultGCGrace, Interval: DefaultGCInterval}}},
+		{"quotas", "quotas:\n  - repositories: team/*\n    max_bytes: 1073741824\n",
+			with(func(c *Config) { c.Quotas = []Quota{{Repositories: "team/*", MaxBytes: 1 << 30}} })},
 		{"gc", "gc:\n  grace: 72h\n  interval: 0s\n", with(func(c *Config) { c.GC = GC{Grace: 72 * time.Hour} })},
 		{"replicas", `
 storage:
@@ -245,6 +247,10 @@ func TestValidate(t *testing.T) {
 			[]string{"metadata.memory_cache -1", `metadata.driver "mysql"`}},
 		{"drain", func(c *Config) { c.Shutdown.Drain = 10 * time.Second }, nil},
 		{"gc off", func(c *Config) { c.GC.Interval = 0 }, nil},
+		{"quotas", func(c *Config) { c.Quotas = []Quota{{"team/*", 10 << 30}, {"*", 1 << 40}, {"a_b/c", 1}} }, nil},
+		{"bad quotas", func(c *Config) {
+			c.Quotas = []Quota{{"Team/*", 1}, {"", 1}, {"x/*", 0}, {"y", 5}, {"y", 6}}
+		}, []string{`quotas[0].repositories "Team/*"`, `quotas[1].repositories ""`, "quotas[2].max_bytes 0", `quotas[4].repositories "y": a second quota`}},
 		{"short gc grace", func(c *Config) { c.GC.Grace = 30 * time.Second }, []string{"gc.grace 30s: must be at least 1m"}},
 		{"negative gc interval", func(c *Config) { c.GC.Interval = -time.Second }, []string{"gc.interval"}},
 		{"negative drain", func(c *Config) { c.Shutdown.Drain = -time.Second }, []string{"shutdown.drain"}},

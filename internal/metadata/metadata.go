@@ -6,6 +6,7 @@ package metadata
 import (
 	"context"
 	"errors"
+	"strings"
 	"time"
 
 	"github.com/berth/berth/internal/oci"
@@ -90,6 +91,10 @@ type Store interface {
 	BlobSize(ctx context.Context, repo string, d oci.Digest) (int64, error)
 	// UnlinkBlob hides blob d from repo; ErrNotFound if it was not visible there.
 	UnlinkBlob(ctx context.Context, repo string, d oci.Digest) error
+	// Usage returns the bytes of the blobs linked to the repositories that pattern matches ('*'
+	// any run of characters, slashes included), each blob counted once, and whether blob d (""
+	// for none) is one of them: a storage quota's usage.
+	Usage(ctx context.Context, pattern string, d oci.Digest) (used int64, has bool, err error)
 	// BlobsToReview returns, in digest order after the digest after (a cursor; "" from the
 	// start), at most limit blobs queued for garbage collection since before t: reserved, linked,
 	// unlinked or released by a deleted manifest, and not looked at since.
@@ -147,4 +152,10 @@ type Store interface {
 	DeleteUpload(ctx context.Context, id string) error
 
 	Close() error
+}
+
+// LikePattern turns a repository pattern ('*' any run of characters) into an SQL LIKE pattern
+// with '\' as its escape character.
+func LikePattern(p string) string {
+	return strings.NewReplacer(`\`, `\\`, "%", `\%`, "_", `\_`, "*", "%").Replace(p)
 }

@@ -111,6 +111,11 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	reg.UseCache(cache)
 	reg.SetMaxBlobSize(cfg.Uploads.MaxBlobSize)
 	reg.SetMinFreeSpace(cfg.MinFreeSpace)
+	var quotas []registry.Quota
+	for _, q := range cfg.Quotas {
+		quotas = append(quotas, registry.Quota{Pattern: q.Repositories, MaxBytes: q.MaxBytes})
+	}
+	reg.SetQuotas(quotas)
 	if cfg.Storage.Driver == "s3" && cfg.Storage.S3.Redirect {
 		reg.RedirectBlobs(cfg.Storage.S3.RedirectTTL)
 	}

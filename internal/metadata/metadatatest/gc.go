@@ -20,6 +20,7 @@ func (s suite) gc(t *testing.T) {
 	t.Run("RemoveFails", s.gcRemoveFails)
 	t.Run("CacheExpectedKeeps", s.gcCacheExpected)
 	t.Run("ConcurrentPushAndCollect", s.gcConcurrentPush)
+	t.Run("Usage", s.usage)
 }
 
 // later is a cutoff after everything a test did: all of it is older than the grace period.
@@ -210,4 +211,38 @@ func (s suite) gcConcurrentPush(t *testing.T) {
 		}
 	}
 	t.Logf("%d rounds: %d pushes first, %d collections first", rounds, pushed, collected)
+}
+
+// A quota's usage: the blobs linked to the repositories a pattern matches, each counted once;
+// '_' and '%' in names are themselves, not wildcards.
+func (s suite) usage(t *testing.T) {
+	st := s.open(t)
+	link(t, st, "team/app", dg("a"), 100)
+	link(t, st, "team/api", dg("a"), 100) // the same blob: counted once
+	link(t, st, "team/api", dg("b"), 20)
+	link(t, st, "team/sub/deep", dg("c"), 3)
+	link(t, st, "teamx", dg("d"), 1000)
+	link(t, st, "other_x", dg("e"), 7)
+	link(t, st, "otherzx", dg("f"), 9)
+	for _, c := range []struct {
+		pattern string
+		d       oci.Digest
+		used    int64
+		has     bool
+	}{
+		{"team/*", "", 123, false},
+		{"team/*", dg("b"), 123, true},
+		{"team/*", dg("d"), 123, false},
+		{"team*", dg("d"), 1123, true},
+		{"team/app", dg("a"), 100, true},
+		{"team/app", dg("b"), 100, false},
+		{"*", "", 1139, false},
+		{"other_x", "", 7, false}, // not otherzx
+		{"nobody/*", dg("a"), 0, false},
+	} {
+		used, has, err := st.Usage(ctx, c.pattern, c.d)
+		if err != nil || used != c.used || has != c.has {
+			t.Errorf("Usage(%q, %s) = %d, %v, %v; want %d, %v", c.pattern, c.d, used, has, err, c.used, c.has)
+		}
+	}
 }
