@@ -218,19 +218,19 @@ func (c *Cache) Manifest(ctx context.Context, local, ref string) (*metadata.Mani
 	if cached == nil {
 		return c.fetchManifest(ctx, r, local, up, ref, ref, start)
 	}
-	return c.revalidate(ctx, r, local, up, ref, cached, start)
+	return c.revalidate(ctx, r, local, up, ref, cached, start, r.Every)
 }
 
 // revalidate decides whether the cached manifest of tag may be served, checking the upstream with
-// a manifest HEAD when the policy says so; a GET follows only when the digest changed. now is when
-// the request started, before it read the store.
-func (c *Cache) revalidate(ctx context.Context, r *Rule, local, up, tag string, cached *metadata.Manifest, now time.Time) (*metadata.Manifest, error) {
+// a manifest HEAD when the tag was last checked every or longer ago (0: always); a GET follows
+// only when the digest changed. now is when the request started, before it read the store.
+func (c *Cache) revalidate(ctx context.Context, r *Rule, local, up, tag string, cached *metadata.Manifest, now time.Time, every time.Duration) (*metadata.Manifest, error) {
 	checked, err := c.meta.TagChecked(ctx, local, tag)
 	if err != nil && !errors.Is(err, metadata.ErrNotFound) {
 		return nil, err
 	}
 	age := now.Sub(checked)
-	if r.Every > 0 && age < r.Every {
+	if every > 0 && age < every {
 		r.stats.hits.Add(1)
 		return cached, nil
 	}

@@ -19,6 +19,10 @@ type Rule struct {
 	MaxStaleness time.Duration
 	// QuotaReserve: at or below this many remaining pulls, cached tags are not revalidated.
 	QuotaReserve int
+	// Warm are references (NAME:TAG, NAME as below the prefix) that berth keeps cached, whole,
+	// checking each tag upstream every WarmEvery (RunWarm).
+	Warm      []string
+	WarmEvery time.Duration
 
 	stats cacheStats
 }

@@ -107,6 +107,9 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		cache.ShareWith(meta, holder)
 		follow[proxy.LeaseChannel] = follower{ready: cache.ReleasedAll, got: cache.Released}
 	}
+	if period := cache.WarmPeriod(); period > 0 {
+		jobs.Go(func() { exclusive(ctx, meta, "warm", holder, period, log, cache.WarmAll) })
+	}
 	reg := registry.New(blobs, store, log)
 	reg.UseCache(cache)
 	reg.SetMaxBlobSize(cfg.Uploads.MaxBlobSize)
