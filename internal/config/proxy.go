@@ -63,6 +63,12 @@ type Rule struct {
 	// never meets a cold miss or a stale tag.
 	Warm      []string      `yaml:"warm"`
 	WarmEvery time.Duration `yaml:"warm_every"`
+	// MaxBytes bounds the bytes the rule's cached repositories hold: the least recently pulled
+	// images are evicted, whole, until they fit. UnusedFor evicts images not pulled for that
+	// long. Pin are images (NAME:TAG) never evicted; warm images are never evicted either.
+	MaxBytes  int64         `yaml:"max_bytes"`
+	UnusedFor time.Duration `yaml:"unused_for"`
+	Pin       []string      `yaml:"pin"`
 	// QuotaReserve: when the upstream reports this many pulls or fewer remaining, berth stops
 	// revalidating tags and serves what it has, keeping the rest of the quota for true misses.
 	QuotaReserve int `yaml:"quota_reserve"`
@@ -199,10 +205,15 @@ func (p Proxy) validate() error {
 		if r.MaxStaleness < 0 || r.QuotaReserve < 0 {
 			errs = append(errs, fmt.Errorf("%s: max_staleness and quota_reserve must not be negative", where))
 		}
-		for _, ref := range r.Warm {
-			if name, tag, ok := strings.Cut(ref, ":"); !ok || !oci.ValidName(name) || !oci.ValidTag(tag) {
-				errs = append(errs, fmt.Errorf("%s: warm %q: want NAME:TAG, NAME as below the prefix (library/nginx:1.27)", where, ref))
+		for key, refs := range map[string][]string{"warm": r.Warm, "pin": r.Pin} {
+			for _, ref := range refs {
+				if name, tag, ok := strings.Cut(ref, ":"); !ok || !oci.ValidName(name) || !oci.ValidTag(tag) {
+					errs = append(errs, fmt.Errorf("%s: %s %q: want NAME:TAG, NAME as below the prefix (library/nginx:1.27)", where, key, ref))
+				}
 			}
+		}
+		if r.MaxBytes < 0 || r.UnusedFor < 0 {
+			errs = append(errs, fmt.Errorf("%s: max_bytes and unused_for must not be negative (0: no bound)", where))
 		}
 		if r.WarmEvery != 0 && r.WarmEvery < time.Minute {
 			errs = append(errs, fmt.Errorf("%s: warm_every %s: at least 1m", where, r.WarmEvery))

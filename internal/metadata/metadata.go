@@ -39,6 +39,15 @@ type Manifest struct {
 	Created      time.Time
 }
 
+// ManifestEntry is a manifest of a repository as ListManifests returns it.
+type ManifestEntry struct {
+	Digest    oci.Digest
+	MediaType string
+	Content   []byte
+	Created   time.Time
+	Tags      []string // in order
+}
+
 // NewManifest is a manifest to store, with what it references.
 type NewManifest struct {
 	Manifest
@@ -91,6 +100,13 @@ type Store interface {
 	BlobSize(ctx context.Context, repo string, d oci.Digest) (int64, error)
 	// UnlinkBlob hides blob d from repo; ErrNotFound if it was not visible there.
 	UnlinkBlob(ctx context.Context, repo string, d oci.Digest) error
+	// ListManifests returns every manifest of repo with the tags that point at it, in digest
+	// order (nil for a repository it does not know): what eviction weighs.
+	ListManifests(ctx context.Context, repo string) ([]ManifestEntry, error)
+	// ForgetExpected records that no cached manifest of repo declares the blobs ds any more
+	// (eviction removed those that did): their expected sizes and their links to repo go, and
+	// they are queued for garbage collection's review.
+	ForgetExpected(ctx context.Context, repo string, ds []oci.Digest) error
 	// Usage returns the bytes of the blobs linked to the repositories that pattern matches ('*'
 	// any run of characters, slashes included), each blob counted once, and whether blob d (""
 	// for none) is one of them: a storage quota's usage.

@@ -40,6 +40,14 @@ type catalog interface {
 	Tags(ctx context.Context, repo string, p metadata.Page) ([]string, bool, error)
 	TagChecked(ctx context.Context, repo, tag string) (time.Time, error)
 	SetTagChecked(ctx context.Context, repo, tag string, t time.Time) error
+	// what eviction needs (evict.go)
+	Repositories(ctx context.Context, p metadata.Page) ([]string, bool, error)
+	ListManifests(ctx context.Context, repo string) ([]metadata.ManifestEntry, error)
+	DeleteManifest(ctx context.Context, repo string, d oci.Digest) error
+	ForgetExpected(ctx context.Context, repo string, ds []oci.Digest) error
+	Usage(ctx context.Context, pattern string, d oci.Digest) (int64, bool, error)
+	Blob(ctx context.Context, d oci.Digest) (metadata.BlobRecord, error)
+	CollectBlob(ctx context.Context, d oci.Digest, before time.Time, remove func(context.Context) error) (bool, int64, error)
 }
 
 // Cache serves the repositories under its rules' prefixes from local storage and fills that storage
@@ -65,6 +73,7 @@ type Cache struct {
 	wg     sync.WaitGroup
 
 	// replicas, when set (ShareWith), coordinate upstream requests with other replicas.
+	pulls    PullTimes // when manifests were last pulled, if tracked (UsePullTimes)
 	replicas Shared
 	holder   string
 	notifier metadata.Notifier // replicas' messages, when the shared store has them

@@ -23,6 +23,12 @@ type Rule struct {
 	// checking each tag upstream every WarmEvery (RunWarm).
 	Warm      []string
 	WarmEvery time.Duration
+	// MaxBytes bounds what the rule's repositories hold (evict.go); 0: no bound. UnusedFor
+	// evicts images not pulled for that long; 0: never. Pin are references (NAME:TAG) never
+	// evicted.
+	MaxBytes  int64
+	UnusedFor time.Duration
+	Pin       []string
 
 	stats cacheStats
 }

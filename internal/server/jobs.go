@@ -11,6 +11,7 @@ import (
 
 	"github.com/berth/berth/internal/gc"
 	"github.com/berth/berth/internal/metadata"
+	"github.com/berth/berth/internal/proxy"
 )
 
 // holderID names this process among the replicas that share a metadata store: the host, the
@@ -66,6 +67,21 @@ func collect(c *gc.Collector, log *slog.Logger) func(context.Context) {
 			log.Warn("garbage collection", "err", err, "done", st.String())
 		case st.Deleted > 0 || st.Failed > 0:
 			log.Info("garbage collection", "deleted", st.Deleted, "bytes", st.Bytes, "reviewed", st.Reviewed, "failed", st.Failed)
+		}
+	}
+}
+
+// evictEvery is how often the pull-through caches' bounds are enforced.
+const evictEvery = time.Minute
+
+// evict is one eviction pass over the bounded pull-through rules.
+func evict(c *proxy.Cache, log *slog.Logger) func(context.Context) {
+	return func(ctx context.Context) {
+		st, err := c.Evict(ctx)
+		if err != nil && ctx.Err() == nil {
+			log.Warn("evicting cached images", "err", err, "evicted", st.Images)
+		} else if st.Images > 0 {
+			log.Info("evicted cached images", "images", st.Images, "blobs_deleted", st.Blobs, "bytes", st.Bytes)
 		}
 	}
 }

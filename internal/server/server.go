@@ -110,6 +110,9 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if period := cache.WarmPeriod(); period > 0 {
 		jobs.Go(func() { exclusive(ctx, meta, "warm", holder, period, log, cache.WarmAll) })
 	}
+	if cache.Bounded() {
+		jobs.Go(func() { exclusive(ctx, meta, "evict", holder, evictEvery, log, evict(cache, log)) })
+	}
 	reg := registry.New(blobs, store, log)
 	reg.UseCache(cache)
 	reg.SetMaxBlobSize(cfg.Uploads.MaxBlobSize)

@@ -21,6 +21,7 @@ func (s suite) gc(t *testing.T) {
 	t.Run("CacheExpectedKeeps", s.gcCacheExpected)
 	t.Run("ConcurrentPushAndCollect", s.gcConcurrentPush)
 	t.Run("Usage", s.usage)
+	t.Run("CachedManifests", s.cachedManifests)
 }
 
 // later is a cutoff after everything a test did: all of it is older than the grace period.
@@ -244,5 +245,66 @@ func (s suite) usage(t *testing.T) {
 		if err != nil || used != c.used || has != c.has {
 			t.Errorf("Usage(%q, %s) = %d, %v, %v; want %d, %v", c.pattern, c.d, used, has, err, c.used, c.has)
 		}
+	}
+}
+
+// What eviction reads (a repository's manifests with their tags) and writes (the blobs an evicted
+// cached image declared, forgotten and queued for collection).
+func (s suite) cachedManifests(t *testing.T) {
+	st := s.open(t)
+	if got, err := st.ListManifests(ctx, "cache/none"); err != nil || len(got) != 0 {
+		t.Errorf("ListManifests of an unknown repository = %v, %v", got, err)
+	}
+	m1 := image(t, st, "cache/app", "one")
+	m1.Expected = []metadata.BlobRef{{Digest: dg("a"), Size: 1}, {Digest: dg("b"), Size: 1}}
+	putManifest(t, st, "cache/app", m1, "v1")
+	m2 := image(t, st, "cache/app", "two")
+	m2.Expected = []metadata.BlobRef{{Digest: dg("b"), Size: 1}, {Digest: dg("c"), Size: 1}}
+	putManifest(t, st, "cache/app", m2, "v2", "latest")
+	for _, b := range []string{"a", "b", "c"} {
+		link(t, st, "cache/app", dg(b), 1)
+	}
+	got, err := st.ListManifests(ctx, "cache/app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[oci.Digest][]string{m1.Digest: {"v1"}, m2.Digest: {"latest", "v2"}}
+	if len(got) != 2 {
+		t.Fatalf("ListManifests = %d entries, want 2", len(got))
+	}
+	for i, e := range got {
+		if i > 0 && e.Digest < got[i-1].Digest {
+			t.Errorf("ListManifests not in digest order: %s after %s", e.Digest, got[i-1].Digest)
+		}
+		if !slices.Equal(e.Tags, want[e.Digest]) || e.MediaType != oci.MediaTypeImageManifest || len(e.Content) == 0 || e.Created.IsZero() {
+			t.Errorf("entry %s: tags %v, media type %q, %d bytes, created %v; want tags %v", e.Digest, e.Tags, e.MediaType, len(e.Content), e.Created, want[e.Digest])
+		}
+	}
+	if err := st.DeleteManifest(ctx, "cache/app", m1.Digest); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range review(t, st, later()) { // out of the queue: only what ForgetExpected queues counts
+		st.CollectBlob(ctx, d, time.Now().Add(-time.Hour), nil)
+		if _, _, err := st.CollectBlob(ctx, d, later(), func(context.Context) error { return errors.New("keep") }); err != nil {
+			t.Fatalf("blob %s collectable before ForgetExpected", d)
+		}
+	}
+	if err := st.ForgetExpected(ctx, "cache/app", []oci.Digest{dg("a"), dg("never-stored")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.ExpectedBlob(ctx, "cache/app", dg("a")); !errors.Is(err, metadata.ErrNotFound) {
+		t.Errorf("ExpectedBlob of a forgotten blob: %v; want ErrNotFound", err)
+	}
+	if _, err := st.BlobSize(ctx, "cache/app", dg("a")); !errors.Is(err, metadata.ErrNotFound) {
+		t.Errorf("the link of a forgotten blob: %v; want ErrNotFound", err)
+	}
+	if size, err := st.ExpectedBlob(ctx, "cache/app", dg("b")); err != nil || size != 1 {
+		t.Errorf("ExpectedBlob of a blob still declared: %d, %v", size, err)
+	}
+	if garbage, _, _ := collect(t, st, dg("a"), later()); !garbage {
+		t.Error("a forgotten blob is not garbage")
+	}
+	if garbage, _, _ := collect(t, st, dg("b"), later()); garbage {
+		t.Error("a blob another cached manifest declares was collected")
 	}
 }
