@@ -91,10 +91,6 @@ func Evaluate(p *Policy, images []Image, now time.Time) []Decision {
 
 	// An image stays while any parent stays. Keeping a child can keep its own children, so repeat
 	// until nothing changes; each round keeps at least one more image, so this ends.
-	present := map[oci.Digest]bool{}
-	for _, img := range imgs {
-		present[img.Digest] = true
-	}
 	for changed := true; changed; {
 		changed = false
 		for _, img := range imgs {
@@ -102,7 +98,8 @@ func Evaluate(p *Policy, images []Image, now time.Time) []Decision {
 				continue
 			}
 			for _, parent := range img.Parents {
-				if _, gone := expiredBy[parent]; !gone || !present[parent] {
+				// A parent not among the images is not in expiredBy either: it counts as kept.
+				if _, gone := expiredBy[parent]; !gone {
 					delete(expiredBy, img.Digest)
 					changed = true
 					break
@@ -201,5 +198,5 @@ func globMatch(pattern, s string) bool {
 		}
 		s = s[i+len(mid):]
 	}
-	return len(s) >= len(last) && strings.HasSuffix(s, last)
+	return strings.HasSuffix(s, last)
 }

@@ -199,6 +199,22 @@ func TestPulled(t *testing.T) {
 	}
 }
 
+// TestTies: images pushed at the same instant are ordered by digest, the smaller counting as the
+// newer, whatever order they come in.
+func TestTies(t *testing.T) {
+	p := mustParse(t, `{"rules": [{"rulePriority": 1, "selection": {"tagStatus": "untagged", "countType": "imageCountMoreThan", "countNumber": 1}, "action": {"type": "expire"}}]}`)
+	at := ago(day)
+	for _, images := range [][]lifecycle.Image{
+		{img("A", at), img("B", at), img("C", at)},
+		{img("C", at), img("B", at), img("A", at)},
+		{img("B", at), img("C", at), img("A", at)},
+	} {
+		if got := expired(lifecycle.Evaluate(p, images, now)); got != "B:1 C:1" {
+			t.Errorf("expired %q, want B:1 C:1", got)
+		}
+	}
+}
+
 // TestBoundary: "older than N days" is strict; an image exactly N days old stays.
 func TestBoundary(t *testing.T) {
 	p := mustParse(t, `{"rules": [{"rulePriority": 1, "selection": {"tagStatus": "untagged", "countType": "sinceImagePushed", "countUnit": "days", "countNumber": 7}, "action": {"type": "expire"}}]}`)
@@ -466,6 +482,9 @@ func randomImages(rng *rand.Rand, tags []string) []lifecycle.Image {
 	var images []lifecycle.Image
 	for i := range n {
 		im := lifecycle.Image{Digest: oci.Digest(fmt.Sprintf("sha256:%02d", i)), Pushed: ago(time.Duration(rng.IntN(30*24)) * time.Hour)}
+		if rng.IntN(2) == 0 { // whole days: images pushed at the same time, which must not make the result depend on their order
+			im.Pushed = ago(time.Duration(rng.IntN(10)) * day)
+		}
 		for range rng.IntN(3) {
 			im.Tags = append(im.Tags, tags[rng.IntN(len(tags))])
 		}
