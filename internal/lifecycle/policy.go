@@ -160,14 +160,10 @@ func Parse(text []byte) (*Policy, error) {
 		ps.add(0, "rules", "%d rules; ECR allows at most %d", len(raws), MaxRules)
 	}
 	p := &Policy{}
-	valid := make([]bool, len(raws))
 	for i, raw := range raws {
-		before := len(ps.list)
-		r := parseRule(raw, i+1, &ps)
-		valid[i] = len(ps.list) == before
-		p.Rules = append(p.Rules, r)
+		p.Rules = append(p.Rules, parseRule(raw, i+1, &ps))
 	}
-	checkAcrossRules(p.Rules, valid, &ps)
+	checkAcrossRules(p.Rules, &ps)
 	if len(ps.list) > 0 {
 		return nil, &ValidationError{ps.list}
 	}
@@ -461,9 +457,9 @@ func checkTagText(s string, wildcards bool, n int, field string, ps *problems) {
 	}
 }
 
-// checkAcrossRules applies ECR's rules that relate rules to each other. Rules with problems of
-// their own are left out, so one mistake is not reported twice.
-func checkAcrossRules(rules []Rule, valid []bool, ps *problems) {
+// checkAcrossRules applies ECR's rules that relate rules to each other. A field with a problem of
+// its own was left zero by parseRule, and is left out here, so one mistake is not reported twice.
+func checkAcrossRules(rules []Rule, ps *problems) {
 	byPriority := map[int]int{}
 	maxPriority, anyRule, untaggedRule := 0, 0, 0
 	lists := map[string]int{}
@@ -477,9 +473,6 @@ func checkAcrossRules(rules []Rule, valid []bool, ps *problems) {
 			}
 			maxPriority = max(maxPriority, r.Priority)
 		}
-		if !valid[i] {
-			continue
-		}
 		switch r.TagStatus {
 		case Any:
 			if anyRule != 0 {
@@ -492,6 +485,9 @@ func checkAcrossRules(rules []Rule, valid []bool, ps *problems) {
 			}
 			untaggedRule = n
 		case Tagged:
+			if len(r.TagPatterns)+len(r.TagPrefixes) == 0 {
+				continue
+			}
 			// ECR: "the set of rules must contain a unique set of tag prefixes"; two rules on the
 			// same tags would make the second dead, since the first claims every image it selects.
 			key := "patterns " + strings.Join(slices.Sorted(slices.Values(r.TagPatterns)), "\x00")
@@ -505,7 +501,7 @@ func checkAcrossRules(rules []Rule, valid []bool, ps *problems) {
 			}
 		}
 	}
-	if anyRule != 0 && rules[anyRule-1].Priority != maxPriority {
+	if anyRule != 0 && rules[anyRule-1].Priority != 0 && rules[anyRule-1].Priority != maxPriority {
 		ps.add(anyRule, fmt.Sprintf("rules[%d].rulePriority", anyRule), `a rule with tagStatus "any" must have the highest rulePriority (%d is lower than %d) so that it is evaluated last`, rules[anyRule-1].Priority, maxPriority)
 	}
 }
