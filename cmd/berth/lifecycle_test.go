@@ -62,7 +62,7 @@ func TestLifecycleValidate(t *testing.T) {
 	if _, _, err := lifecycleCLI(t, "", "lifecycle", "validate", filepath.Join(dir, "missing.json")); err == nil || !strings.Contains(err.Error(), "no such file") {
 		t.Errorf("missing file: %v", err)
 	}
-	if _, _, err := lifecycleCLI(t, "{", "lifecycle", "validate", "-"); err == nil || !strings.Contains(err.Error(), "not a JSON object") {
+	if _, _, err := lifecycleCLI(t, "{", "lifecycle", "validate", "-"); err == nil || !strings.Contains(err.Error(), "not valid JSON") {
 		t.Errorf("broken JSON: %v", err)
 	}
 }

@@ -41,7 +41,8 @@ type Decision struct {
 //     changes, so an index kept keeps its child indexes and their children; an index expired
 //     releases in the same evaluation the children that the rules expire and no kept index holds.
 //
-// Images are ordered, for count rules, by push time and then by digest, so that the result does
+// Digests are unique among images. A day is a calendar day in now's location (pass UTC). Images
+// are ordered, for count rules, by push time and then by digest, so that the result does
 // not depend on the order of images. The decisions list indexes before the images they reference
 // (an expired index is deleted before its children, which could not be deleted while it exists),
 // and otherwise oldest push first.
@@ -89,22 +90,28 @@ func Evaluate(p *Policy, images []Image, now time.Time) []Decision {
 		}
 	}
 
-	// An image stays while any parent stays. Keeping a child can keep its own children, so repeat
-	// until nothing changes; each round keeps at least one more image, so this ends.
-	for changed := true; changed; {
-		changed = false
-		for _, img := range imgs {
-			if _, ok := expiredBy[img.Digest]; !ok {
-				continue
+	// An image stays while any parent stays, and an image kept that way keeps its own children in
+	// turn: walk down from every kept parent, each image once.
+	children := map[oci.Digest][]oci.Digest{}
+	var keep []oci.Digest
+	for _, img := range imgs {
+		if _, ok := expiredBy[img.Digest]; !ok {
+			continue
+		}
+		for _, parent := range img.Parents {
+			children[parent] = append(children[parent], img.Digest)
+			// A parent not among the images is not in expiredBy either: it counts as kept.
+			if _, gone := expiredBy[parent]; !gone {
+				keep = append(keep, img.Digest)
 			}
-			for _, parent := range img.Parents {
-				// A parent not among the images is not in expiredBy either: it counts as kept.
-				if _, gone := expiredBy[parent]; !gone {
-					delete(expiredBy, img.Digest)
-					changed = true
-					break
-				}
-			}
+		}
+	}
+	for len(keep) > 0 {
+		d := keep[len(keep)-1]
+		keep = keep[:len(keep)-1]
+		if _, ok := expiredBy[d]; ok {
+			delete(expiredBy, d)
+			keep = append(keep, children[d]...)
 		}
 	}
 	return ordered(imgs, expiredBy)

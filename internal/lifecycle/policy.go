@@ -139,7 +139,10 @@ func Parse(text []byte) (*Policy, error) {
 	var ps problems
 	dec := json.NewDecoder(bytes.NewReader(text))
 	if err := checkKeys(dec, policyFields, "", 0, &ps); err != nil {
-		return nil, fmt.Errorf("%w: not a JSON object: %v", ErrInvalid, err)
+		if errors.Is(err, io.EOF) {
+			err = errors.New("the text ends before the JSON does")
+		}
+		return nil, fmt.Errorf("%w: not valid JSON (at byte %d): %v", ErrInvalid, dec.InputOffset(), err)
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return nil, fmt.Errorf("%w: data after the policy's JSON object", ErrInvalid)

@@ -50,7 +50,8 @@ func TestParseInvalid(t *testing.T) {
 	for _, tc := range []struct {
 		name, text, field, says string
 	}{
-		{"not json", `{"rules": [`, "", "not a JSON object"},
+		{"not json", `{"rules": [`, "", "not valid JSON (at byte 11): the text ends before the JSON does"},
+		{"bad json", `{"rules": [x]}`, "", "not valid JSON (at byte 11): invalid character"},
 		{"not an object", `[1]`, "", "JSON object"},
 		{"null", `null`, "", "JSON object"},
 		{"trailing data", policy(rule(1, untagged+countOne, expire)) + ` {}`, "", "data after"},
