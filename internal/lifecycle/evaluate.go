@@ -37,9 +37,9 @@ type Decision struct {
 //     of higher priority identified: an image is expired by at most one rule, and an image that
 //     matches the tags of a rule is never expired by a rule of lower priority (so a rule with a high
 //     countNumber protects its images from the rules after it);
-//   - an image that an index kept in the repository references is kept. This repeats until nothing
-//     changes, so an index kept keeps its child indexes and their children; an index expired
-//     releases in the same evaluation the children that the rules expire and no kept index holds.
+//   - an image that an index kept in the repository references is kept, and so, in turn, are the
+//     images it references (an index of indexes); an index expired releases in the same evaluation
+//     the children that the rules expire and no kept index holds.
 //
 // Digests are unique among images. A day is a calendar day in now's location (pass UTC). Images
 // are ordered, for count rules, by push time and then by digest, so that the result does
