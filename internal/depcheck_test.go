@@ -2,6 +2,7 @@
 // backends stay swappable and the wire vocabulary stays at the bottom:
 //
 //	cmd -> server -> registry, proxy -> content -> storage, metadata -> oci
+//	                                      lifecycle (policies, evaluated on what callers read) -> oci
 //	                             storage/<backend> -> storage, oci
 //	                             metadata/<backend> -> metadata, oci
 //
@@ -107,7 +108,7 @@ func TestDependencies(t *testing.T) {
 			return func(d string) bool { return d == "internal/oci" || d == "internal/storage" }
 		case p == "internal/enginetest": // servers for tests: knows nothing of berth
 			return func(string) bool { return false }
-		case p == "internal/metadata":
+		case p == "internal/metadata", p == "internal/lifecycle": // lifecycle: pure policy evaluation, no store
 			return func(d string) bool { return d == "internal/oci" }
 		case under(p, "internal/metadata"):
 			return func(d string) bool { return d == "internal/oci" || d == "internal/metadata" }
