@@ -6,10 +6,14 @@ import (
 	"io"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/berth/berth/internal/config"
+	"github.com/berth/berth/internal/expiry"
 	"github.com/berth/berth/internal/lifecycle"
+	"github.com/berth/berth/internal/server"
 )
 
 // lifecycleCmd groups the commands of lifecycle policies (ECR's grammar).
@@ -18,8 +22,198 @@ func lifecycleCmd() *cobra.Command {
 		Use:   "lifecycle",
 		Short: "Lifecycle policies in Amazon ECR's JSON grammar",
 	}
-	cmd.AddCommand(lifecycleValidateCmd())
+	cmd.AddCommand(lifecycleValidateCmd(), lifecycleSetCmd(), lifecycleRmCmd(), lifecycleListCmd(),
+		lifecycleApplyCmd("preview"), lifecycleApplyCmd("run"))
 	return cmd
+}
+
+// lifecycleEnv opens what the store-backed lifecycle commands need, from --config and --data.
+type lifecycleEnv struct {
+	meta       server.Metadata
+	configured []expiry.Assignment
+	cfg        config.Config
+}
+
+func openLifecycle(cmd *cobra.Command) (*lifecycleEnv, error) {
+	f := cmd.Flags()
+	cfg := config.Default()
+	if file, _ := f.GetString("config"); file != "" {
+		var err error
+		if cfg, err = config.Load(file); err != nil {
+			return nil, err
+		}
+	}
+	if f.Changed("data") {
+		cfg.Data, _ = f.GetString("data")
+	}
+	configured, err := server.ConfiguredPolicies(cfg)
+	if err != nil {
+		return nil, err
+	}
+	meta, err := server.OpenMetadata(cmd.Context(), cfg, false)
+	if err != nil {
+		return nil, err
+	}
+	return &lifecycleEnv{meta: meta, configured: configured, cfg: cfg}, nil
+}
+
+func lifecycleStoreFlags(cmd *cobra.Command) *cobra.Command {
+	cmd.Flags().String("config", "", "YAML configuration file (where the metadata is, and its lifecycle section)")
+	cmd.Flags().String("data", config.Default().Data, "data directory")
+	return cmd
+}
+
+func lifecycleSetCmd() *cobra.Command {
+	return lifecycleStoreFlags(&cobra.Command{
+		Use:   "set PATTERN FILE",
+		Short: "Apply the lifecycle policy in FILE (- for standard input) to the repositories PATTERN matches",
+		Long: "Stores the policy for PATTERN ('*' any run of characters, as grants match), replacing the one it\n" +
+			"had. berth applies policies every hour; a repository gets the first matching policy of the\n" +
+			"configuration's lifecycle section, else the one set here with the longest matching pattern.",
+		Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			text, err := readPolicy(cmd, args[1])
+			if err != nil {
+				return err
+			}
+			env, err := openLifecycle(cmd)
+			if err != nil {
+				return err
+			}
+			defer env.meta.Close()
+			if err := expiry.Set(cmd.Context(), env.meta, args[0], text); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "lifecycle policy set for %s\n", args[0])
+			return nil
+		},
+	})
+}
+
+func lifecycleRmCmd() *cobra.Command {
+	return lifecycleStoreFlags(&cobra.Command{
+		Use:   "rm PATTERN",
+		Short: "Remove the lifecycle policy set for PATTERN",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			env, err := openLifecycle(cmd)
+			if err != nil {
+				return err
+			}
+			defer env.meta.Close()
+			if err := expiry.Remove(cmd.Context(), env.meta, args[0]); err != nil {
+				return fmt.Errorf("%s: %w", args[0], err)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "lifecycle policy removed for %s\n", args[0])
+			return nil
+		},
+	})
+}
+
+func lifecycleListCmd() *cobra.Command {
+	return lifecycleStoreFlags(&cobra.Command{
+		Use:   "list",
+		Short: "List the lifecycle policies in the order they are tried",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			env, err := openLifecycle(cmd)
+			if err != nil {
+				return err
+			}
+			defer env.meta.Close()
+			as, err := expiry.Policies(cmd.Context(), env.meta, env.configured)
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			for _, a := range as {
+				fmt.Fprintf(out, "%s (%s):\n", a.Pattern, a.Source)
+				for _, r := range a.Policy.Rules {
+					fmt.Fprintf(out, "  %d: %s\n", r.Priority, describe(r))
+				}
+			}
+			return nil
+		},
+	})
+}
+
+// lifecycleApplyCmd is preview (what the policies would expire now) or run (expire it now).
+func lifecycleApplyCmd(verb string) *cobra.Command {
+	short := "List what the lifecycle policies would expire now in REPO (or every repository); change nothing"
+	if verb == "run" {
+		short = "Apply the lifecycle policies now to REPO (or every repository), as berth does every hour"
+	}
+	return lifecycleStoreFlags(&cobra.Command{
+		Use:   verb + " [REPO]",
+		Short: short,
+		Args:  cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			env, err := openLifecycle(cmd)
+			if err != nil {
+				return err
+			}
+			defer env.meta.Close()
+			if verb == "run" && !env.cfg.Metadata.Shared() {
+				// A berth serving the data directory keeps manifests in memory, exact only while
+				// it alone writes them; it applies the policies itself every hour.
+				unlock, err := server.LockDataDir(env.cfg.Data)
+				if err != nil {
+					return fmt.Errorf("%s: %w (a berth serves it: it applies the policies itself every hour; stop it to run them now, or use preview)", env.cfg.Data, err)
+				}
+				defer unlock()
+			}
+			as, err := expiry.Policies(cmd.Context(), env.meta, env.configured)
+			if err != nil {
+				return err
+			}
+			repo := ""
+			if len(args) == 1 {
+				repo = args[0]
+			}
+			// Pull-through repositories are the cache bounds' (max_bytes, unused_for), not the
+			// policies'.
+			cached := map[string]bool{}
+			for _, r := range env.cfg.Proxy.EffectiveRules() {
+				cached[r.Prefix] = true
+			}
+			runner := expiry.Runner{Store: env.meta, Skip: func(name string) bool {
+				for p := range cached {
+					if strings.HasPrefix(name, p+"/") {
+						return true
+					}
+				}
+				return false
+			}}
+			ex, err := runner.Run(cmd.Context(), as, repo, verb == "preview", time.Now())
+			out := cmd.OutOrStdout()
+			what := "expired"
+			if verb == "preview" {
+				what = "would expire"
+			}
+			for _, e := range ex {
+				pulled := "never pulled"
+				if !e.Pulled.IsZero() {
+					pulled = "pulled " + e.Pulled.UTC().Format(time.RFC3339)
+				}
+				tags := strings.Join(e.Tags, ",")
+				if tags == "" {
+					tags = "untagged"
+				}
+				fmt.Fprintf(out, "%s %s@%s (%s; pushed %s, %s) by rule %d\n", what, e.Repo, e.Digest, tags,
+					e.Pushed.UTC().Format(time.RFC3339), pulled, e.Rule)
+			}
+			fmt.Fprintf(out, "%d manifest(s) %s\n", len(ex), what)
+			return err
+		},
+	})
+}
+
+// readPolicy reads a policy file, or standard input for "-".
+func readPolicy(cmd *cobra.Command, name string) ([]byte, error) {
+	if name == "-" {
+		return io.ReadAll(io.LimitReader(cmd.InOrStdin(), lifecycle.MaxPolicyBytes+1))
+	}
+	return readLimited(name, lifecycle.MaxPolicyBytes+1)
 }
 
 func lifecycleValidateCmd() *cobra.Command {

@@ -15,6 +15,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/berth/berth/internal/lifecycle"
 	"github.com/berth/berth/internal/oci"
 )
 
@@ -53,6 +54,10 @@ type Config struct {
 	// Quotas bound the storage of the repositories their patterns match.
 	Quotas []Quota `yaml:"quotas"`
 
+	// Lifecycle assigns lifecycle policies (Amazon ECR's JSON grammar) to repository patterns;
+	// the first that matches a repository applies (before those set with berth lifecycle set).
+	Lifecycle []LifecyclePolicy `yaml:"lifecycle"`
+
 	// Debug holds diagnostics, off by default.
 	Debug Debug `yaml:"debug"`
 }
@@ -74,6 +79,22 @@ type GC struct {
 type Quota struct {
 	Repositories string `yaml:"repositories"`
 	MaxBytes     int64  `yaml:"max_bytes"`
+}
+
+// LifecyclePolicy is a lifecycle policy for the repositories Repositories matches: the JSON text
+// inline (Policy) or in a file (PolicyFile).
+type LifecyclePolicy struct {
+	Repositories string `yaml:"repositories"`
+	Policy       string `yaml:"policy"`
+	PolicyFile   string `yaml:"policy_file"`
+}
+
+// Text returns the policy's JSON text.
+func (l LifecyclePolicy) Text() ([]byte, error) {
+	if l.PolicyFile != "" {
+		return os.ReadFile(l.PolicyFile)
+	}
+	return []byte(l.Policy), nil
 }
 
 // DefaultGCGrace and DefaultGCInterval are the defaults of gc.grace and gc.interval.
@@ -153,6 +174,23 @@ func (c Config) Validate() error {
 		seen[q.Repositories] = true
 		if q.MaxBytes <= 0 {
 			errs = append(errs, fmt.Errorf("quotas[%d].max_bytes %d: must be positive", i, q.MaxBytes))
+		}
+	}
+	for i, l := range c.Lifecycle {
+		where := fmt.Sprintf("lifecycle[%d] (%s)", i, l.Repositories)
+		if l.Repositories == "" || l.Repositories != "*" && !oci.ValidName(strings.ReplaceAll(l.Repositories, "*", "x")) {
+			errs = append(errs, fmt.Errorf("%s: repositories: want a repository name or pattern ('*' any run of characters)", where))
+		}
+		if (l.Policy == "") == (l.PolicyFile == "") {
+			errs = append(errs, fmt.Errorf("%s: set one of policy (the JSON inline) and policy_file", where))
+			continue
+		}
+		text, err := l.Text()
+		if err == nil {
+			_, err = lifecycle.Parse(text)
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", where, err))
 		}
 	}
 	if c.GC.Interval < 0 {

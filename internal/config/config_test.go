@@ -247,6 +247,13 @@ func TestValidate(t *testing.T) {
 			[]string{"metadata.memory_cache -1", `metadata.driver "mysql"`}},
 		{"drain", func(c *Config) { c.Shutdown.Drain = 10 * time.Second }, nil},
 		{"gc off", func(c *Config) { c.GC.Interval = 0 }, nil},
+		{"lifecycle", func(c *Config) {
+			c.Lifecycle = []LifecyclePolicy{{Repositories: "team/*", Policy: `{"rules":[{"rulePriority":1,"selection":{"tagStatus":"untagged","countType":"sinceImagePushed","countUnit":"days","countNumber":7},"action":{"type":"expire"}}]}`}}
+		}, nil},
+		{"bad lifecycle", func(c *Config) {
+			c.Lifecycle = []LifecyclePolicy{{Repositories: "team/*", Policy: `{"rules":[{"rulePriority":1,"selection":{"tagStatus":"untagged","countType":"sinceImagePushed","countNumber":7},"action":{"type":"expire"}}]}`},
+				{Repositories: "x"}}
+		}, []string{"lifecycle[0] (team/*): invalid lifecycle policy: rules[1].selection.countUnit", "lifecycle[1] (x): set one of policy"}},
 		{"quotas", func(c *Config) { c.Quotas = []Quota{{"team/*", 10 << 30}, {"*", 1 << 40}, {"a_b/c", 1}} }, nil},
 		{"bad quotas", func(c *Config) {
 			c.Quotas = []Quota{{"Team/*", 1}, {"", 1}, {"x/*", 0}, {"y", 5}, {"y", 6}}

@@ -80,6 +80,10 @@ type Accounts interface {
 	// CreateSetting stores a named value unless it exists (ErrExists), so that two processes
 	// creating it at once keep one.
 	CreateSetting(ctx context.Context, key string, value []byte) error
+	// Settings returns the named values whose keys start with prefix.
+	Settings(ctx context.Context, prefix string) (map[string][]byte, error)
+	// DeleteSetting removes a named value; ErrNotFound when there is none.
+	DeleteSetting(ctx context.Context, key string) error
 }
 
 // Notifier is an optional capability of stores that several processes share: short messages on

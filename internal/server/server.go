@@ -17,6 +17,7 @@ import (
 
 	"github.com/berth/berth/internal/auth"
 	"github.com/berth/berth/internal/config"
+	"github.com/berth/berth/internal/expiry"
 	"github.com/berth/berth/internal/gc"
 	"github.com/berth/berth/internal/metadata"
 	"github.com/berth/berth/internal/metadata/hot"
@@ -110,6 +111,17 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if period := cache.WarmPeriod(); period > 0 {
 		jobs.Go(func() { exclusive(ctx, meta, "warm", holder, period, log, cache.WarmAll) })
 	}
+	configured, err := ConfiguredPolicies(cfg)
+	if err != nil {
+		return err
+	}
+	runner := expiry.Runner{Store: store, Skip: func(repo string) bool {
+		_, _, cached := cache.Route(repo, "", true)
+		return cached
+	}}
+	jobs.Go(func() {
+		exclusive(ctx, meta, "lifecycle", holder, lifecycleEvery, log, applyLifecycle(runner, meta, configured, log))
+	})
 	if cache.Bounded() {
 		jobs.Go(func() { exclusive(ctx, meta, "evict", holder, evictEvery, log, evict(cache, log)) })
 	}

@@ -512,6 +512,26 @@ func (s accountsSuite) settings(t *testing.T) {
 		t.Fatalf("SetSetting(big): %v", err)
 	}
 	wantSetting("big", big)
+	// By prefix, literally ('_' and '%' are no wildcards); deleted one by one.
+	for _, k := range []string{"lifecycle/team/*", "lifecycle/a_b", "lifecycleX", "lifecycle%"} {
+		if err := st.SetSetting(ctx, k, []byte(k)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := st.Settings(ctx, "lifecycle/")
+	if err != nil || len(got) != 2 || string(got["lifecycle/team/*"]) != "lifecycle/team/*" || string(got["lifecycle/a_b"]) != "lifecycle/a_b" {
+		t.Errorf("Settings(lifecycle/) = %q, %v; want the two under it", got, err)
+	}
+	if got, err := st.Settings(ctx, "lifecycle_"); err != nil || len(got) != 0 {
+		t.Errorf("Settings(lifecycle_) = %q, %v; want none", got, err)
+	}
+	if err := st.DeleteSetting(ctx, "lifecycle/a_b"); err != nil {
+		t.Fatal(err)
+	}
+	wantSetting("lifecycle/a_b", nil)
+	if err := st.DeleteSetting(ctx, "lifecycle/a_b"); !errors.Is(err, metadata.ErrNotFound) {
+		t.Errorf("DeleteSetting of a missing key: %v; want ErrNotFound", err)
+	}
 }
 
 // warmAccounts is a read for together.

@@ -257,3 +257,30 @@ func (s *Store) CreateSetting(ctx context.Context, key string, value []byte) err
 	}
 	return nil
 }
+
+// Settings implements metadata.Accounts.
+func (s *Store) Settings(ctx context.Context, prefix string) (map[string][]byte, error) {
+	rows, err := s.query(ctx, `SELECT key, value FROM settings WHERE starts_with(key, $1)`, prefix)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[string][]byte{}
+	for rows.Next() {
+		var (
+			k string
+			v []byte
+		)
+		if err := rows.Scan(&k, &v); err != nil {
+			return nil, mapError(err)
+		}
+		out[k] = v
+	}
+	return out, mapError(rows.Err())
+}
+
+// DeleteSetting implements metadata.Accounts.
+func (s *Store) DeleteSetting(ctx context.Context, key string) error {
+	tag, err := s.exec(ctx, `DELETE FROM settings WHERE key = $1`, key)
+	return affected(tag.RowsAffected(), err, "setting "+key)
+}

@@ -291,3 +291,32 @@ func (s *Store) CreateSetting(ctx context.Context, key string, value []byte) err
 		return nil
 	})
 }
+
+// Settings implements metadata.Accounts.
+func (s *Store) Settings(ctx context.Context, prefix string) (map[string][]byte, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT key, value FROM settings WHERE substr(key, 1, length(?)) = ?`, prefix, prefix)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[string][]byte{}
+	for rows.Next() {
+		var (
+			k string
+			v []byte
+		)
+		if err := rows.Scan(&k, &v); err != nil {
+			return nil, err
+		}
+		out[k] = v
+	}
+	return out, rows.Err()
+}
+
+// DeleteSetting implements metadata.Accounts.
+func (s *Store) DeleteSetting(ctx context.Context, key string) error {
+	return s.write(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `DELETE FROM settings WHERE key = ?`, key)
+		return affected(res, err, "setting "+key)
+	})
+}
