@@ -249,6 +249,10 @@ func TestEveryMethodConsidered(t *testing.T) {
 		"Tags": true, "Repositories": true, "Referrers": true,
 		"TagChecked": true, "SetTagChecked": true,
 		"CreateUpload": true, "UploadRepo": true, "UploadsBefore": true, "DeleteUpload": true,
+		// Garbage collection and eviction read and delete blob records and links, and cached
+		// blobs' expected sizes, never manifests or tags (eviction deletes manifests through
+		// DeleteManifest); quotas and eviction read.
+		"BlobsToReview": true, "CollectBlob": true, "ForgetExpected": true, "ListManifests": true, "Usage": true,
 	}
 	it := reflect.TypeFor[metadata.Store]()
 	for i := range it.NumMethod() {
