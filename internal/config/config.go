@@ -43,6 +43,11 @@ type Config struct {
 
 	Shutdown Shutdown `yaml:"shutdown"`
 
+	// Immutability says which tags may not move to another manifest once pushed, by repository
+	// pattern; the first rule that matches a repository decides. Pull-through caches follow
+	// their upstream whatever it says.
+	Immutability TagRules `yaml:"immutability"`
+
 	// Debug holds diagnostics, off by default.
 	Debug Debug `yaml:"debug"`
 }
@@ -134,6 +139,9 @@ func (c Config) Validate() error {
 		errs = append(errs, err)
 	}
 	if err := c.Shutdown.validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.Immutability.validate(); err != nil {
 		errs = append(errs, err)
 	}
 	if err := c.Debug.validate(); err != nil {
