@@ -103,6 +103,9 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	reg := registry.New(blobs, store, log)
 	reg.UseCache(cache)
 	reg.SetMaxBlobSize(cfg.Uploads.MaxBlobSize)
+	if len(cfg.Immutability) > 0 {
+		reg.UseTagRules(cfg.Immutability.Immutable)
+	}
 	if cfg.Storage.Driver == "s3" && cfg.Storage.S3.Redirect {
 		reg.RedirectBlobs(cfg.Storage.S3.RedirectTTL)
 	}
