@@ -11,6 +11,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -236,5 +237,47 @@ func TestCLICopyPrewarm(t *testing.T) {
 	}
 	if n := hub.Counts(); n.ManifestGet != 0 || n.BlobGet != 0 || n.Pulls != 0 {
 		t.Errorf("a pull of the pre-warmed image reached the upstream: %+v", n)
+	}
+}
+
+// TestCLILifecycleValidate: the binary checks an ECR lifecycle policy file, says what a valid one
+// does on stdout, and refuses an invalid one with each problem on stderr and exit status 1.
+func TestCLILifecycleValidate(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "policy.json")
+	// ECR's "Filtering on multiple rules" example A, as its documentation prints it (with commas).
+	if err := os.WriteFile(good, []byte(`{"rules": [
+		{"rulePriority": 1, "description": "Rule 1", "selection": {"tagStatus": "tagged", "tagPrefixList": ["prod"], "countType": "imageCountMoreThan", "countNumber": 1}, "action": {"type": "expire"}},
+		{"rulePriority": 2, "description": "Rule 2", "selection": {"tagStatus": "tagged", "tagPrefixList": ["beta"], "countType": "imageCountMoreThan", "countNumber": 1}, "action": {"type": "expire"}}]}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, _ := cliRun(t, "lifecycle", "validate", good)
+	if !strings.Contains(out, "valid, 2 rule(s)") || !strings.Contains(out, "1: images with tags starting prod: keep the 1 most recently pushed") {
+		t.Errorf("stdout:\n%s", out)
+	}
+
+	bad := filepath.Join(dir, "bad.json")
+	if err := os.WriteFile(bad, []byte(`{"rules": [
+		{"rulePriority": 1, "selection": {"tagStatus": "any", "countType": "sinceImagePushed", "countNumber": 14}, "action": {"type": "expire"}},
+		{"rulePriority": 2, "selection": {"tagStatus": "tagged", "tagPatternList": ["a*b*c*d*e*f"], "countType": "imageCountMoreThan", "countNumber": 1}, "action": {"type": "expire"}}]}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, errOut, err := cliExec("lifecycle", "validate", bad)
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+		t.Fatalf("exit: %v\nstdout:\n%s\nstderr:\n%s", err, out, errOut)
+	}
+	for _, want := range []string{
+		"rules[1].selection.countUnit: required with countType sinceImagePushed",
+		"rules[2].selection.tagPatternList[1]: \"a*b*c*d*e*f\" has 5 wildcards; ECR allows at most 4",
+		`rules[1].rulePriority: a rule with tagStatus "any" must have the highest rulePriority`,
+		"berth: " + bad + ": invalid lifecycle policy: 3 problem(s)",
+	} {
+		if !strings.Contains(errOut, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, errOut)
+		}
+	}
+	if out != "" {
+		t.Errorf("stdout for an invalid policy: %q", out)
 	}
 }

@@ -111,13 +111,16 @@ func TestDiskFull(t *testing.T) {
 
 func diskFullCase(t *testing.T, crane string, encrypted bool) {
 	data := diskFullMount(t, 48<<20)
-	var args []string
+	// No floor: this is what a full disk does (TestPushFreeSpaceFloor: what the floor does).
+	noFloor := filepath.Join(t.TempDir(), "berth.yaml")
+	clWriteFile(t, noFloor, []byte("min_free_space: 0\n"))
+	args := []string{"--config", noFloor}
 	if encrypted {
 		key := filepath.Join(t.TempDir(), "kek") // off the tmpfs: filling it must not touch the key
 		if out, err := exec.Command(berthBin, "encryption", "keygen", key).CombinedOutput(); err != nil {
 			t.Fatalf("berth encryption keygen: %v\n%s", err, out)
 		}
-		args = []string{"--encryption-key-file", key}
+		args = append(args, "--encryption-key-file", key)
 	}
 	b := &berth{t: t, Data: data}
 	b.start(args...)
@@ -291,5 +294,48 @@ func diskBlobFiles(t *testing.T, data string) {
 	}
 	if n == 0 {
 		t.Fatal("no blob files")
+	}
+}
+
+// TestPushFreeSpaceFloor: berth's data directory on a 48 MiB tmpfs with min_free_space 24 MiB.
+// Pushes that leave the floor free go in; one that would go below it is refused before its body
+// is stored, with 507 INSUFFICIENT_STORAGE and a message naming the floor, monolithic or as a
+// chunk of a session, and leaves no file; pulls of what is stored go on.
+func TestPushFreeSpaceFloor(t *testing.T) {
+	data := diskFullMount(t, 48<<20)
+	cfg := filepath.Join(t.TempDir(), "berth.yaml")
+	clWriteFile(t, cfg, []byte(fmt.Sprintf("min_free_space: %d\n", 24<<20)))
+	b := &berth{t: t, Data: data}
+	b.start("--config", cfg)
+	t.Cleanup(b.Stop)
+	base := b.URL() + "/v2/floor/app/blobs/uploads/"
+	monolithic := func(blob []byte) authResp {
+		return authDo(t, http.MethodPost, base+"?digest="+clDigest(blob), "", blob, "Content-Type", "application/octet-stream")
+	}
+	a, c := encPattern(8<<20), encPattern(12<<20)
+	if r := monolithic(a); r.Status != http.StatusCreated {
+		t.Fatalf("push of 8 MiB with 48 free: %d %s", r.Status, r.Body)
+	}
+	if r := monolithic(c); r.Status != http.StatusCreated {
+		t.Fatalf("push of 12 MiB with about 40 free: %d %s", r.Status, r.Body)
+	}
+	tooMuch := encPattern(8<<20 + 1)
+	refused := func(what string, r authResp) {
+		t.Helper()
+		if r.Status != http.StatusInsufficientStorage || r.errorCode() != "INSUFFICIENT_STORAGE" || !bytes.Contains(r.Body, []byte("min_free_space")) {
+			t.Errorf("%s below the floor: %d %s; want 507 INSUFFICIENT_STORAGE naming min_free_space", what, r.Status, r.Body)
+		}
+	}
+	refused("a monolithic push", monolithic(tooMuch))
+	r := authDo(t, http.MethodPost, base, "", nil)
+	if r.Status != http.StatusAccepted {
+		t.Fatalf("a new session with the floor still free: %d %s", r.Status, r.Body)
+	}
+	refused("a chunk", authDo(t, http.MethodPatch, b.URL()+r.Header.Get("Location"), "", tooMuch, "Content-Type", "application/octet-stream"))
+	if _, err := os.Stat(filepath.Join(data, "blobs", "sha256", clDigest(tooMuch)[7:9], clDigest(tooMuch)[7:])); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the refused blob is stored: %v", err)
+	}
+	if got := clBlob(t, b, "floor/app", clDigest(a)); !bytes.Equal(got, a) {
+		t.Errorf("pulling a stored blob below the floor: %d bytes, want the %d pushed", len(got), len(a))
 	}
 }

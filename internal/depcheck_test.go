@@ -2,6 +2,7 @@
 // backends stay swappable and the wire vocabulary stays at the bottom:
 //
 //	cmd -> server -> registry, proxy -> content -> storage, metadata -> oci
+//	                                      lifecycle (policies, evaluated on what callers read) -> oci
 //	                             storage/<backend> -> storage, oci
 //	                             metadata/<backend> -> metadata, oci
 //
@@ -107,11 +108,11 @@ func TestDependencies(t *testing.T) {
 			return func(d string) bool { return d == "internal/oci" || d == "internal/storage" }
 		case p == "internal/enginetest": // servers for tests: knows nothing of berth
 			return func(string) bool { return false }
-		case p == "internal/metadata":
+		case p == "internal/metadata", p == "internal/lifecycle": // lifecycle: pure policy evaluation, no store
 			return func(d string) bool { return d == "internal/oci" }
 		case under(p, "internal/metadata"):
 			return func(d string) bool { return d == "internal/oci" || d == "internal/metadata" }
-		case p == "internal/content", p == "internal/migrate": // the two stores, whatever backends they are
+		case p == "internal/content", p == "internal/migrate", p == "internal/gc": // the two stores, whatever backends they are
 			return func(d string) bool {
 				return d == "internal/oci" || d == "internal/storage" || d == "internal/metadata"
 			}
@@ -144,15 +145,16 @@ func TestDependencies(t *testing.T) {
 		// Tests follow the same rules (a package's own external test imports the package), and
 		// backends' tests run their interface's conformance suite against the real servers that
 		// enginetest starts; a layer over any metadata store (hot) runs the suite over a real
-		// backend, and the layers over any blob store over real backends: sealed over both, with real keys, and
+		// backend (and its replicas over PostgreSQL), the collector runs over every backend, and the layers over any blob store over real backends: sealed over both, with real keys, and
 		// the memory cache over sealed over the filesystem, as berth stacks them.
 		suite := func(d string) bool {
 			return d == "internal/storage/storagetest" && under(name, "internal/storage") ||
 				d == "internal/metadata/metadatatest" && under(name, "internal/metadata") ||
 				d == "internal/enginetest" ||
-				d == "internal/metadata/sqlite" && name == "internal/metadata/hot" ||
+				(d == "internal/metadata/sqlite" || d == "internal/metadata/postgres") && name == "internal/metadata/hot" ||
 				(d == "internal/metadata/sqlite" || d == "internal/storage/fs") && name == "internal/content" ||
-				name == "internal/migrate" && (under(d, "internal/storage") || under(d, "internal/metadata")) ||
+				(name == "internal/migrate" || name == "internal/gc") && (under(d, "internal/storage") || under(d, "internal/metadata")) ||
+				name == "internal/gc" && d == "internal/content" || // its tests push as the registry does
 				slices.Contains([]string{"internal/storage/fs", "internal/storage/s3", "internal/crypt"}, d) &&
 					name == "internal/storage/sealed" ||
 				(d == "internal/storage/sealed" || d == "internal/storage/fs") && name == "internal/storage/memcache"

@@ -10,9 +10,12 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"strings"
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/berth/berth/internal/oci"
 )
 
 // Config is everything `berth serve` needs.
@@ -30,7 +33,8 @@ type Config struct {
 	// Dev serves without authentication, for local use; it requires a loopback Addr.
 	Dev bool `yaml:"dev"`
 	// MinFreeSpace is how many bytes berth leaves free on the data directory's filesystem:
-	// pull-through fills stop before they would go below it. 0 turns the floor off.
+	// pull-through fills stop before they would go below it, and pushes that would are refused
+	// (507), while pulls of what is stored go on. 0 turns the floor off.
 	MinFreeSpace int64 `yaml:"min_free_space"`
 
 	// Storage and Metadata choose the backends: the data directory by default, S3-compatible
@@ -43,6 +47,12 @@ type Config struct {
 
 	Shutdown Shutdown `yaml:"shutdown"`
 
+	// GC is online garbage collection.
+	GC GC `yaml:"gc"`
+
+	// Quotas bound the storage of the repositories their patterns match.
+	Quotas []Quota `yaml:"quotas"`
+
 	// Immutability says which tags may not move to another manifest once pushed, by repository
 	// pattern; the first rule that matches a repository decides. Pull-through caches follow
 	// their upstream whatever it says.
@@ -51,6 +61,31 @@ type Config struct {
 	// Debug holds diagnostics, off by default.
 	Debug Debug `yaml:"debug"`
 }
+
+// GC configures online garbage collection (internal/gc).
+type GC struct {
+	// Grace is how long a blob must have been unneeded (pushed and not referenced, released by
+	// a deleted manifest) before it is deleted. It must be longer than any push takes from its
+	// first blob to its manifest: a blob pushed whose manifest has not come yet is unneeded too.
+	Grace time.Duration `yaml:"grace"`
+	// Interval is how often a pass runs, on one replica at a time; 0 turns online collection
+	// off (berth gc still runs a pass).
+	Interval time.Duration `yaml:"interval"`
+}
+
+// Quota bounds the bytes of the blobs linked to the repositories Repositories matches ('*' any
+// run of characters, slashes included, as grants match), each blob counted once: a push that
+// would go over it is refused before its bytes are stored.
+type Quota struct {
+	Repositories string `yaml:"repositories"`
+	MaxBytes     int64  `yaml:"max_bytes"`
+}
+
+// DefaultGCGrace and DefaultGCInterval are the defaults of gc.grace and gc.interval.
+const (
+	DefaultGCGrace    = 24 * time.Hour
+	DefaultGCInterval = time.Minute
+)
 
 // Uploads configures upload sessions.
 type Uploads struct {
@@ -81,6 +116,7 @@ func Default() Config {
 		Storage:      defaultStorage(),
 		Metadata:     defaultMetadata(),
 		Shutdown:     Shutdown{Timeout: DefaultShutdownTimeout},
+		GC:           GC{Grace: DefaultGCGrace, Interval: DefaultGCInterval},
 	}
 }
 
@@ -107,6 +143,25 @@ func (c Config) Validate() error {
 	}
 	if c.Data == "" {
 		errs = append(errs, errors.New("data: must not be empty"))
+	}
+	if c.GC.Grace < time.Minute {
+		errs = append(errs, fmt.Errorf("gc.grace %s: must be at least 1m (longer than any push takes from its first blob to its manifest)", c.GC.Grace))
+	}
+	seen := map[string]bool{}
+	for i, q := range c.Quotas {
+		switch {
+		case q.Repositories == "" || q.Repositories != "*" && !oci.ValidName(strings.ReplaceAll(q.Repositories, "*", "x")):
+			errs = append(errs, fmt.Errorf("quotas[%d].repositories %q: want a repository name or pattern ('*' any run of characters)", i, q.Repositories))
+		case seen[q.Repositories]:
+			errs = append(errs, fmt.Errorf("quotas[%d].repositories %q: a second quota for the same pattern", i, q.Repositories))
+		}
+		seen[q.Repositories] = true
+		if q.MaxBytes <= 0 {
+			errs = append(errs, fmt.Errorf("quotas[%d].max_bytes %d: must be positive", i, q.MaxBytes))
+		}
+	}
+	if c.GC.Interval < 0 {
+		errs = append(errs, fmt.Errorf("gc.interval %s: must not be negative (0 turns online collection off)", c.GC.Interval))
 	}
 	if c.Uploads.MaxIdle < time.Minute {
 		errs = append(errs, fmt.Errorf("uploads.max_idle %s: must be at least 1m", c.Uploads.MaxIdle))

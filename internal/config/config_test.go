@@ -28,7 +28,8 @@ func TestDefault(t *testing.T) {
 		Uploads: Uploads{MaxIdle: 24 * time.Hour}, Encryption: Encryption{MemoryCache: 512 << 20},
 		Proxy: Proxy{MaxFillSize: 16 << 30}, MinFreeSpace: 1 << 30,
 		Storage:  Storage{Driver: "fs", S3: S3{SSE: "none", PartSize: 16 << 20, RedirectTTL: 5 * time.Minute}},
-		Metadata: Metadata{Driver: "sqlite", MemoryCache: 64 << 20}, Shutdown: Shutdown{Timeout: 30 * time.Second}}
+		Metadata: Metadata{Driver: "sqlite", MemoryCache: 64 << 20}, Shutdown: Shutdown{Timeout: 30 * time.Second},
+		GC: GC{Grace: 24 * time.Hour, Interval: time.Minute}}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("Default() = %+v, want %+v", c, want)
 	}
@@ -63,7 +64,11 @@ uploads:
 `, Config{Addr: "127.0.0.1:5001", Data: "/var/lib/berth", Log: Log{Level: "debug", Format: "json"},
 			Uploads: Uploads{MaxIdle: 90 * time.Minute}, Encryption: Encryption{MemoryCache: DefaultMemoryCache},
 			Proxy: Proxy{MaxFillSize: DefaultMaxFillSize}, MinFreeSpace: DefaultMinFreeSpace,
-			Storage: defaultStorage(), Metadata: defaultMetadata(), Shutdown: Shutdown{Timeout: DefaultShutdownTimeout}}},
+			Storage: defaultStorage(), Metadata: defaultMetadata(), Shutdown: Shutdown{Timeout: DefaultShutdownTimeout},
+			GC: GC{Grace: DefaultGCGrace, Interval: DefaultGCInterval}}},
+		{"quotas", "quotas:\n  - repositories: team/*\n    max_bytes: 1073741824\n",
+			with(func(c *Config) { c.Quotas = []Quota{{Repositories: "team/*", MaxBytes: 1 << 30}} })},
+		{"gc", "gc:\n  grace: 72h\n  interval: 0s\n", with(func(c *Config) { c.GC = GC{Grace: 72 * time.Hour} })},
 		{"replicas", `
 storage:
   driver: s3
@@ -241,12 +246,19 @@ func TestValidate(t *testing.T) {
 		{"negative manifest cache and unknown metadata", func(c *Config) { c.Metadata = Metadata{Driver: "mysql", MemoryCache: -1} },
 			[]string{"metadata.memory_cache -1", `metadata.driver "mysql"`}},
 		{"drain", func(c *Config) { c.Shutdown.Drain = 10 * time.Second }, nil},
+		{"gc off", func(c *Config) { c.GC.Interval = 0 }, nil},
+		{"quotas", func(c *Config) { c.Quotas = []Quota{{"team/*", 10 << 30}, {"*", 1 << 40}, {"a_b/c", 1}} }, nil},
+		{"bad quotas", func(c *Config) {
+			c.Quotas = []Quota{{"Team/*", 1}, {"", 1}, {"x/*", 0}, {"y", 5}, {"y", 6}}
+		}, []string{`quotas[0].repositories "Team/*"`, `quotas[1].repositories ""`, "quotas[2].max_bytes 0", `quotas[4].repositories "y": a second quota`}},
+		{"short gc grace", func(c *Config) { c.GC.Grace = 30 * time.Second }, []string{"gc.grace 30s: must be at least 1m"}},
+		{"negative gc interval", func(c *Config) { c.GC.Interval = -time.Second }, []string{"gc.interval"}},
 		{"negative drain", func(c *Config) { c.Shutdown.Drain = -time.Second }, []string{"shutdown.drain"}},
 		{"no shutdown timeout", func(c *Config) { c.Shutdown.Timeout = 0 }, []string{"shutdown.timeout"}},
 		{"everything wrong", func(c *Config) {
 			*c = Config{Addr: "nope", Data: "", Log: Log{Level: "loud", Format: "yaml"}, Uploads: Uploads{MaxIdle: -1}, MinFreeSpace: -1}
 		}, []string{"addr", "data", "log.level", "log.format", "uploads.max_idle", "min_free_space", "proxy.max_fill_size",
-			"storage.driver", "metadata.driver", "shutdown.timeout"}},
+			"storage.driver", "metadata.driver", "shutdown.timeout", "gc.grace"}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			cfg := valid

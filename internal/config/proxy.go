@@ -7,6 +7,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/berth/berth/internal/oci"
 )
 
 // Proxy configures the pull-through cache: which repository prefixes mirror which upstream.
@@ -56,6 +58,17 @@ type Rule struct {
 	// MaxStaleness is how long after its last successful check a cached tag may still be served
 	// while the upstream fails. Default 720h (30 days).
 	MaxStaleness time.Duration `yaml:"max_staleness"`
+	// Warm are images (NAME:TAG, NAME as below the prefix) that berth keeps cached whole and
+	// checks upstream every WarmEvery (default 1h) with a manifest HEAD, so that a deployment
+	// never meets a cold miss or a stale tag.
+	Warm      []string      `yaml:"warm"`
+	WarmEvery time.Duration `yaml:"warm_every"`
+	// MaxBytes bounds the bytes the rule's cached repositories hold: the least recently pulled
+	// images are evicted, whole, until they fit. UnusedFor evicts images not pulled for that
+	// long. Pin are images (NAME:TAG) never evicted; warm images are never evicted either.
+	MaxBytes  int64         `yaml:"max_bytes"`
+	UnusedFor time.Duration `yaml:"unused_for"`
+	Pin       []string      `yaml:"pin"`
 	// QuotaReserve: when the upstream reports this many pulls or fewer remaining, berth stops
 	// revalidating tags and serves what it has, keeping the rest of the quota for true misses.
 	QuotaReserve int `yaml:"quota_reserve"`
@@ -191,6 +204,19 @@ func (p Proxy) validate() error {
 		}
 		if r.MaxStaleness < 0 || r.QuotaReserve < 0 {
 			errs = append(errs, fmt.Errorf("%s: max_staleness and quota_reserve must not be negative", where))
+		}
+		for key, refs := range map[string][]string{"warm": r.Warm, "pin": r.Pin} {
+			for _, ref := range refs {
+				if name, tag, ok := strings.Cut(ref, ":"); !ok || !oci.ValidName(name) || !oci.ValidTag(tag) {
+					errs = append(errs, fmt.Errorf("%s: %s %q: want NAME:TAG, NAME as below the prefix (library/nginx:1.27)", where, key, ref))
+				}
+			}
+		}
+		if r.MaxBytes < 0 || r.UnusedFor < 0 {
+			errs = append(errs, fmt.Errorf("%s: max_bytes and unused_for must not be negative (0: no bound)", where))
+		}
+		if r.WarmEvery != 0 && r.WarmEvery < time.Minute {
+			errs = append(errs, fmt.Errorf("%s: warm_every %s: at least 1m", where, r.WarmEvery))
 		}
 		n := 0
 		for _, set := range []bool{r.Password != "", r.PasswordFile != "", r.PasswordEnv != ""} {

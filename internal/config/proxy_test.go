@@ -59,6 +59,11 @@ func TestProxyValidate(t *testing.T) {
 		{"zero interval", Rule{Prefix: "x", Upstream: "https://x", Revalidate: "interval:0s"}, "revalidate"},
 		{"bad prefix", Rule{Prefix: "/x/", Upstream: "https://x"}, "prefix"},
 		{"two secrets", Rule{Prefix: "x", Upstream: "https://x", Password: "a", PasswordEnv: "B"}, "only one"},
+		{"warm without a tag", Rule{Prefix: "x", Upstream: "https://x", Warm: []string{"library/nginx"}}, `warm "library/nginx"`},
+		{"warm bad name", Rule{Prefix: "x", Upstream: "https://x", Warm: []string{"Nginx:1"}}, `warm "Nginx:1"`},
+		{"pin without a tag", Rule{Prefix: "x", Upstream: "https://x", Pin: []string{"nginx"}}, `pin "nginx"`},
+		{"negative bound", Rule{Prefix: "x", Upstream: "https://x", MaxBytes: -1}, "max_bytes and unused_for"},
+		{"warm too often", Rule{Prefix: "x", Upstream: "https://x", Warm: []string{"nginx:1"}, WarmEvery: time.Second}, "warm_every 1s"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			cfg := Default()

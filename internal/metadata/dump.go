@@ -51,6 +51,7 @@ var BlobsTable = Table{"blobs", cols("digest", Text, "size", NullInt, "touched",
 var Tables = []Table{
 	{"repositories", cols("name", Text, "created", Time)},
 	BlobsTable,
+	{"gc_blob_review", cols("digest", Text, "since", Time)},
 	{"repo_blobs", cols("repo", Repo, "digest", Text, "size", Int)},
 	{"manifests", cols("repo", Repo, "digest", Text, "media_type", Text, "artifact_type", Text,
 		"subject", NullText, "annotations", NullText, "content", Bytes, "created", Time)},

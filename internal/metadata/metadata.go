@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/berth/berth/internal/oci"
@@ -54,6 +55,15 @@ type Manifest struct {
 	Annotations  map[string]string
 	Content      []byte
 	Created      time.Time
+}
+
+// ManifestEntry is a manifest of a repository as ListManifests returns it.
+type ManifestEntry struct {
+	Digest    oci.Digest
+	MediaType string
+	Content   []byte
+	Created   time.Time
+	Tags      []string // in order
 }
 
 // NewManifest is a manifest to store, with what it references.
@@ -113,6 +123,29 @@ type Store interface {
 	BlobSize(ctx context.Context, repo string, d oci.Digest) (int64, error)
 	// UnlinkBlob hides blob d from repo; ErrNotFound if it was not visible there.
 	UnlinkBlob(ctx context.Context, repo string, d oci.Digest) error
+	// ListManifests returns every manifest of repo with the tags that point at it, in digest
+	// order (nil for a repository it does not know): what eviction weighs.
+	ListManifests(ctx context.Context, repo string) ([]ManifestEntry, error)
+	// ForgetExpected records that no cached manifest of repo declares the blobs ds any more
+	// (eviction removed those that did): their expected sizes and their links to repo go, and
+	// they are queued for garbage collection's review.
+	ForgetExpected(ctx context.Context, repo string, ds []oci.Digest) error
+	// Usage returns the bytes of the blobs linked to the repositories that pattern matches ('*'
+	// any run of characters, slashes included), each blob counted once, and whether blob d (""
+	// for none) is one of them: a storage quota's usage.
+	Usage(ctx context.Context, pattern string, d oci.Digest) (used int64, has bool, err error)
+	// BlobsToReview returns, in digest order after the digest after (a cursor; "" from the
+	// start), at most limit blobs queued for garbage collection since before t: reserved, linked,
+	// unlinked or released by a deleted manifest, and not looked at since.
+	BlobsToReview(ctx context.Context, before time.Time, after string, limit int) ([]oci.Digest, error)
+	// CollectBlob decides, under a lock on blob d's record, whether d is garbage: no manifest
+	// references it, no cached manifest declares it, and nothing reserved, linked, unlinked or
+	// released it since before. If so it deletes the record and the blob's links and calls
+	// remove (which deletes the bytes) before it commits; remove failing undoes it all. It
+	// reports whether d was garbage, and its size (-1 when never stored). With remove nil it
+	// changes nothing (a dry run). A blob found needed leaves the queue until it is released
+	// again; one touched too recently stays queued.
+	CollectBlob(ctx context.Context, d oci.Digest, before time.Time, remove func(context.Context) error) (garbage bool, size int64, err error)
 
 	// PutManifest stores m in repo and points each of tags at it. The references (Blobs,
 	// Children) are checked in the same transaction (ErrBlobUnknown, ErrManifestUnknown, wrapped
@@ -159,4 +192,10 @@ type Store interface {
 	DeleteUpload(ctx context.Context, id string) error
 
 	Close() error
+}
+
+// LikePattern turns a repository pattern ('*' any run of characters) into an SQL LIKE pattern
+// with '\' as its escape character.
+func LikePattern(p string) string {
+	return strings.NewReplacer(`\`, `\\`, "%", `\%`, "_", `\_`, "*", "%").Replace(p)
 }

@@ -40,6 +40,14 @@ type catalog interface {
 	Tags(ctx context.Context, repo string, p metadata.Page) ([]string, bool, error)
 	TagChecked(ctx context.Context, repo, tag string) (time.Time, error)
 	SetTagChecked(ctx context.Context, repo, tag string, t time.Time) error
+	// what eviction needs (evict.go)
+	Repositories(ctx context.Context, p metadata.Page) ([]string, bool, error)
+	ListManifests(ctx context.Context, repo string) ([]metadata.ManifestEntry, error)
+	DeleteManifest(ctx context.Context, repo string, d oci.Digest) error
+	ForgetExpected(ctx context.Context, repo string, ds []oci.Digest) error
+	Usage(ctx context.Context, pattern string, d oci.Digest) (int64, bool, error)
+	Blob(ctx context.Context, d oci.Digest) (metadata.BlobRecord, error)
+	CollectBlob(ctx context.Context, d oci.Digest, before time.Time, remove func(context.Context) error) (bool, int64, error)
 }
 
 // Cache serves the repositories under its rules' prefixes from local storage and fills that storage
@@ -65,6 +73,7 @@ type Cache struct {
 	wg     sync.WaitGroup
 
 	// replicas, when set (ShareWith), coordinate upstream requests with other replicas.
+	pulls    PullTimes // when manifests were last pulled, if tracked (UsePullTimes)
 	replicas Shared
 	holder   string
 	notifier metadata.Notifier // replicas' messages, when the shared store has them
@@ -218,19 +227,19 @@ func (c *Cache) Manifest(ctx context.Context, local, ref string) (*metadata.Mani
 	if cached == nil {
 		return c.fetchManifest(ctx, r, local, up, ref, ref, start)
 	}
-	return c.revalidate(ctx, r, local, up, ref, cached, start)
+	return c.revalidate(ctx, r, local, up, ref, cached, start, r.Every)
 }
 
 // revalidate decides whether the cached manifest of tag may be served, checking the upstream with
-// a manifest HEAD when the policy says so; a GET follows only when the digest changed. now is when
-// the request started, before it read the store.
-func (c *Cache) revalidate(ctx context.Context, r *Rule, local, up, tag string, cached *metadata.Manifest, now time.Time) (*metadata.Manifest, error) {
+// a manifest HEAD when the tag was last checked every or longer ago (0: always); a GET follows
+// only when the digest changed. now is when the request started, before it read the store.
+func (c *Cache) revalidate(ctx context.Context, r *Rule, local, up, tag string, cached *metadata.Manifest, now time.Time, every time.Duration) (*metadata.Manifest, error) {
 	checked, err := c.meta.TagChecked(ctx, local, tag)
 	if err != nil && !errors.Is(err, metadata.ErrNotFound) {
 		return nil, err
 	}
 	age := now.Sub(checked)
-	if r.Every > 0 && age < r.Every {
+	if every > 0 && age < every {
 		r.stats.hits.Add(1)
 		return cached, nil
 	}

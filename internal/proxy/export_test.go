@@ -11,3 +11,10 @@ func SetLeaseTiming(ttl, renew, poll time.Duration) (restore func()) {
 
 // LeaseKey is the lease a replica takes to fill blob d of the cached repository local.
 func LeaseKey(local, d string) string { return "proxy:fill " + local + "@" + d }
+
+// SetEvictionGuard changes how recently pulled an image must be to be safe from eviction.
+func SetEvictionGuard(d time.Duration) (restore func()) {
+	g := evictionGuard
+	evictionGuard = d
+	return func() { evictionGuard = g }
+}

@@ -19,6 +19,16 @@ type Rule struct {
 	MaxStaleness time.Duration
 	// QuotaReserve: at or below this many remaining pulls, cached tags are not revalidated.
 	QuotaReserve int
+	// Warm are references (NAME:TAG, NAME as below the prefix) that berth keeps cached, whole,
+	// checking each tag upstream every WarmEvery (RunWarm).
+	Warm      []string
+	WarmEvery time.Duration
+	// MaxBytes bounds what the rule's repositories hold (evict.go); 0: no bound. UnusedFor
+	// evicts images not pulled for that long; 0: never. Pin are references (NAME:TAG) never
+	// evicted.
+	MaxBytes  int64
+	UnusedFor time.Duration
+	Pin       []string
 
 	stats cacheStats
 }

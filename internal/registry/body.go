@@ -40,6 +40,10 @@ func (rg *Registry) body(w http.ResponseWriter, r *http.Request, room int64) io.
 // SetMaxBlobSize bounds the size of an uploaded blob (0: no bound).
 func (rg *Registry) SetMaxBlobSize(n int64) { rg.maxBlob = n }
 
+// SetMinFreeSpace makes pushes leave n bytes free on the blob store's filesystem (when it has
+// one: storage.FreeSpacer); 0 turns the floor off.
+func (rg *Registry) SetMinFreeSpace(n int64) { rg.minFree = n }
+
 // room is how many more bytes an upload already holding size bytes may take; -1: no bound. It
 // refuses at once a request whose Content-Length says it will not fit.
 func (rg *Registry) room(r *http.Request, size int64) (int64, error) {

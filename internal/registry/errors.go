@@ -35,6 +35,12 @@ func (rg *Registry) writeError(w http.ResponseWriter, r *http.Request, err error
 			// The client broke its body off (what it sent of a chunk stays in the upload).
 			rg.log.Debug("request body broke off", "method", r.Method, "path", r.URL.Path, "err", err)
 			e = oci.Errorf(oci.ErrBlobUploadInvalid, "the request body ended before it was complete")
+		case isQuota(err):
+			e = oci.Errorf(oci.ErrDenied, "%s", err.Error())
+		case errors.Is(err, storage.ErrInsufficientSpace):
+			// The operator's floor, not a full disk: pulls go on, pushes wait for space.
+			rg.log.Warn("a push was refused below the free-space floor", "method", r.Method, "path", r.URL.Path, "err", err)
+			e = oci.Errorf(oci.ErrInsufficientStorage, "the registry is low on disk space (below its min_free_space): pushes are refused until space is freed; pulls go on")
 		case diskFull(err):
 			// Not the client's fault, nor a bug: the operator must free space. Whatever failed
 			// to be written was not made visible (temporary files go, transactions roll back).

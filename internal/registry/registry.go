@@ -33,6 +33,11 @@ type Registry struct {
 	bodyIdle time.Duration
 	// maxBlob bounds an uploaded blob's size (0: no bound).
 	maxBlob int64
+	// minFree is the free space, in bytes, that pushes leave on the blob store's filesystem
+	// (0: none): below it, new uploads and chunks are refused while pulls go on.
+	minFree int64
+	// quotas bound the storage of repositories (SetQuotas).
+	quotas []Quota
 	// redirect, when positive, is how long the URLs that blob GETs are redirected to last.
 	redirect time.Duration
 	// immutable says which tags may not move (UseTagRules); nil: every tag may.
@@ -116,6 +121,7 @@ type catalog interface {
 	CreateUpload(ctx context.Context, repo, id string) error
 	UploadRepo(ctx context.Context, id string) (string, error)
 	DeleteUpload(ctx context.Context, id string) error
+	Usage(ctx context.Context, pattern string, d oci.Digest) (int64, bool, error)
 }
 
 // New returns a registry serving blobs and meta.

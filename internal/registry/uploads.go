@@ -27,6 +27,11 @@ func (rg *Registry) startUpload(w http.ResponseWriter, r *http.Request, rt route
 		// Mounting reads the source repository: the caller must be allowed to pull from it, and a
 		// caller who may not gets the same new session as for a blob that is not there.
 		if from := q.Get("from"); oci.ValidName(from) && rg.may(r, from, auth.Pull) {
+			if size, err := rg.meta.BlobSize(ctx, from, d); err == nil {
+				if err := rg.checkQuota(ctx, rt.name, size, d); err != nil {
+					return err
+				}
+			}
 			if mounted, err := rg.content.Mount(ctx, rt.name, from, d); err != nil {
 				return err
 			} else if mounted {
@@ -39,6 +44,12 @@ func (rg *Registry) startUpload(w http.ResponseWriter, r *http.Request, rt route
 		if err != nil {
 			return err
 		}
+		if err := storage.CheckFree(rg.blobs, max(r.ContentLength, 0), rg.minFree); err != nil {
+			return err
+		}
+		if err := rg.checkQuota(ctx, rt.name, max(r.ContentLength, 0), d); err != nil {
+			return err
+		}
 		room, err := rg.room(r, 0)
 		if err != nil {
 			return err
@@ -47,6 +58,12 @@ func (rg *Registry) startUpload(w http.ResponseWriter, r *http.Request, rt route
 			return uploadErr(err)
 		}
 		return blobCreated(w, rt.name, d)
+	}
+	if err := storage.CheckFree(rg.blobs, 0, rg.minFree); err != nil {
+		return err
+	}
+	if err := rg.checkQuota(ctx, rt.name, 0, ""); err != nil {
+		return err
 	}
 	u, err := rg.blobs.NewUpload(ctx)
 	if err != nil {
@@ -117,6 +134,10 @@ func (rg *Registry) finishUpload(w http.ResponseWriter, r *http.Request, rt rout
 	if err := rg.appendChunk(w, r, rt, u); err != nil {
 		return err
 	}
+	// The whole blob, whose digest is known now: one already counted under a quota is free there.
+	if err := rg.checkQuota(ctx, rt.name, u.Size(), d); err != nil {
+		return err
+	}
 	if _, err := rg.content.Commit(ctx, rt.name, u, d); err != nil {
 		if errors.Is(err, storage.ErrDigestMismatch) {
 			rg.meta.DeleteUpload(ctx, rt.ref)
@@ -173,6 +194,12 @@ func (rg *Registry) appendChunk(w http.ResponseWriter, r *http.Request, rt route
 	}
 	if want > 0 && room >= 0 && want > room {
 		return errBlobTooLarge // Content-Range says it will not fit
+	}
+	if err := storage.CheckFree(rg.blobs, max(want, r.ContentLength, 0), rg.minFree); err != nil {
+		return err
+	}
+	if err := rg.checkQuota(r.Context(), rt.name, u.Size()+max(want, r.ContentLength, 0), ""); err != nil {
+		return err
 	}
 	n, err := u.AppendAt(r.Context(), rg.body(w, r, room), at)
 	if errors.Is(err, storage.ErrOffset) {

@@ -9,7 +9,9 @@ import (
 	"os"
 	"time"
 
+	"github.com/berth/berth/internal/gc"
 	"github.com/berth/berth/internal/metadata"
+	"github.com/berth/berth/internal/proxy"
 )
 
 // holderID names this process among the replicas that share a metadata store: the host, the
@@ -52,6 +54,34 @@ func exclusive(ctx context.Context, leases metadata.Leases, name, holder string,
 			}
 			return
 		case <-tick.C:
+		}
+	}
+}
+
+// collect is one online garbage collection pass (internal/gc).
+func collect(c *gc.Collector, log *slog.Logger) func(context.Context) {
+	return func(ctx context.Context) {
+		st, err := c.Pass(ctx, false)
+		switch {
+		case err != nil && ctx.Err() == nil:
+			log.Warn("garbage collection", "err", err, "done", st.String())
+		case st.Deleted > 0 || st.Failed > 0:
+			log.Info("garbage collection", "deleted", st.Deleted, "bytes", st.Bytes, "reviewed", st.Reviewed, "failed", st.Failed)
+		}
+	}
+}
+
+// evictEvery is how often the pull-through caches' bounds are enforced.
+const evictEvery = time.Minute
+
+// evict is one eviction pass over the bounded pull-through rules.
+func evict(c *proxy.Cache, log *slog.Logger) func(context.Context) {
+	return func(ctx context.Context) {
+		st, err := c.Evict(ctx)
+		if err != nil && ctx.Err() == nil {
+			log.Warn("evicting cached images", "err", err, "evicted", st.Images)
+		} else if st.Images > 0 {
+			log.Info("evicted cached images", "images", st.Images, "blobs_deleted", st.Blobs, "bytes", st.Bytes)
 		}
 	}
 }

@@ -34,6 +34,7 @@ func newCache(cfg config.Proxy, minFree int64, blobs storage.BlobStore, meta met
 		rules = append(rules, &proxy.Rule{
 			Prefix: r.Prefix, Source: up, Hosts: r.Hosts, DockerHub: r.DockerHub,
 			Every: every, MaxStaleness: r.MaxStaleness, QuotaReserve: r.QuotaReserve,
+			Warm: r.Warm, WarmEvery: r.WarmEvery, MaxBytes: r.MaxBytes, UnusedFor: r.UnusedFor, Pin: r.Pin,
 		})
 	}
 	c := proxy.New(rules, blobs, meta, log)

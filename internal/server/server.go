@@ -17,6 +17,7 @@ import (
 
 	"github.com/berth/berth/internal/auth"
 	"github.com/berth/berth/internal/config"
+	"github.com/berth/berth/internal/gc"
 	"github.com/berth/berth/internal/metadata"
 	"github.com/berth/berth/internal/metadata/hot"
 	"github.com/berth/berth/internal/proxy"
@@ -74,6 +75,12 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		exclusive(ctx, meta, "upload-purge", holder, min(cfg.Uploads.MaxIdle/4, 10*time.Minute), log,
 			purgeUploads(blobs, meta, cfg.Uploads.MaxIdle, log))
 	})
+	if cfg.GC.Interval > 0 {
+		collector := gc.New(meta, blobs, cfg.GC.Grace, log)
+		jobs.Go(func() {
+			exclusive(ctx, meta, "gc", holder, cfg.GC.Interval, log, collect(collector, log))
+		})
+	}
 
 	// The registry and the pull-through cache write manifests and tags through this one value,
 	// so that its memory of them is dropped by every write this process makes. Replicas sharing
@@ -100,9 +107,21 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		cache.ShareWith(meta, holder)
 		follow[proxy.LeaseChannel] = follower{ready: cache.ReleasedAll, got: cache.Released}
 	}
+	if period := cache.WarmPeriod(); period > 0 {
+		jobs.Go(func() { exclusive(ctx, meta, "warm", holder, period, log, cache.WarmAll) })
+	}
+	if cache.Bounded() {
+		jobs.Go(func() { exclusive(ctx, meta, "evict", holder, evictEvery, log, evict(cache, log)) })
+	}
 	reg := registry.New(blobs, store, log)
 	reg.UseCache(cache)
 	reg.SetMaxBlobSize(cfg.Uploads.MaxBlobSize)
+	reg.SetMinFreeSpace(cfg.MinFreeSpace)
+	var quotas []registry.Quota
+	for _, q := range cfg.Quotas {
+		quotas = append(quotas, registry.Quota{Pattern: q.Repositories, MaxBytes: q.MaxBytes})
+	}
+	reg.SetQuotas(quotas)
 	if len(cfg.Immutability) > 0 {
 		reg.UseTagRules(cfg.Immutability.Immutable)
 	}

@@ -112,9 +112,9 @@ type FreeSpacer interface {
 }
 
 // CheckFree returns ErrInsufficientSpace (wrapped, with the numbers) if writing n more bytes to
-// s would leave less than floor bytes free. A floor of 0, or a store without FreeSpacer, always
-// passes.
-func CheckFree(s BlobStore, n, floor int64) error {
+// s (a store, or a layer over one) would leave less than floor bytes free. A floor of 0, or a
+// store without FreeSpacer, always passes.
+func CheckFree(s any, n, floor int64) error {
 	fs, ok := s.(FreeSpacer)
 	if floor <= 0 || !ok {
 		return nil

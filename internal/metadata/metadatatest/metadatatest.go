@@ -54,6 +54,7 @@ func Run(t *testing.T, open func(t *testing.T) metadata.Store) {
 	t.Run("ConcurrentFirstPushes", s.concurrentFirstPushes)
 	t.Run("ConcurrentPushDeleteManifest", s.concurrentPushDeleteManifest)
 	s.runReferences(t)
+	t.Run("GC", s.gc)
 }
 
 type suite struct {

@@ -40,9 +40,14 @@ func repoID(ctx context.Context, tx pgx.Tx, repo string, create bool) (int64, er
 
 // ReserveBlob implements metadata.Store.
 func (s *Store) ReserveBlob(ctx context.Context, d oci.Digest) error {
-	_, err := s.exec(ctx, `INSERT INTO blobs (digest, size, touched) VALUES ($1, NULL, $2)
-		ON CONFLICT (digest) DO UPDATE SET touched = excluded.touched`, d.String(), now())
-	return err
+	return s.write(ctx, func(tx pgx.Tx) error {
+		t := now()
+		if _, err := tx.Exec(ctx, `INSERT INTO blobs (digest, size, touched) VALUES ($1, NULL, $2)
+			ON CONFLICT (digest) DO UPDATE SET touched = excluded.touched`, d.String(), t); err != nil {
+			return err
+		}
+		return queue(ctx, tx, []string{d.String()}, t)
+	})
 }
 
 // LinkBlob implements metadata.Store.
@@ -59,10 +64,14 @@ func (s *Store) LinkBlob(ctx context.Context, repo string, d oci.Digest, size in
 // linkBlobs records the blobs ds (in digest order, so that two transactions lock their rows in
 // the same order), stored, with their sizes, and links them to repository id.
 func linkBlobs(ctx context.Context, tx pgx.Tx, id int64, ds []string, sizes []int64) error {
+	t := now()
 	if _, err := tx.Exec(ctx, `INSERT INTO blobs (digest, size, touched)
 		SELECT d, s, $3::timestamptz FROM unnest($1::text[], $2::bigint[]) AS p (d, s)
 		ON CONFLICT (digest) DO UPDATE SET size = excluded.size, touched = excluded.touched`,
-		ds, sizes, now()); err != nil {
+		ds, sizes, t); err != nil {
+		return err
+	}
+	if err := queue(ctx, tx, ds, t); err != nil {
 		return err
 	}
 	_, err := tx.Exec(ctx, `INSERT INTO repo_blobs (repo_id, digest, size)
@@ -104,9 +113,14 @@ func (s *Store) BlobSize(ctx context.Context, repo string, d oci.Digest) (int64,
 
 // UnlinkBlob implements metadata.Store.
 func (s *Store) UnlinkBlob(ctx context.Context, repo string, d oci.Digest) error {
-	tag, err := s.exec(ctx, `DELETE FROM repo_blobs b USING repositories r
-		WHERE b.repo_id = r.id AND r.name = $1 AND b.digest = $2`, repo, d.String())
-	return affected(tag.RowsAffected(), err, fmt.Sprintf("%s@%s", repo, d))
+	return s.write(ctx, func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, `DELETE FROM repo_blobs b USING repositories r
+			WHERE b.repo_id = r.id AND r.name = $1 AND b.digest = $2`, repo, d.String())
+		if err := affected(tag.RowsAffected(), err, fmt.Sprintf("%s@%s", repo, d)); err != nil {
+			return err
+		}
+		return queue(ctx, tx, []string{d.String()}, now())
+	})
 }
 
 func affected(n int64, err error, what string) error {
@@ -380,12 +394,23 @@ func (s *Store) DeleteManifest(ctx context.Context, repo string, d oci.Digest) e
 	if !errors.Is(err, pgx.ErrNoRows) {
 		return err
 	}
-	tag, err := s.exec(ctx, `DELETE FROM manifests m USING repositories r
-		WHERE m.repo_id = r.id AND r.name = $1 AND m.digest = $2`, repo, d.String())
+	err = s.write(ctx, func(tx pgx.Tx) error {
+		// The blobs it referenced may be garbage from now on (after the grace period).
+		if _, err := tx.Exec(ctx, `INSERT INTO gc_blob_review (digest, since)
+			SELECT DISTINCT b.digest, $3::timestamptz FROM manifest_blobs b JOIN repositories r ON r.id = b.repo_id
+			WHERE r.name = $1 AND b.manifest = $2 ORDER BY b.digest
+			ON CONFLICT (digest) DO UPDATE SET since = greatest(gc_blob_review.since, excluded.since)`,
+			repo, d.String(), now()); err != nil {
+			return err
+		}
+		tag, err := tx.Exec(ctx, `DELETE FROM manifests m USING repositories r
+			WHERE m.repo_id = r.id AND r.name = $1 AND m.digest = $2`, repo, d.String())
+		return affected(tag.RowsAffected(), err, what)
+	})
 	if sqlState(err) == foreignKeyViolation { // an index listing it was pushed since the look
 		return fmt.Errorf("%s: %w: an index lists it", what, metadata.ErrReferenced)
 	}
-	return affected(tag.RowsAffected(), err, what)
+	return err
 }
 
 // DeleteTag implements metadata.Store.

@@ -57,9 +57,12 @@ func repoID(ctx context.Context, tx *sql.Tx, repo string, create bool) (int64, e
 // ReserveBlob implements metadata.Store.
 func (s *Store) ReserveBlob(ctx context.Context, d oci.Digest) error {
 	return s.write(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `INSERT INTO blobs (digest, size, touched) VALUES (?, NULL, ?)
-			ON CONFLICT (digest) DO UPDATE SET touched = excluded.touched`, d.String(), now())
-		return err
+		t := now()
+		if _, err := tx.ExecContext(ctx, `INSERT INTO blobs (digest, size, touched) VALUES (?, NULL, ?)
+			ON CONFLICT (digest) DO UPDATE SET touched = excluded.touched`, d.String(), t); err != nil {
+			return err
+		}
+		return queue(ctx, tx, d.String(), t)
 	})
 }
 
@@ -76,9 +79,13 @@ func (s *Store) LinkBlob(ctx context.Context, repo string, d oci.Digest, size in
 
 // linkBlob records blob d, stored, and links it to repository id.
 func linkBlob(ctx context.Context, tx *sql.Tx, id int64, d oci.Digest, size int64) error {
+	t := now()
 	if _, err := tx.ExecContext(ctx, `INSERT INTO blobs (digest, size, touched) VALUES (?, ?, ?)
 		ON CONFLICT (digest) DO UPDATE SET size = excluded.size, touched = excluded.touched`,
-		d.String(), size, now()); err != nil {
+		d.String(), size, t); err != nil {
+		return err
+	}
+	if err := queue(ctx, tx, d.String(), t); err != nil {
 		return err
 	}
 	_, err := tx.ExecContext(ctx, `INSERT INTO repo_blobs (repo_id, digest, size) VALUES (?, ?, ?)
@@ -123,7 +130,10 @@ func (s *Store) UnlinkBlob(ctx context.Context, repo string, d oci.Digest) error
 	return s.write(ctx, func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, `DELETE FROM repo_blobs WHERE digest = ?
 			AND repo_id = (SELECT id FROM repositories WHERE name = ?)`, d.String(), repo)
-		return affected(res, err, fmt.Sprintf("%s@%s", repo, d))
+		if err := affected(res, err, fmt.Sprintf("%s@%s", repo, d)); err != nil {
+			return err
+		}
+		return queue(ctx, tx, d.String(), now())
 	})
 }
 
@@ -282,6 +292,12 @@ func (s *Store) DeleteManifest(ctx context.Context, repo string, d oci.Digest) e
 			return fmt.Errorf("%s@%s: %w: the index %s lists it", repo, d, metadata.ErrReferenced, parent)
 		}
 		if !errors.Is(err, sql.ErrNoRows) {
+			return err
+		}
+		// The blobs it referenced may be garbage from now on (after the grace period).
+		if _, err := tx.ExecContext(ctx, `INSERT INTO gc_blob_review (digest, since)
+			SELECT digest, ? FROM manifest_blobs WHERE repo_id = ? AND manifest = ? AND true
+			ON CONFLICT (digest) DO UPDATE SET since = max(since, excluded.since)`, now(), id, d.String()); err != nil {
 			return err
 		}
 		res, err := tx.ExecContext(ctx, `DELETE FROM manifests WHERE repo_id = ? AND digest = ?`, id, d.String())
