@@ -58,6 +58,11 @@ type Config struct {
 	// the first that matches a repository applies (before those set with berth lifecycle set).
 	Lifecycle []LifecyclePolicy `yaml:"lifecycle"`
 
+	// Immutability says which tags may not move to another manifest once pushed, by repository
+	// pattern; the first rule that matches a repository decides. Pull-through caches follow
+	// their upstream whatever it says.
+	Immutability TagRules `yaml:"immutability"`
+
 	// Debug holds diagnostics, off by default.
 	Debug Debug `yaml:"debug"`
 }
@@ -227,6 +232,9 @@ func (c Config) Validate() error {
 		errs = append(errs, err)
 	}
 	if err := c.Shutdown.validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.Immutability.validate(); err != nil {
 		errs = append(errs, err)
 	}
 	if err := c.Debug.validate(); err != nil {

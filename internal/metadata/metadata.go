@@ -6,6 +6,7 @@ package metadata
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"time"
 
@@ -26,7 +27,24 @@ var (
 	// ErrUnavailable reports that the database could not be reached (down, unreachable, out of
 	// connections): nothing was written, and the request may be tried again.
 	ErrUnavailable = errors.New("metadata database unavailable")
+	// ErrTagImmutable reports a push refused because it would move an immutable tag to another
+	// manifest (NewManifest.Immutable); the error is a *TagImmutableError.
+	ErrTagImmutable = errors.New("tag is immutable")
 )
+
+// TagImmutableError is the ErrTagImmutable of one tag: it points at Current, not at the
+// manifest pushed.
+type TagImmutableError struct {
+	Tag     string
+	Current oci.Digest
+}
+
+func (e *TagImmutableError) Error() string {
+	return fmt.Sprintf("tag %s points at %s: %v", e.Tag, e.Current, ErrTagImmutable)
+}
+
+// Is makes errors.Is(err, ErrTagImmutable) true.
+func (e *TagImmutableError) Is(target error) bool { return target == ErrTagImmutable }
 
 // Manifest is a stored manifest.
 type Manifest struct {
@@ -63,6 +81,11 @@ type NewManifest struct {
 	// a request by digest only (ExpectedBlob). A later manifest's size for a digest replaces an
 	// earlier one's.
 	Expected []BlobRef
+	// Immutable are those of the tags given with the manifest that must not move: one that
+	// points at another manifest already fails the whole push with a *TagImmutableError,
+	// checked in the same transaction as the write (two pushes of a new immutable tag to two
+	// manifests: one of them fails). Pointing one at the manifest it already names succeeds.
+	Immutable []string
 }
 
 // BlobRef names a blob and its size.
@@ -127,7 +150,8 @@ type Store interface {
 	// PutManifest stores m in repo and points each of tags at it. The references (Blobs,
 	// Children) are checked in the same transaction (ErrBlobUnknown, ErrManifestUnknown, wrapped
 	// with the digest that is missing) and recorded: a blob a manifest references stays recorded,
-	// and a child stays, while the manifest does.
+	// and a child stays, while the manifest does. A tag of m.Immutable that points at another
+	// manifest fails it with a *TagImmutableError (ErrTagImmutable), and nothing is written.
 	PutManifest(ctx context.Context, repo string, m *NewManifest, tags ...string) error
 	// GetManifest returns the manifest a tag or digest names in repo; ErrNotFound.
 	GetManifest(ctx context.Context, repo, reference string) (*Manifest, error)

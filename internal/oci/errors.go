@@ -27,6 +27,9 @@ const (
 	ErrDenied              Code = "DENIED"
 	ErrUnsupported         Code = "UNSUPPORTED"
 	ErrTooManyRequests     Code = "TOOMANYREQUESTS"
+	// ErrTagInvalid answers a push that would move an immutable tag (Distribution's and ECR's
+	// code for a tag that may not be written; clients know it).
+	ErrTagInvalid Code = "TAG_INVALID"
 	// ErrRangeNotSatisfiable answers a Range that asks for no byte of a blob (416); the spec
 	// names no code for it.
 	ErrRangeNotSatisfiable Code = "RANGE_NOT_SATISFIABLE"
@@ -59,6 +62,7 @@ var status = map[Code]int{
 	ErrDenied:              http.StatusForbidden,
 	ErrUnsupported:         http.StatusMethodNotAllowed,
 	ErrTooManyRequests:     http.StatusTooManyRequests,
+	ErrTagInvalid:          http.StatusBadRequest,
 	ErrPaginationInvalid:   http.StatusBadRequest,
 	ErrRangeNotSatisfiable: http.StatusRequestedRangeNotSatisfiable,
 	ErrUnavailable:         http.StatusServiceUnavailable,

@@ -138,8 +138,27 @@ func (rg *Registry) putManifest(w http.ResponseWriter, r *http.Request, rt route
 	for _, c := range pm.Children {
 		nm.Children = append(nm.Children, c.Digest)
 	}
+	var rules map[string]string // immutable tag -> its rule, for the message
+	if rg.immutable != nil && !rt.cached {
+		for _, t := range tags {
+			if rule, ok := rg.immutable(rt.name, t); ok {
+				if rules == nil {
+					rules = map[string]string{}
+				}
+				rules[t] = rule
+				nm.Immutable = append(nm.Immutable, t)
+			}
+		}
+	}
+	// The store checks the immutable tags in the transaction that writes them: a check here,
+	// before it, would let two pushes of a new tag to two manifests both through.
 	err = rg.content.PutManifest(ctx, rt.name, nm, tags...)
+	var moved *metadata.TagImmutableError
 	switch {
+	case errors.As(err, &moved):
+		return oci.Errorf(oci.ErrTagInvalid, "tag %s of %s is immutable (rule %s): it points at %s; push a new tag",
+			moved.Tag, rt.name, rules[moved.Tag], moved.Current).
+			WithDetail(map[string]string{"tag": moved.Tag, "rule": rules[moved.Tag], "digest": moved.Current.String()})
 	case errors.Is(err, metadata.ErrBlobUnknown):
 		return oci.Errorf(oci.ErrManifestBlobUnknown, "manifest references a blob unknown to the repository: %v", err)
 	case errors.Is(err, metadata.ErrManifestUnknown):

@@ -40,7 +40,17 @@ type Registry struct {
 	quotas []Quota
 	// redirect, when positive, is how long the URLs that blob GETs are redirected to last.
 	redirect time.Duration
+	// immutable says which tags may not move (UseTagRules); nil: every tag may.
+	immutable TagRules
 }
+
+// TagRules reports whether tag of repository repo may not move to another manifest and, if so,
+// names the rule that says so (config.TagRules.Immutable implements it).
+type TagRules func(repo, tag string) (rule string, immutable bool)
+
+// UseTagRules makes pushes refuse to move the tags that rules say are immutable (TAG_INVALID).
+// Cached repositories are exempt: they follow their upstream, and pushes to them are refused.
+func (rg *Registry) UseTagRules(rules TagRules) { rg.immutable = rules }
 
 // Cache is a pull-through cache of upstream registries (package proxy implements it). The
 // registry asks it which repositories it serves, and for their manifests, missing blobs and tags.

@@ -134,6 +134,9 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		quotas = append(quotas, registry.Quota{Pattern: q.Repositories, MaxBytes: q.MaxBytes})
 	}
 	reg.SetQuotas(quotas)
+	if len(cfg.Immutability) > 0 {
+		reg.UseTagRules(cfg.Immutability.Immutable)
+	}
 	if cfg.Storage.Driver == "s3" && cfg.Storage.S3.Redirect {
 		reg.RedirectBlobs(cfg.Storage.S3.RedirectTTL)
 	}

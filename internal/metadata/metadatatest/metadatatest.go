@@ -48,6 +48,8 @@ func Run(t *testing.T, open func(t *testing.T) metadata.Store) {
 	t.Run("Uploads", s.uploads)
 	t.Run("UploadsBefore", s.uploadsBefore)
 	t.Run("ConcurrentPutManifestSameTag", s.concurrentPutManifestSameTag)
+	t.Run("ImmutableTags", s.immutableTags)
+	t.Run("ConcurrentImmutableTag", s.concurrentImmutableTag)
 	t.Run("ConcurrentNewRepository", s.concurrentNewRepository)
 	t.Run("ConcurrentFirstPushes", s.concurrentFirstPushes)
 	t.Run("ConcurrentPushDeleteManifest", s.concurrentPushDeleteManifest)

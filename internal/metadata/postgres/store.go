@@ -257,17 +257,68 @@ func (s *Store) PutManifest(ctx context.Context, repo string, m *metadata.NewMan
 		if len(tags) == 0 {
 			return nil
 		}
+		// Immutable tags first, then the others, each in order: every push locks tag rows in
+		// the same order.
+		fixed, free := splitTags(tags, m.Immutable)
+		if len(fixed) > 0 {
+			// A row that exists is updated only if it already names this manifest, and locked
+			// either way; after waiting for a transaction that held it, the WHERE sees what
+			// that one committed. So of two pushes of a new immutable tag to two manifests,
+			// the second finds the first's row, and fails.
+			rows, err := tx.Query(ctx, `INSERT INTO tags (repo_id, name, digest, updated)
+				SELECT $1::bigint, name, $3::text, $4::timestamptz FROM unnest($2::text[]) AS name
+				ON CONFLICT (repo_id, name) DO UPDATE SET updated = excluded.updated
+				WHERE tags.digest = excluded.digest RETURNING name`,
+				id, fixed, m.Digest.String(), t)
+			if err != nil {
+				return tagsErr(err)
+			}
+			set, err := pgx.CollectRows(rows, pgx.RowTo[string])
+			if err != nil {
+				return tagsErr(err)
+			}
+			for _, tag := range fixed {
+				if slices.Contains(set, tag) {
+					continue
+				}
+				var current string
+				if err := tx.QueryRow(ctx, `SELECT digest FROM tags WHERE repo_id = $1 AND name = $2`, id, tag).Scan(&current); err != nil {
+					return err
+				}
+				return &metadata.TagImmutableError{Tag: tag, Current: oci.Digest(current)}
+			}
+		}
+		if len(free) == 0 {
+			return nil
+		}
 		_, err = tx.Exec(ctx, `INSERT INTO tags (repo_id, name, digest, updated)
 			SELECT $1::bigint, name, $3::text, $4::timestamptz FROM unnest($2::text[]) AS name
 			ON CONFLICT (repo_id, name) DO UPDATE SET digest = excluded.digest, updated = excluded.updated`,
-			id, tags, m.Digest.String(), t)
-		if sqlState(err) == foreignKeyViolation {
-			// The manifest was there when this transaction looked, and a delete committed since
-			// (READ COMMITTED): push again, into the repository as it is now.
-			return fmt.Errorf("%w: %v", errRetry, err)
-		}
-		return err
+			id, free, m.Digest.String(), t)
+		return tagsErr(err)
 	})
+}
+
+// tagsErr turns a foreign key violation while tags are pointed at a manifest into a retry: the
+// manifest was there when the transaction looked, and a delete committed since (READ
+// COMMITTED), so the push goes again, into the repository as it is now.
+func tagsErr(err error) error {
+	if sqlState(err) == foreignKeyViolation {
+		return fmt.Errorf("%w: %v", errRetry, err)
+	}
+	return err
+}
+
+// splitTags splits sorted tags into those that immutable names and the others, both sorted.
+func splitTags(tags, immutable []string) (fixed, free []string) {
+	for _, t := range tags {
+		if slices.Contains(immutable, t) {
+			fixed = append(fixed, t)
+		} else {
+			free = append(free, t)
+		}
+	}
+	return fixed, free
 }
 
 // firstMissing returns the first of want that query (selecting digests of repository id among $2)

@@ -214,6 +214,17 @@ func (s *Store) PutManifest(ctx context.Context, repo string, m *metadata.NewMan
 				}
 			}
 		}
+		// One writer at a time: what the tag points at now is what it points at when it is set.
+		for _, tag := range m.Immutable {
+			var current string
+			err := tx.QueryRowContext(ctx, `SELECT digest FROM tags WHERE repo_id = ? AND name = ?`, id, tag).Scan(&current)
+			if err != nil && !errors.Is(err, sql.ErrNoRows) {
+				return err
+			}
+			if err == nil && current != m.Digest.String() {
+				return &metadata.TagImmutableError{Tag: tag, Current: oci.Digest(current)}
+			}
+		}
 		for _, tag := range tags {
 			if _, err := tx.ExecContext(ctx, `INSERT INTO tags (repo_id, name, digest, updated) VALUES (?, ?, ?, ?)
 				ON CONFLICT (repo_id, name) DO UPDATE SET digest = excluded.digest, updated = excluded.updated`,
