@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/berth/berth/internal/content"
 	"github.com/berth/berth/internal/metadata"
 	"github.com/berth/berth/internal/oci"
 	"github.com/berth/berth/internal/storage"
@@ -116,7 +117,17 @@ func (c *Cache) decide(ctx context.Context, rule *Rule, local, up string, d oci.
 		}
 		fallthrough
 	case linkStored:
-		if err := c.content.Link(ctx, local, d, p.size); err != nil {
+		err := c.content.Link(ctx, local, d, p.size)
+		if errors.Is(err, content.ErrNotStored) {
+			// Deleted since plan looked (garbage collection, an eviction): the upstream sends
+			// the bytes again, bounded as any download is.
+			p.action = fetchBlob
+			if !p.declared {
+				p.size = -1
+			}
+			return p, nil
+		}
+		if err != nil {
 			return p, err
 		}
 		p.action = serveStored
