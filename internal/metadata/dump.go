@@ -56,6 +56,7 @@ var Tables = []Table{
 	{"manifests", cols("repo", Repo, "digest", Text, "media_type", Text, "artifact_type", Text,
 		"subject", NullText, "annotations", NullText, "content", Bytes, "created", Time)},
 	{"manifest_blobs", cols("repo", Repo, "manifest", Text, "digest", Text)},
+	{"manifest_pulls", cols("repo", Repo, "digest", Text, "last_pulled", Time, "pulls", Int)},
 	{"manifest_children", cols("repo", Repo, "parent", Text, "child", Text)},
 	{"tags", cols("repo", Repo, "name", Text, "digest", Text, "updated", Time)},
 	{"cache_expected", cols("repo", Repo, "digest", Text, "size", Int)},

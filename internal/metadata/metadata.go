@@ -57,6 +57,14 @@ type Manifest struct {
 	Created      time.Time
 }
 
+// Pull is Count pulls of manifest Digest of Repo, the last at At.
+type Pull struct {
+	Repo   string
+	Digest oci.Digest
+	At     time.Time
+	Count  int64
+}
+
 // ManifestEntry is a manifest of a repository as ListManifests returns it.
 type ManifestEntry struct {
 	Digest    oci.Digest
@@ -123,6 +131,13 @@ type Store interface {
 	BlobSize(ctx context.Context, repo string, d oci.Digest) (int64, error)
 	// UnlinkBlob hides blob d from repo; ErrNotFound if it was not visible there.
 	UnlinkBlob(ctx context.Context, repo string, d oci.Digest) error
+	// RecordPulls adds pulls of manifests, in one transaction: counts add up, the last time
+	// wins if it is later. A manifest deleted meanwhile is skipped.
+	RecordPulls(ctx context.Context, ps []Pull) error
+	// LastPulled returns when each manifest of repo was last pulled (absent: never recorded).
+	LastPulled(ctx context.Context, repo string) (map[oci.Digest]time.Time, error)
+	// PullCounts returns how often each manifest of repo was pulled.
+	PullCounts(ctx context.Context, repo string) (map[oci.Digest]int64, error)
 	// ListManifests returns every manifest of repo with the tags that point at it, in digest
 	// order (nil for a repository it does not know): what eviction weighs.
 	ListManifests(ctx context.Context, repo string) ([]ManifestEntry, error)

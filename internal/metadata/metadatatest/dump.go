@@ -50,6 +50,7 @@ func FillAll(t *testing.T, s Full) {
 	}
 	must(s.PutManifest(ctx, "hub/library/nginx", cached, "1.27"))
 	must(s.SetTagChecked(ctx, "hub/library/nginx", "1.27", time.Unix(1700000000, 123456789)))
+	must(s.RecordPulls(ctx, []metadata.Pull{{Repo: "hub/library/nginx", Digest: cached.Digest, At: time.Unix(1700000100, 123456000), Count: 42}}))
 	must(s.ReserveBlob(ctx, digest.FromString("being pushed")))
 	must(s.CreateAccount(ctx, &metadata.Account{Name: "alice", Kind: metadata.KindUser, Secret: "$argon2id$x",
 		Groups: []string{"devs", "ops"}, Description: "Alice"}))

@@ -22,6 +22,7 @@ func (s suite) gc(t *testing.T) {
 	t.Run("ConcurrentPushAndCollect", s.gcConcurrentPush)
 	t.Run("Usage", s.usage)
 	t.Run("CachedManifests", s.cachedManifests)
+	t.Run("Pulls", s.pulls)
 }
 
 // later is a cutoff after everything a test did: all of it is older than the grace period.
@@ -306,5 +307,50 @@ func (s suite) cachedManifests(t *testing.T) {
 	}
 	if garbage, _, _ := collect(t, st, dg("b"), later()); garbage {
 		t.Error("a blob another cached manifest declares was collected")
+	}
+}
+
+// Pull tracking: batches add up, the latest time wins, a manifest deleted meanwhile is skipped,
+// and its pulls go with it.
+func (s suite) pulls(t *testing.T) {
+	st := s.open(t)
+	m1, m2 := image(t, st, "repo", "one"), image(t, st, "repo", "two")
+	putManifest(t, st, "repo", m1, "v1")
+	putManifest(t, st, "repo", m2)
+	t0 := time.Now().Add(-time.Hour).Truncate(time.Millisecond)
+	t1 := t0.Add(time.Minute)
+	if err := st.RecordPulls(ctx, []metadata.Pull{
+		{Repo: "repo", Digest: m1.Digest, At: t1, Count: 3},
+		{Repo: "repo", Digest: m2.Digest, At: t0, Count: 1},
+		{Repo: "repo", Digest: dg("gone"), At: t1, Count: 5},   // no such manifest
+		{Repo: "nowhere", Digest: m1.Digest, At: t1, Count: 5}, // no such repository
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.RecordPulls(ctx, []metadata.Pull{{Repo: "repo", Digest: m1.Digest, At: t0, Count: 2}}); err != nil { // older: count only
+		t.Fatal(err)
+	}
+	last, err := st.LastPulled(ctx, "repo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	counts, err := st.PullCounts(ctx, "repo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(last) != 2 || !last[m1.Digest].Equal(t1) || !last[m2.Digest].Equal(t0) {
+		t.Errorf("LastPulled = %v; want %s at %v and %s at %v", last, m1.Digest, t1, m2.Digest, t0)
+	}
+	if len(counts) != 2 || counts[m1.Digest] != 5 || counts[m2.Digest] != 1 {
+		t.Errorf("PullCounts = %v; want 5 and 1", counts)
+	}
+	if err := st.DeleteManifest(ctx, "repo", m2.Digest); err != nil {
+		t.Fatal(err)
+	}
+	if counts, _ := st.PullCounts(ctx, "repo"); len(counts) != 1 {
+		t.Errorf("PullCounts after a delete = %v; want the deleted manifest's gone", counts)
+	}
+	if err := st.RecordPulls(ctx, nil); err != nil {
+		t.Errorf("RecordPulls(nil): %v", err)
 	}
 }

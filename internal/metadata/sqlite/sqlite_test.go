@@ -256,7 +256,7 @@ func TestMigration005Backfill(t *testing.T) {
 	for _, q := range []string{
 		`DROP INDEX repo_blobs_digest`, `DROP TABLE cache_expected`,
 		// and none of what later migrations add
-		`DROP TABLE gc_blob_review`, `DROP TABLE manifest_children`, `DROP TABLE manifest_blobs`, `DROP TABLE blobs`,
+		`DROP TABLE gc_blob_review`, `DROP TABLE manifest_pulls`, `DROP TABLE manifest_children`, `DROP TABLE manifest_blobs`, `DROP TABLE blobs`,
 		`DROP TABLE leases`, `DROP TRIGGER accounts_insert`, `DROP TRIGGER accounts_update`, `DROP TRIGGER accounts_delete`,
 		`DROP TRIGGER grants_insert`, `DROP TRIGGER grants_update`, `DROP TRIGGER grants_delete`, `DROP TABLE auth_version`,
 		`DROP TABLE login_buckets`, `DROP TABLE login_addresses`,
@@ -306,7 +306,7 @@ func TestMigration009Backfill(t *testing.T) {
 	}
 	// As a database of version 8 had it: no blob records, no references, links without a key.
 	for _, q := range []string{
-		`DROP TABLE gc_blob_review`, `DROP INDEX cache_expected_digest`, `DROP TABLE manifest_children`, `DROP TABLE manifest_blobs`,
+		`DROP TABLE gc_blob_review`, `DROP TABLE manifest_pulls`, `DROP INDEX cache_expected_digest`, `DROP TABLE manifest_children`, `DROP TABLE manifest_blobs`,
 		`CREATE TABLE rb (repo_id INTEGER NOT NULL REFERENCES repositories (id), digest TEXT NOT NULL,
 			size INTEGER NOT NULL, PRIMARY KEY (repo_id, digest)) WITHOUT ROWID`,
 		`DROP TABLE repo_blobs`, `ALTER TABLE rb RENAME TO repo_blobs`, `CREATE INDEX repo_blobs_digest ON repo_blobs (digest)`,
