@@ -176,7 +176,7 @@ func lifecycleApplyCmd(verb string) *cobra.Command {
 			for _, r := range env.cfg.Proxy.EffectiveRules() {
 				cached[r.Prefix] = true
 			}
-			runner := expiry.Runner{Store: env.meta, Skip: func(name string) bool {
+			runner := expiry.Runner{Store: env.meta, Pulls: env.meta, Skip: func(name string) bool {
 				for p := range cached {
 					if strings.HasPrefix(name, p+"/") {
 						return true

@@ -46,6 +46,9 @@ func (rg *Registry) getManifest(w http.ResponseWriter, r *http.Request, rt route
 	v := make([]string, 4)
 	v[0], v[1], v[2], v[3] = m.MediaType, m.Digest.String(), `"`+m.Digest.String()+`"`, strconv.Itoa(len(m.Content))
 	h["Content-Type"], h["Docker-Content-Digest"], h["Etag"], h["Content-Length"] = v[0:1:1], v[1:2:2], v[2:3:3], v[3:4:4]
+	if r.Method == http.MethodGet {
+		rg.countPull(rt.name, m.Digest) // a GET answered 304 is a pull too: the client uses it
+	}
 	if match := r.Header.Get("If-None-Match"); match != "" && strings.Contains(match, m.Digest.String()) {
 		w.WriteHeader(http.StatusNotModified)
 		return nil

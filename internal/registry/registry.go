@@ -38,6 +38,8 @@ type Registry struct {
 	minFree int64
 	// quotas bound the storage of repositories (SetQuotas).
 	quotas []Quota
+	// pulls counts manifest pulls when they are tracked (TrackPulls).
+	pulls *pullCounter
 	// redirect, when positive, is how long the URLs that blob GETs are redirected to last.
 	redirect time.Duration
 	// immutable says which tags may not move (UseTagRules); nil: every tag may.

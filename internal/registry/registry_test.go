@@ -33,6 +33,7 @@ type env struct {
 	data string
 	c    *http.Client
 	reg  *registry.Registry
+	meta *sqlite.Store
 	logs *lockedBuffer // what the registry logged (warnings and errors)
 }
 
@@ -76,7 +77,7 @@ func newEnv(t *testing.T) *env {
 	// refuses before reading its body never has to send it.
 	tr := &http.Transport{ExpectContinueTimeout: 10 * time.Second}
 	t.Cleanup(tr.CloseIdleConnections)
-	return &env{url: srv.URL, root: root, data: data, c: &http.Client{Transport: tr}, reg: reg, logs: logs}
+	return &env{url: srv.URL, root: root, data: data, c: &http.Client{Transport: tr}, reg: reg, meta: meta, logs: logs}
 }
 
 // resp is a response read whole.

@@ -13,6 +13,10 @@ import (
 // lifecycleEvery is how often lifecycle policies are applied.
 const lifecycleEvery = time.Hour
 
+// pullFlushEvery is how often counted pulls are written: well within eviction's guard of recent
+// pulls (internal/proxy), so that an image being pulled looks pulled.
+const pullFlushEvery = 5 * time.Second
+
 // ConfiguredPolicies are the lifecycle policies of cfg (validated with it).
 func ConfiguredPolicies(cfg config.Config) ([]expiry.Assignment, error) {
 	var out []expiry.Assignment

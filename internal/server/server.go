@@ -103,6 +103,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		return err
 	}
 	defer cache.Close()
+	cache.UsePullTimes(meta) // eviction orders images by their last pull
 	if cfg.Metadata.Shared() {
 		// Replicas share the store: one of them asks the upstream for a given thing at a time.
 		cache.ShareWith(meta, holder)
@@ -115,7 +116,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	runner := expiry.Runner{Store: store, Skip: func(repo string) bool {
+	runner := expiry.Runner{Store: store, Pulls: meta, Skip: func(repo string) bool {
 		_, _, cached := cache.Route(repo, "", true)
 		return cached
 	}}
@@ -129,6 +130,9 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	reg.UseCache(cache)
 	reg.SetMaxBlobSize(cfg.Uploads.MaxBlobSize)
 	reg.SetMinFreeSpace(cfg.MinFreeSpace)
+	// Pulls are counted in memory and written every few seconds; the last ones when berth stops
+	// (deferred: after the server has drained, before the store closes).
+	defer reg.TrackPulls(meta, pullFlushEvery)()
 	var quotas []registry.Quota
 	for _, q := range cfg.Quotas {
 		quotas = append(quotas, registry.Quota{Pattern: q.Repositories, MaxBytes: q.MaxBytes})
