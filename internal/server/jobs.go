@@ -12,6 +12,7 @@ import (
 	"github.com/berth/berth/internal/gc"
 	"github.com/berth/berth/internal/metadata"
 	"github.com/berth/berth/internal/proxy"
+	"github.com/berth/berth/internal/registry"
 )
 
 // holderID names this process among the replicas that share a metadata store: the host, the
@@ -74,9 +75,11 @@ func collect(c *gc.Collector, log *slog.Logger) func(context.Context) {
 // evictEvery is how often the pull-through caches' bounds are enforced.
 const evictEvery = time.Minute
 
-// evict is one eviction pass over the bounded pull-through rules.
-func evict(c *proxy.Cache, log *slog.Logger) func(context.Context) {
+// evict is one eviction pass over the bounded pull-through rules, after this replica's counted
+// pulls are written (an image being pulled here looks pulled).
+func evict(c *proxy.Cache, reg *registry.Registry, rec registry.PullRecorder, log *slog.Logger) func(context.Context) {
 	return func(ctx context.Context) {
+		reg.FlushPulls(ctx, rec)
 		st, err := c.Evict(ctx)
 		if err != nil && ctx.Err() == nil {
 			log.Warn("evicting cached images", "err", err, "evicted", st.Images)

@@ -123,9 +123,6 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	jobs.Go(func() {
 		exclusive(ctx, meta, "lifecycle", holder, lifecycleEvery, log, applyLifecycle(runner, meta, configured, log))
 	})
-	if cache.Bounded() {
-		jobs.Go(func() { exclusive(ctx, meta, "evict", holder, evictEvery, log, evict(cache, log)) })
-	}
 	reg := registry.New(blobs, store, log)
 	reg.UseCache(cache)
 	reg.SetMaxBlobSize(cfg.Uploads.MaxBlobSize)
@@ -133,6 +130,9 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	// Pulls are counted in memory and written every few seconds; the last ones when berth stops
 	// (deferred: after the server has drained, before the store closes).
 	defer reg.TrackPulls(meta, pullFlushEvery)()
+	if cache.Bounded() {
+		jobs.Go(func() { exclusive(ctx, meta, "evict", holder, evictEvery, log, evict(cache, reg, meta, log)) })
+	}
 	var quotas []registry.Quota
 	for _, q := range cfg.Quotas {
 		quotas = append(quotas, registry.Quota{Pattern: q.Repositories, MaxBytes: q.MaxBytes})
