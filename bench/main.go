@@ -27,17 +27,18 @@ import (
 )
 
 // Names of the measurements (-only) and of the servers (-servers), in the order they run. The
-// soak (berth alone, 30 minutes by default) runs only when -only names it, and the servers on
+// soak (berth alone, 30 minutes by default) and gc (online garbage collection: bench/gc.go) run
+// only when -only names them, and the servers on
 // PostgreSQL and versitygw only when -servers names them.
 var (
 	allMeasures = []string{"manifest", "download", "push", "proxy", "logins"}
-	optMeasures = []string{"soak"}
+	optMeasures = []string{"gc", "soak"}
 	allServers  = []string{"berth", "berth-auth", "berth-enc", "berth-s3pg", "berth-s3pg-redir", "berth-s3pg-1", "berth-s3pg-3", "v3", "v3-s3", "2.8", "fileserver", "memory"}
 )
 
 // isStandard says whether a measurement runs on one start of each server (all but proxy, which
 // starts each server afresh for every point, and logins and soak, which run berth alone).
-func isStandard(m string) bool { return m != "proxy" && m != "logins" && m != "soak" }
+func isStandard(m string) bool { return m != "proxy" && m != "logins" && m != "soak" && m != "gc" }
 
 // options are the command line.
 type options struct {
@@ -55,6 +56,8 @@ type options struct {
 	quietWait  time.Duration
 	out        string // directory of the markdown copy
 	soak       soakPlan
+	// berthExtra is more of berth's configuration file (the gc measurement's gc section).
+	berthExtra string
 }
 
 // plan is how long and how much each measurement runs; -quick shrinks it.
@@ -249,6 +252,14 @@ func run() error {
 			fmt.Printf("   ERROR: %v\n", err)
 			res.errors = append(res.errors, fmt.Sprintf("logins: %v", err))
 		}
+	}
+	if slices.Contains(o.only, "gc") {
+		gcText, err := benchGC(ctx, o, tmp)
+		if err != nil {
+			fmt.Printf("   ERROR: %v\n", err)
+			res.errors = append(res.errors, fmt.Sprintf("gc: %v", err))
+		}
+		logins += gcText
 	}
 	report := res.render() + logins
 	fmt.Print("\n" + report)

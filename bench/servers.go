@@ -226,6 +226,7 @@ func startProcess(ctx context.Context, o options, tmp, name, kind, dlFile string
 		if px != nil {
 			cfg += berthProxyConfig(px)
 		}
+		cfg += o.berthExtra
 		s.cmd = exec.Command(o.berth)
 		if sp != nil {
 			cfg += sp.berthConfig(kind == "berth-s3pg-redir")

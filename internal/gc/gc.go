@@ -35,7 +35,13 @@ type Collector struct {
 	blobs storage.BlobStore
 	grace time.Duration
 	log   *slog.Logger
+	duty  float64 // the share of its time a pass works (SetPace); 0: all of it
 }
+
+// SetPace makes a pass work at most the share duty (0 < duty < 1) of its time, resting after
+// each blob in proportion to what deciding it took: the collector running in berth's background
+// leaves the machine and the database to the pushes and pulls.
+func (c *Collector) SetPace(duty float64) { c.duty = duty }
 
 // New returns a collector with the given grace period.
 func New(meta metadata.Store, blobs storage.BlobStore, grace time.Duration, log *slog.Logger) *Collector {
@@ -74,7 +80,15 @@ func (c *Collector) Pass(ctx context.Context, dry bool) (Stats, error) {
 				return st, err
 			}
 			st.Reviewed++
+			began := time.Now()
 			garbage, size, err := c.meta.CollectBlob(ctx, d, before, c.remove(d, dry))
+			if c.duty > 0 && c.duty < 1 {
+				rest := time.Duration(float64(time.Since(began)) * (1 - c.duty) / c.duty)
+				select {
+				case <-ctx.Done():
+				case <-time.After(rest):
+				}
+			}
 			if err != nil {
 				if errors.Is(err, metadata.ErrUnavailable) {
 					return st, err

@@ -78,6 +78,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	})
 	if cfg.GC.Interval > 0 {
 		collector := gc.New(meta, blobs, cfg.GC.Grace, log)
+		collector.SetPace(gcDuty)
 		jobs.Go(func() {
 			exclusive(ctx, meta, "gc", holder, cfg.GC.Interval, log, collect(collector, log))
 		})
