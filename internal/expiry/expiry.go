@@ -181,10 +181,9 @@ func (r Runner) repo(ctx context.Context, p *lifecycle.Policy, repo string, now 
 	}
 	parents := map[oci.Digest][]oci.Digest{}
 	for _, e := range entries {
-		if m, err := oci.ParseManifest(e.MediaType, e.Content); err == nil {
-			for _, ch := range m.Children {
-				parents[ch.Digest] = append(parents[ch.Digest], e.Digest)
-			}
+		children, _ := e.References()
+		for _, ch := range children {
+			parents[ch] = append(parents[ch], e.Digest)
 		}
 	}
 	images := make([]lifecycle.Image, 0, len(entries))

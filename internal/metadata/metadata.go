@@ -74,6 +74,22 @@ type ManifestEntry struct {
 	Tags      []string // in order
 }
 
+// References returns what the manifest lists: the manifests of an index (children), the config
+// and layers of an image (blobs); nothing for content that does not parse.
+func (e ManifestEntry) References() (children, blobs []oci.Digest) {
+	m, err := oci.ParseManifest(e.MediaType, e.Content)
+	if err != nil {
+		return nil, nil
+	}
+	for _, c := range m.Children {
+		children = append(children, c.Digest)
+	}
+	for _, b := range m.Blobs {
+		blobs = append(blobs, b.Digest)
+	}
+	return children, blobs
+}
+
 // NewManifest is a manifest to store, with what it references.
 type NewManifest struct {
 	Manifest

@@ -176,14 +176,9 @@ func (c *Cache) repoImages(ctx context.Context, repo string, pinned map[string]b
 	listed := map[oci.Digest]bool{}
 	for _, e := range entries {
 		n := &node{e: e}
-		if m, err := oci.ParseManifest(e.MediaType, e.Content); err == nil {
-			for _, ch := range m.Children {
-				n.children = append(n.children, ch.Digest)
-				listed[ch.Digest] = true
-			}
-			for _, b := range m.Blobs {
-				n.blobs = append(n.blobs, b.Digest)
-			}
+		n.children, n.blobs = e.References()
+		for _, ch := range n.children {
+			listed[ch] = true
 		}
 		nodes[e.Digest] = n
 	}
