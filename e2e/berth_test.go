@@ -199,7 +199,9 @@ func (b *berth) start(args ...string) {
 	if err := b.cmd.Start(); err != nil {
 		b.t.Fatalf("start berth: %v", err)
 	}
-	deadline := time.Now().Add(15 * time.Second)
+	// Generous: a race-built berth starting beside a whole suite of others (replicas migrating a
+	// fresh database, hashing the first admin's password) has taken more than 15 s.
+	deadline := time.Now().Add(60 * time.Second)
 	for time.Now().Before(deadline) {
 		resp, err := http.Get("http://" + b.Addr + "/v2/")
 		if err == nil {

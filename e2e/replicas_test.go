@@ -103,10 +103,18 @@ shutdown:
 		r := &berth{t: t, Data: t.TempDir(), secure: true, config: config, tee: c.front.log}
 		c.replicas = append(c.replicas, r)
 		t.Cleanup(r.Stop)
-		go func() { r.start(); started <- r }()
+		// start fails the test from this goroutine when the replica does not come up (and ends
+		// the goroutine): the send is deferred so that the test goroutine never waits forever.
+		go func() {
+			defer func() { started <- r }()
+			r.start()
+		}()
 	}
 	for range n {
 		<-started
+	}
+	if t.Failed() {
+		t.FailNow()
 	}
 	// Exactly one replica created admin (the others found it there) and wrote its password.
 	var creators []string
