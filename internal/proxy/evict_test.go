@@ -150,3 +150,22 @@ func TestEvictUnusedFor(t *testing.T) {
 		t.Errorf("the layer team/app holds too: %v; want it kept", err)
 	}
 }
+
+// TestEvictGuard: an image used within the guard is not evicted, however stale the rule says
+// it is.
+func TestEvictGuard(t *testing.T) {
+	defer proxy.SetEvictionGuard(time.Hour)()
+	hub := startHub(t, hubemu.Options{})
+	if _, err := hub.PushImage("library/app", "v1", randomLayers(t, 1, 1024)...); err != nil {
+		t.Fatal(err)
+	}
+	blobs, meta := stores(t)
+	url, cache, _ := serve(t, hub, blobs, meta, 10*time.Second, func(r *proxy.Rule) { r.UnusedFor = time.Millisecond })
+	if err := pull(http.DefaultClient, url, "docker-hub/app", "v1"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(5 * time.Millisecond)
+	if st, err := cache.Evict(context.Background()); err != nil || st.Images != 0 {
+		t.Errorf("Evict within the guard: %+v, %v; want nothing evicted", st, err)
+	}
+}
