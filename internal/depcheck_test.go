@@ -5,6 +5,7 @@
 //	                                      lifecycle (policies, evaluated on what callers read) -> oci
 //	                             storage/<backend> -> storage, oci
 //	                             metadata/<backend> -> metadata, oci
+//	version (the build's identity) depends on no berth package
 //
 // enginetest (the outside engines that backends' tests run against) depends on no berth package,
 // and only tests and the benchmark (bench, a development tool) import it.
@@ -100,7 +101,8 @@ func TestDependencies(t *testing.T) {
 	// allowed says which berth packages p may depend on (transitively); nil means any.
 	allowed := func(p string) func(dep string) bool {
 		switch {
-		case p == "internal/oci", p == "internal/enginetest":
+		case p == "internal/oci", p == "internal/enginetest",
+			p == "internal/version": // the build's identity: any package (metrics, console) may ask
 			return func(string) bool { return false }
 		case p == "internal/storage":
 			return func(d string) bool { return d == "internal/oci" }
