@@ -32,7 +32,7 @@ func rootCmd() *cobra.Command {
 		Version: version.Get().String(),
 	}
 	root.SetVersionTemplate("{{.Version}}\n")
-	root.AddCommand(versionCmd(), serveCmd(), upstreamsCmd(), ratelimitCmd(), copyCmd(),
+	root.AddCommand(versionCmd(), healthCmd(), serveCmd(), upstreamsCmd(), ratelimitCmd(), copyCmd(),
 		userCmd(), robotCmd(), grantCmd(), revokeCmd(), keysCmd())
 	root.AddCommand(encryptionCmd(), migrateCmd(), gcCmd(), lifecycleCmd())
 	return root

@@ -1,0 +1,191 @@
+package e2e
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestImage builds berth's own image with scripts/image.sh (two static binaries, no base image),
+// pushes it into a berth that requires a login, and pulls it back with crane: an index of
+// linux/amd64 and linux/arm64 whose configs run /usr/local/bin/berth as 65532:65532 with the
+// OCI labels, whose layer holds the user and its /data, and whose binary for this machine runs
+// and names the commit. A second build of the same commit gives the same digest.
+func TestImage(t *testing.T) {
+	crane := tool(t, "crane")
+	if _, err := exec.LookPath("git"); err != nil {
+		t.Fatal("git is needed: image.sh stamps the release and commit from the checkout")
+	}
+	commit := strings.TrimSpace(gitOut(t, "rev-parse", "HEAD"))
+	b := startSecureBerth(t)
+	dir := t.TempDir()
+	env := []string{"DOCKER_CONFIG=" + filepath.Join(dir, ".docker"), "PATH=" + filepath.Dir(crane) + string(os.PathListSeparator) + os.Getenv("PATH")}
+	run := func(timeout time.Duration, name string, args ...string) string {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, name, args...)
+		cmd.Dir, cmd.Env = repoRoot, append(os.Environ(), env...)
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		if err := cmd.Run(); err != nil {
+			t.Fatalf("%s %s: %v\n%s%s", filepath.Base(name), strings.Join(args, " "), err, stdout.String(), stderr.String())
+		}
+		return stdout.String()
+	}
+	run(time.Minute, crane, "auth", "login", b.Addr, "-u", "admin", "-p", b.AdminPassword())
+
+	build := func(tag string) (repo, digest string) {
+		t.Helper()
+		out := strings.TrimSpace(run(15*time.Minute, filepath.Join(repoRoot, "scripts", "image.sh"), b.Addr+"/berth/berth:"+tag))
+		last := out[strings.LastIndex(out, "\n")+1:]
+		repo, digest, ok := strings.Cut(last, "@")
+		if !ok || repo != b.Addr+"/berth/berth" || !strings.HasPrefix(digest, "sha256:") {
+			t.Fatalf("image.sh printed %q, want %s/berth/berth@sha256:...", out, b.Addr)
+		}
+		return repo, digest
+	}
+	repo, digest := build("v1")
+	if got := strings.TrimSpace(run(time.Minute, crane, "digest", repo+":v1")); got != digest {
+		t.Fatalf("crane digest %s:v1 = %s, image.sh printed %s", repo, got, digest)
+	}
+
+	var index struct {
+		MediaType string `json:"mediaType"`
+		Manifests []struct {
+			Digest   string `json:"digest"`
+			Platform struct {
+				OS           string `json:"os"`
+				Architecture string `json:"architecture"`
+			} `json:"platform"`
+		} `json:"manifests"`
+	}
+	mustJSON(t, run(time.Minute, crane, "manifest", repo+"@"+digest), &index)
+	if index.MediaType != "application/vnd.oci.image.index.v1+json" {
+		t.Errorf("index media type %q", index.MediaType)
+	}
+	images := map[string]string{} // platform → manifest digest
+	for _, m := range index.Manifests {
+		images[m.Platform.OS+"/"+m.Platform.Architecture] = m.Digest
+	}
+	if len(images) != 2 || images["linux/amd64"] == "" || images["linux/arm64"] == "" {
+		t.Fatalf("index platforms = %v, want linux/amd64 and linux/arm64", images)
+	}
+	for platform, d := range images {
+		var cfg struct {
+			OS           string `json:"os"`
+			Architecture string `json:"architecture"`
+			Config       struct {
+				User       string
+				Entrypoint []string
+				Cmd        []string
+				WorkingDir string
+				Labels     map[string]string
+			} `json:"config"`
+		}
+		mustJSON(t, run(time.Minute, crane, "config", repo+"@"+d), &cfg)
+		c := cfg.Config
+		if got := cfg.OS + "/" + cfg.Architecture; got != platform {
+			t.Errorf("%s: config says %s", platform, got)
+		}
+		if c.User != "65532:65532" {
+			t.Errorf("%s: user %q, want 65532:65532 (not root)", platform, c.User)
+		}
+		if !slices.Equal(c.Entrypoint, []string{"/usr/local/bin/berth"}) || len(c.Cmd) == 0 || c.Cmd[0] != "serve" || !slices.Contains(c.Cmd, "/data") {
+			t.Errorf("%s: entrypoint %q cmd %q, want berth serve ... /data", platform, c.Entrypoint, c.Cmd)
+		}
+		if c.WorkingDir != "/data" {
+			t.Errorf("%s: workdir %q", platform, c.WorkingDir)
+		}
+		for k, want := range map[string]string{"org.opencontainers.image.revision": commit, "org.opencontainers.image.source": "https://github.com/berth/berth"} {
+			if c.Labels[k] != want {
+				t.Errorf("%s: label %s = %q, want %q", platform, k, c.Labels[k], want)
+			}
+		}
+		for _, k := range []string{"org.opencontainers.image.version", "org.opencontainers.image.created"} {
+			if c.Labels[k] == "" {
+				t.Errorf("%s: no label %s", platform, k)
+			}
+		}
+	}
+
+	// The layer as a container runtime unpacks it: the user, its data directory, the binary.
+	here := "linux/" + runtime.GOARCH
+	if images[here] == "" {
+		t.Fatalf("no image for this machine (%s) to run", here)
+	}
+	files := map[string]*tar.Header{}
+	var passwd, certs []byte
+	bin := filepath.Join(dir, "berth")
+	tr := tar.NewReader(strings.NewReader(run(5*time.Minute, crane, "export", repo+"@"+images[here], "-")))
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		name := strings.TrimSuffix(strings.TrimPrefix(h.Name, "/"), "/")
+		files[name] = h
+		switch name {
+		case "etc/passwd":
+			passwd, _ = io.ReadAll(tr)
+		case "etc/ssl/certs/ca-certificates.crt":
+			certs, _ = io.ReadAll(tr)
+		case "usr/local/bin/berth":
+			body, _ := io.ReadAll(tr)
+			if err := os.WriteFile(bin, body, 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if h := files["usr/local/bin/berth"]; h == nil || h.Mode&0o777 != 0o755 || h.Uid != 0 {
+		t.Fatalf("usr/local/bin/berth in the layer: %+v, want mode 0755 owned by root", h)
+	}
+	if h := files["data"]; h == nil || h.Typeflag != tar.TypeDir || h.Uid != 65532 || h.Gid != 65532 {
+		t.Errorf("data in the layer: %+v, want a directory owned by 65532:65532", h)
+	}
+	if !bytes.Contains(passwd, []byte("berth:x:65532:65532:")) {
+		t.Errorf("etc/passwd has no user 65532:\n%s", passwd)
+	}
+	if !bytes.Contains(certs, []byte("-----BEGIN CERTIFICATE-----")) {
+		t.Errorf("etc/ssl/certs/ca-certificates.crt holds no certificate (%d bytes)", len(certs))
+	}
+	line := run(time.Minute, bin, "version")
+	if !strings.Contains(line, "commit "+commit[:12]) || !strings.Contains(line, "berth ") {
+		t.Errorf("berth version from the image printed %q, want commit %s", line, commit[:12])
+	}
+
+	// Reproducible: a second build of this commit (another tag) is the same index, byte for byte.
+	if _, again := build("v1-again"); again != digest {
+		t.Errorf("a second build of one commit gave %s, the first %s", again, digest)
+	}
+}
+
+func gitOut(t *testing.T, args ...string) string {
+	t.Helper()
+	cmd := exec.Command("git", args...)
+	cmd.Dir = repoRoot
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("git %s: %v", strings.Join(args, " "), err)
+	}
+	return string(out)
+}
+
+func mustJSON(t *testing.T, s string, v any) {
+	t.Helper()
+	if err := json.Unmarshal([]byte(s), v); err != nil {
+		t.Fatalf("%v in %s", err, s)
+	}
+}
