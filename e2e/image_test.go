@@ -189,3 +189,69 @@ func mustJSON(t *testing.T, s string, v any) {
 		t.Fatalf("%v in %s", err, s)
 	}
 }
+
+// TestImageReadme: the ECS task definition in the README is JSON that ECS would take for berth's
+// image: its health check runs the binary (the image has no shell), on the port it maps.
+func TestImageReadme(t *testing.T) {
+	readme, err := os.ReadFile(filepath.Join(repoRoot, "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(readme), "**ECS on Fargate**")
+	if !ok {
+		t.Fatal("README has no **ECS on Fargate** paragraph")
+	}
+	_, rest, _ = strings.Cut(rest, "```json\n")
+	block, _, ok := strings.Cut(rest, "```\n")
+	if !ok {
+		t.Fatal("no ```json block after **ECS on Fargate**")
+	}
+	var td struct {
+		Family               string
+		ContainerDefinitions []struct {
+			Image        string
+			Command      []string
+			PortMappings []struct{ ContainerPort int }
+			HealthCheck  struct{ Command []string }
+			Secrets      []struct{ Name, ValueFrom string }
+		}
+	}
+	if err := json.Unmarshal([]byte(block), &td); err != nil {
+		t.Fatalf("the README's task definition: %v\n%s", err, block)
+	}
+	if len(td.ContainerDefinitions) != 1 {
+		t.Fatalf("%d container definitions", len(td.ContainerDefinitions))
+	}
+	c := td.ContainerDefinitions[0]
+	if len(c.HealthCheck.Command) < 3 || c.HealthCheck.Command[0] != "CMD" || c.HealthCheck.Command[1] != "/usr/local/bin/berth" || c.HealthCheck.Command[2] != "health" {
+		t.Errorf("healthCheck.command %q: the image has no shell, it must run [CMD /usr/local/bin/berth health ...]", c.HealthCheck.Command)
+	}
+	if len(c.PortMappings) != 1 || c.PortMappings[0].ContainerPort != 5000 || !slices.Contains(c.Command, ":5000") {
+		t.Errorf("port mappings %+v for command %q", c.PortMappings, c.Command)
+	}
+	for _, s := range c.Secrets {
+		if !strings.Contains(string(readme), s.Name) || !strings.HasPrefix(s.ValueFrom, "arn:aws:") {
+			t.Errorf("secret %+v", s)
+		}
+	}
+
+	// The systemd unit: systemd-analyze verify says nothing about a good unit. It only warns
+	// (exit status 0) on an unknown key or value, so any output fails the test.
+	const unitStart = "# /etc/systemd/system/berth.service\n"
+	_, rest, ok = strings.Cut(string(readme), unitStart)
+	unit, _, ok2 := strings.Cut(rest, "```\n")
+	if !ok || !ok2 {
+		t.Fatalf("README has no ```ini block starting %q", unitStart)
+	}
+	analyze := tool(t, "systemd-analyze")
+	dir := t.TempDir()
+	// verify wants ExecStart's binary to exist: any executable does.
+	unit = strings.ReplaceAll(unit, "/usr/local/bin/berth", berthBin)
+	if err := os.WriteFile(filepath.Join(dir, "berth.service"), []byte(unit), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(analyze, "verify", filepath.Join(dir, "berth.service")).CombinedOutput()
+	if err != nil || len(bytes.TrimSpace(out)) > 0 {
+		t.Errorf("systemd-analyze verify on the README's unit: %v\n%s", err, out)
+	}
+}
