@@ -366,3 +366,94 @@ func TestLogger(t *testing.T) {
 		t.Errorf("text logger wrote %q", buf.String())
 	}
 }
+
+func TestValidateACME(t *testing.T) {
+	roots := filepath.Join(t.TempDir(), "roots.pem")
+	notPEM := filepath.Join(t.TempDir(), "roots.txt")
+	os.WriteFile(notPEM, []byte("not a certificate"), 0o644)
+	// A self-signed certificate as the private directory's root.
+	if err := os.WriteFile(roots, []byte(testRootPEM), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	acme := func(edit func(a *ACME)) func(*Config) {
+		return func(c *Config) {
+			c.TLS.ACME = &ACME{Domains: []string{"registry.example.com"}}
+			edit(c.TLS.ACME)
+		}
+	}
+	for _, c := range []struct {
+		name string
+		edit func(*Config)
+		want []string // parts of the error; none when valid
+	}{
+		{"let's encrypt", acme(func(a *ACME) { a.Email = "ops@example.com" }), nil},
+		{"private directory", acme(func(a *ACME) {
+			a.Directory, a.CARoots, a.HTTPAddr, a.RenewBefore = "https://ca.internal:14000/dir", roots, ":80", 72*time.Hour
+		}), nil},
+		{"several domains", acme(func(a *ACME) {
+			a.Domains = []string{"registry.example.com", "Mirror.Example.com", "xn--bcher-kva.example"}
+		}), nil},
+		{"no domains", acme(func(a *ACME) { a.Domains = nil }), []string{"tls.acme.domains: name at least one"}},
+		{"single label", acme(func(a *ACME) { a.Domains = []string{"registry"} }), []string{`domains[0] "registry": want a fully qualified name`}},
+		{"IP address", acme(func(a *ACME) { a.Domains = []string{"192.0.2.1"} }), []string{"an IP address"}},
+		{"wildcard", acme(func(a *ACME) { a.Domains = []string{"*.example.com"} }), []string{"DNS-01"}},
+		{"trailing dot", acme(func(a *ACME) { a.Domains = []string{"registry.example.com."} }), []string{"trailing dot"}},
+		{"bad label", acme(func(a *ACME) { a.Domains = []string{"-a.example.com", "a_b.example.com", "bücher.example"} }),
+			[]string{`domains[0] "-a.example.com"`, `domains[1] "a_b.example.com"`, `domains[2] "bücher.example": label "bücher"`}},
+		{"twice", acme(func(a *ACME) { a.Domains = []string{"a.example.com", "A.example.com"} }), []string{`domains[1] "A.example.com": listed twice`}},
+		{"bad email", acme(func(a *ACME) { a.Email = "ops at example" }), []string{`tls.acme.email "ops at example"`}},
+		{"plain http directory", acme(func(a *ACME) { a.Directory = "http://ca.internal/dir" }), []string{"tls.acme.directory"}},
+		{"missing roots", acme(func(a *ACME) { a.CARoots = "/nonexistent/roots.pem" }), []string{"tls.acme.ca_roots"}},
+		{"roots not PEM", acme(func(a *ACME) { a.CARoots = notPEM }), []string{"no PEM certificate"}},
+		{"http addr without port", acme(func(a *ACME) { a.HTTPAddr = "80" }), []string{"tls.acme.http_addr"}},
+		{"renew before too long", acme(func(a *ACME) { a.RenewBefore = 60 * 24 * time.Hour }), []string{"tls.acme.renew_before"}},
+		{"negative renew before", acme(func(a *ACME) { a.RenewBefore = -time.Hour }), []string{"tls.acme.renew_before"}},
+		{"acme and files", func(c *Config) {
+			acme(func(*ACME) {})(c)
+			c.TLS.Cert, c.TLS.Key = "/c.pem", "/k.pem"
+		}, []string{"tls: acme excludes cert/key"}},
+		{"acme and self-signed", func(c *Config) {
+			acme(func(*ACME) {})(c)
+			c.TLS.SelfSigned = true
+		}, []string{"tls: acme excludes"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			cfg := Default()
+			c.edit(&cfg)
+			err := cfg.Validate()
+			if len(c.want) == 0 {
+				if err != nil {
+					t.Errorf("Validate = %v", err)
+				}
+				if !cfg.TLS.Enabled() {
+					t.Error("tls.acme does not turn TLS on")
+				}
+				return
+			}
+			if err == nil {
+				t.Fatal("Validate = nil")
+			}
+			for _, w := range c.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("Validate error %q does not mention %q", err, w)
+				}
+			}
+		})
+	}
+	if d := (ACME{}).DirectoryURL(); d != LetsEncrypt {
+		t.Errorf("default directory %q, want Let's Encrypt's %q", d, LetsEncrypt)
+	}
+}
+
+// testRootPEM is a self-signed certificate (any will do as a root to trust).
+const testRootPEM = `-----BEGIN CERTIFICATE-----
+MIIBWzCCAQGgAwIBAgIBATAKBggqhkjOPQQDAjAUMRIwEAYDVQQDEwl0ZXN0IHJv
+b3QwIBcNNzAwMTAxMDAwMDAwWhgPMjA5OTAxMDEwMDAwMDBaMBQxEjAQBgNVBAMT
+CXRlc3Qgcm9vdDBZMBMGByqGSM49AgEGCCqGSM49AwEHA0IABMpxXuQZ6XYBE1JR
+subzP4355/zhkjbRbpuxbBP0izSNNw+KoN7R8MhaL5rE4+VTGxFrzgwizZZOAjKG
+hFQXjM2jQjBAMA4GA1UdDwEB/wQEAwICBDAPBgNVHRMBAf8EBTADAQH/MB0GA1Ud
+DgQWBBSlQy2Md0LjkAhr3CUi+5lPafj+BjAKBggqhkjOPQQDAgNIADBFAiEAwlG8
+AjNpprpHsyGR8WYVbhgGGM7c5jOxEGXaUgj/gLkCIGFTze/x+F5V5mH5INuEqGGd
+f+RF81EVjktl2Gebdqqw
+-----END CERTIFICATE-----
+`

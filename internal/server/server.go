@@ -201,7 +201,27 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		return err
 	}
 	scheme := "http"
-	if cfg.TLS.Enabled() {
+	var redirect *http.Server // tls.acme.http_addr: HTTP-01 challenges, and redirects to HTTPS
+	switch {
+	case cfg.TLS.ACME != nil:
+		certs, err := newACME(*cfg.TLS.ACME, meta, sealer(keys), holder, log)
+		if err != nil {
+			ln.Close()
+			return err
+		}
+		srv.TLSConfig = certs.TLSConfig()
+		scheme = "https"
+		if cfg.TLS.ACME.HTTPAddr != "" {
+			if redirect, err = serveHTTPChallenges(cfg.TLS.ACME.HTTPAddr, cfg.Addr, certs, srv.ErrorLog); err != nil {
+				ln.Close()
+				return fmt.Errorf("tls.acme.http_addr: %w", err)
+			}
+			defer redirect.Close()
+		}
+		// Not one of jobs: autocert's orders cannot be cancelled (they time out by themselves),
+		// and shutting down does not wait for one.
+		go certs.Run(ctx)
+	case cfg.TLS.Enabled():
 		tc, err := tlsConfig(cfg.TLS, cfg.Data, log)
 		if err != nil {
 			ln.Close()
