@@ -34,6 +34,10 @@ tools=(
   # CNCF Distribution v3, what bench/ compares berth with; bench TestServersOnEngines starts it on
   # versitygw as the benchmark does (~4 min, built while the others build)
   "registry|github.com/distribution/distribution/v3/cmd/registry@v3.1.2"
+  # Let's Encrypt's test CA and its DNS server: tls.acme's tests obtain certificates from them
+  # (e2e/acme_test.go)
+  "pebble|github.com/letsencrypt/pebble/v2/cmd/pebble@v2.10.3"
+  "pebble-challtestsrv|github.com/letsencrypt/pebble/v2/cmd/pebble-challtestsrv@v2.10.3"
 )
 pids=()
 for t in "${tools[@]}"; do

@@ -83,6 +83,8 @@ type Cache struct {
 	// must not wait for another replica's renewal: the certificate read is valid, serve it),
 	// and afterwards only to renew it (then a due certificate waits for the lease).
 	read map[string]bool
+	// holding holds the certificate keys whose lease this process took and has not given up.
+	holding map[string]bool
 }
 
 // NewCache is the cache for directory's entries in store. holder names this process among the
@@ -92,7 +94,7 @@ func NewCache(store Store, sealer Sealer, directory, holder string, renewBefore 
 		store: store, sealer: sealer, prefix: Prefix + directoryName(directory) + "/", holder: holder,
 		renewBefore: renewBefore, log: log,
 		now: time.Now, poll: time.Second, missWait: 30 * time.Second,
-		read: map[string]bool{},
+		read: map[string]bool{}, holding: map[string]bool{},
 	}
 }
 
@@ -142,22 +144,39 @@ func (c *Cache) turn(ctx context.Context, key string, current []byte, limit time
 		defer t.Stop()
 		deadline = t.C
 	}
+	waiting := false
 	for {
 		got, err := c.store.AcquireLease(ctx, c.prefix+key, c.holder, orderLease)
 		if err != nil {
 			return nil, fmt.Errorf("acme: taking the lease to order the certificate for %s: %w", key, err)
 		}
-		if fresh, ok := c.fresh(ctx, key); ok {
+		// Without a certificate, any valid one will do (a due one is renewed after); at renewal,
+		// only one that is not due.
+		if fresh, ok := c.fresh(ctx, key, current == nil); ok {
 			if got {
 				c.release(key) // stored between the read and the lease
+			}
+			if waiting {
+				c.log.Info("tls.acme: using the certificate another replica obtained", "key", key)
 			}
 			return fresh, nil
 		}
 		if got {
+			c.mu.Lock()
+			again := c.holding[key]
+			c.holding[key] = true
+			c.mu.Unlock()
+			if !again { // autocert may read again before it orders (its renewal timer's random delay)
+				c.log.Info("tls.acme: this replica orders the certificate", "key", key, "renewal", current != nil)
+			}
 			if current == nil {
 				return nil, autocert.ErrCacheMiss
 			}
 			return current, nil
+		}
+		if !waiting {
+			c.log.Info("tls.acme: another replica orders the certificate; waiting for it", "key", key, "renewal", current != nil)
+			waiting = true
 		}
 		select {
 		case <-ctx.Done():
@@ -169,10 +188,11 @@ func (c *Cache) turn(ctx context.Context, key string, current []byte, limit time
 	}
 }
 
-// fresh returns key's certificate if the store has one that is valid and not due.
-func (c *Cache) fresh(ctx context.Context, key string) ([]byte, bool) {
+// fresh returns key's certificate if the store has one that is valid, and not due unless
+// dueToo.
+func (c *Cache) fresh(ctx context.Context, key string, dueToo bool) ([]byte, bool) {
 	data, err := c.load(ctx, key)
-	if err != nil || !c.valid(data) || c.due(data) {
+	if err != nil || !c.valid(data) || !dueToo && c.due(data) {
 		return nil, false
 	}
 	c.mu.Lock()
@@ -250,6 +270,9 @@ func (c *Cache) Put(ctx context.Context, key string, data []byte) error {
 }
 
 func (c *Cache) release(key string) {
+	c.mu.Lock()
+	delete(c.holding, key)
+	c.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := c.store.ReleaseLease(ctx, c.prefix+key, c.holder); err != nil {
