@@ -92,3 +92,18 @@ func evict(c *proxy.Cache, reg *registry.Registry, rec registry.PullRecorder, lo
 		}
 	}
 }
+
+// every calls fn with the time now, and again each period, until ctx ends.
+func every(ctx context.Context, period time.Duration, fn func(time.Time)) {
+	fn(time.Now())
+	t := time.NewTicker(period)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			fn(now)
+		}
+	}
+}

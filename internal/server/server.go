@@ -110,6 +110,8 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		cache.ShareWith(meta, holder)
 		follow[proxy.LeaseChannel] = follower{ready: cache.ReleasedAll, got: cache.Released}
 	}
+	// Every replica samples its own counters for the console's charts (History).
+	jobs.Go(func() { every(ctx, proxy.SampleEvery, cache.Sample) })
 	if period := cache.WarmPeriod(); period > 0 {
 		jobs.Go(func() { exclusive(ctx, meta, "warm", holder, period, log, cache.WarmAll) })
 	}
