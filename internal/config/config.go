@@ -63,6 +63,9 @@ type Config struct {
 	// their upstream whatever it says.
 	Immutability TagRules `yaml:"immutability"`
 
+	// Metrics are the Prometheus metrics at /metrics.
+	Metrics Metrics `yaml:"metrics"`
+
 	// Debug holds diagnostics, off by default.
 	Debug Debug `yaml:"debug"`
 }
@@ -238,6 +241,9 @@ func (c Config) Validate() error {
 		errs = append(errs, err)
 	}
 	if err := c.Debug.validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.Metrics.validate(); err != nil {
 		errs = append(errs, err)
 	}
 	if c.Dev && !IsLoopback(c.Addr) {
