@@ -72,7 +72,9 @@ type Cache struct {
 	log         *slog.Logger
 
 	// Test seams: the clock, how often a waiting replica looks again, how long a replica without
-	// the certificate waits for another's order before its handshake fails.
+	// the certificate waits for another's order before its handshake fails. (autocert makes that
+	// first read under a lock every handshake takes: the wait is short, and happens only while
+	// the replicas have no certificate at all.)
 	now      func() time.Time
 	poll     time.Duration
 	missWait time.Duration

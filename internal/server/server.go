@@ -230,15 +230,15 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	var redirect *http.Server // tls.acme.http_addr: HTTP-01 challenges, and redirects to HTTPS
 	switch {
 	case cfg.TLS.ACME != nil:
-		certs, err := newACME(*cfg.TLS.ACME, meta, sealer(keys), holder, log)
+		manager, err := newACME(*cfg.TLS.ACME, meta, sealer(keys), holder, log)
 		if err != nil {
 			ln.Close()
 			return err
 		}
-		srv.TLSConfig = certs.TLSConfig()
+		srv.TLSConfig = manager.TLSConfig()
 		scheme = "https"
 		if cfg.TLS.ACME.HTTPAddr != "" {
-			if redirect, err = serveHTTPChallenges(cfg.TLS.ACME.HTTPAddr, cfg.Addr, certs, srv.ErrorLog); err != nil {
+			if redirect, err = serveHTTPChallenges(cfg.TLS.ACME.HTTPAddr, cfg.Addr, manager, srv.ErrorLog); err != nil {
 				ln.Close()
 				return fmt.Errorf("tls.acme.http_addr: %w", err)
 			}
@@ -246,7 +246,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		}
 		// Not one of jobs: autocert's orders cannot be cancelled (they time out by themselves),
 		// and shutting down does not wait for one.
-		go certs.Run(ctx)
+		go manager.Run(ctx)
 	case cfg.TLS.Enabled():
 		tc, err := tlsConfig(cfg.TLS, cfg.Data, log)
 		if err != nil {
