@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/url"
 	"strings"
 	"sync"
@@ -87,6 +88,27 @@ type Cache struct {
 	read map[string]bool
 	// holding holds the certificate keys whose lease this process took and has not given up.
 	holding map[string]bool
+	// expiry is the NotAfter of the certificate last read or stored per certificate key: what
+	// autocert serves (it takes its certificates from the cache's answers and what it puts).
+	expiry map[string]time.Time
+}
+
+// noteExpiry records the certificate of key's entry as the one served.
+func (c *Cache) noteExpiry(key string, data []byte) {
+	if l := leaf(data); l != nil {
+		c.mu.Lock()
+		c.expiry[key] = l.NotAfter
+		c.mu.Unlock()
+	}
+}
+
+// Expiry returns when each certificate this process serves expires, by autocert's key (the
+// domain; "+rsa" after it for the RSA certificate of clients without ECDSA): for a metric to
+// alert on when renewals fail.
+func (c *Cache) Expiry() map[string]time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return maps.Clone(c.expiry)
 }
 
 // NewCache is the cache for directory's entries in store. holder names this process among the
@@ -96,7 +118,7 @@ func NewCache(store Store, sealer Sealer, directory, holder string, renewBefore 
 		store: store, sealer: sealer, prefix: Prefix + directoryName(directory) + "/", holder: holder,
 		renewBefore: renewBefore, log: log,
 		now: time.Now, poll: time.Second, missWait: 30 * time.Second,
-		read: map[string]bool{}, holding: map[string]bool{},
+		read: map[string]bool{}, holding: map[string]bool{}, expiry: map[string]time.Time{},
 	}
 }
 
@@ -127,6 +149,7 @@ func (c *Cache) Get(ctx context.Context, key string) ([]byte, error) {
 		c.read[key] = true
 		c.mu.Unlock()
 		if first || !c.due(data) {
+			c.noteExpiry(key, data)
 			return data, nil
 		}
 		return c.turn(ctx, key, data, 0) // a renewal: it may wait as long as autocert lets it
@@ -200,6 +223,7 @@ func (c *Cache) fresh(ctx context.Context, key string, dueToo bool) ([]byte, boo
 	c.mu.Lock()
 	c.read[key] = true
 	c.mu.Unlock()
+	c.noteExpiry(key, data)
 	return data, true
 }
 
@@ -266,6 +290,7 @@ func (c *Cache) Put(ctx context.Context, key string, data []byte) error {
 		c.mu.Lock()
 		c.read[key] = true
 		c.mu.Unlock()
+		c.noteExpiry(key, data)
 		c.release(key)
 	}
 	return nil

@@ -278,6 +278,12 @@ func TestCacheOneRenewal(t *testing.T) {
 	if got, err := b.Get(ctx, domain); err != nil || !bytes.Equal(got, renewed) {
 		t.Fatalf("b's next read = %v", err)
 	}
+	// Both serve the renewed certificate, and say when it expires.
+	for _, c := range []*Cache{a, b} {
+		if got, want := c.Expiry()[domain], leaf(renewed).NotAfter; !got.Equal(want) {
+			t.Errorf("%s's Expiry = %v, want the renewed certificate's %v", c.holder, got, want)
+		}
+	}
 
 	// An expired certificate is not served: it is ordered again, by one replica.
 	expired := entryFor(t, "old.example.com", time.Now().Add(-3*time.Hour), time.Now().Add(-time.Hour))

@@ -30,6 +30,7 @@ type Options struct {
 // Manager serves the certificates of the configured domains, obtaining and renewing them.
 type Manager struct {
 	m         *autocert.Manager
+	cache     *Cache
 	domains   []string
 	directory string
 	log       *slog.Logger
@@ -50,10 +51,12 @@ func New(o Options) *Manager {
 			TLSHandshakeTimeout: 10 * time.Second,
 		}}
 	}
+	cache := NewCache(o.Store, o.Sealer, o.Directory, o.Holder, o.RenewBefore, o.Log)
 	return &Manager{
+		cache: cache,
 		m: &autocert.Manager{
 			Prompt:      autocert.AcceptTOS,
-			Cache:       NewCache(o.Store, o.Sealer, o.Directory, o.Holder, o.RenewBefore, o.Log),
+			Cache:       cache,
 			HostPolicy:  autocert.HostWhitelist(domains...),
 			RenewBefore: o.RenewBefore,
 			Client:      client,
@@ -64,6 +67,10 @@ func New(o Options) *Manager {
 		log:       o.Log,
 	}
 }
+
+// Expiry returns when each certificate this process serves expires (Cache.Expiry): a hook
+// for a metric such as the seconds until expiry, to alert on when renewals keep failing.
+func (m *Manager) Expiry() map[string]time.Time { return m.cache.Expiry() }
 
 // TLSConfig is the configuration of the HTTPS listener: HTTP/2, and the TLS-ALPN-01 protocol
 // so that the CA can validate a domain on the listener itself. A name that is not one of the
