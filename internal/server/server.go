@@ -142,6 +142,18 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if len(cfg.Immutability) > 0 {
 		reg.UseTagRules(cfg.Immutability.Immutable)
 	}
+	// Webhooks: the registry and the cache only queue events; the dispatcher's workers deliver
+	// them. Closed after the server has drained (deferred), so that the last requests' events
+	// are queued before it flushes.
+	dispatch, err := newEvents(cfg.Events, log)
+	if err != nil {
+		return err
+	}
+	if dispatch != nil {
+		defer closeEvents(dispatch, log)
+		reg.UseEvents(dispatch.Publish)
+		cache.UseEvents(dispatch.Publish)
+	}
 	if cfg.Storage.Driver == "s3" && cfg.Storage.S3.Redirect {
 		reg.RedirectBlobs(cfg.Storage.S3.RedirectTTL)
 	}
