@@ -196,8 +196,11 @@ events:
 	rc.down.Store(false) // the team receiver is back
 	deadline := time.Now().Add(90 * time.Second)
 	for rc.count("/all") < 10 || rc.count("/team") < 4 {
-		if time.Now().After(deadline) {
-			t.Fatalf("after 90 s the receiver has %v and %v", rc.byRepo("/all"), rc.byRepo("/team"))
+		rc.mu.Lock()
+		refused := len(rc.refused)
+		rc.mu.Unlock()
+		if time.Now().After(deadline) || refused > 0 {
+			t.Fatalf("the receiver has %v and %v (%d signatures refused)", rc.byRepo("/all"), rc.byRepo("/team"), refused)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
