@@ -2,6 +2,7 @@
 // backends stay swappable and the wire vocabulary stays at the bottom:
 //
 //	cmd -> server -> registry, proxy -> content -> storage, metadata -> oci
+//	       server -> metrics (reads what registry, proxy, auth and gc count) -> those
 //	                                      lifecycle (policies, evaluated on what callers read) -> oci
 //	                                      events (webhooks; registry and proxy publish) -> oci
 //	                             storage/<backend> -> storage, oci
@@ -119,6 +120,8 @@ func TestDependencies(t *testing.T) {
 				return d == "internal/oci" || d == "internal/storage" || d == "internal/metadata"
 			}
 		case under(p, "internal/registry"):
+			return func(d string) bool { return !under(d, "internal/server") && !under(d, "cmd") }
+		case p == "internal/metrics": // reads what the others count; the server wires it
 			return func(d string) bool { return !under(d, "internal/server") && !under(d, "cmd") }
 		case under(p, "cmd"):
 			return nil

@@ -66,6 +66,9 @@ type Config struct {
 	// Events are the webhooks told of pushes, deletes, fills and the like (none by default).
 	Events Events `yaml:"events"`
 
+	// Metrics are the Prometheus metrics at /metrics.
+	Metrics Metrics `yaml:"metrics"`
+
 	// Debug holds diagnostics, off by default.
 	Debug Debug `yaml:"debug"`
 }
@@ -242,6 +245,9 @@ func (c Config) Validate() error {
 	}
 	errs = append(errs, c.Events.validate()...) // one problem each
 	if err := c.Debug.validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.Metrics.validate(); err != nil {
 		errs = append(errs, err)
 	}
 	if c.Dev && !IsLoopback(c.Addr) {

@@ -71,6 +71,7 @@ type Cache struct {
 	flight singleflight.Group // manifest GETs and HEADs in flight, by key
 	mu     sync.Mutex
 	fills  map[string]*fill // blob fills in flight, by repository@digest
+	hist   history          // history.go: samples of Status for the console
 	wg     sync.WaitGroup
 
 	// replicas, when set (ShareWith), coordinate upstream requests with other replicas.
@@ -208,12 +209,29 @@ func (c *Cache) Candidates(name string) []string {
 // Status reports every rule's upstream quota, requests and cache counters.
 func (c *Cache) Status() []Status {
 	out := make([]Status, 0, len(c.rules))
+	fills := c.fillsByRule()
 	for _, r := range c.rules {
-		out = append(out, Status{Prefix: r.Prefix, Upstream: r.Source.Name(), Quota: r.Source.Quota(),
-			Requests: r.Source.Stats(), Cache: r.stats.snapshot()})
+		st := Status{Prefix: r.Prefix, Upstream: r.Source.Name(), Quota: r.Source.Quota(),
+			Requests: r.Source.Stats(), Cache: r.stats.snapshot(), Reserve: r.QuotaReserve, FillsInFlight: fills[r]}
+		st.Cache.saved(st.Requests)
+		out = append(out, st)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Prefix < out[j].Prefix })
 	return out
+}
+
+// Served implements registry.Cache: berth answered a client's manifest GET (manifest) or sent
+// it n bytes of a blob, in the cached repository local; what the cache saved is counted from it.
+func (c *Cache) Served(local string, manifest bool, n int64) {
+	r, _, _, ok := route(c.rules, local, "")
+	if !ok {
+		return
+	}
+	if manifest {
+		r.stats.clientGets.Add(1)
+	} else if n > 0 {
+		r.stats.clientBytes.Add(n)
+	}
 }
 
 func (c *Cache) rule(local string) (*Rule, string, error) {

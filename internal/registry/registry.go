@@ -75,6 +75,9 @@ type Cache interface {
 	ServeBlob(w http.ResponseWriter, r *http.Request, local string, d oci.Digest) error
 	// Tags lists the repository's tags.
 	Tags(ctx context.Context, local string, p metadata.Page) ([]string, bool, error)
+	// Served tells what a GET of the local repository sent: a manifest (manifest), or n bytes
+	// of a blob. The cache counts what it saved the upstream from it.
+	Served(local string, manifest bool, n int64)
 }
 
 // Authorizer decides what the caller of a request may do (package auth implements it). A
@@ -189,6 +192,8 @@ func (rg *Registry) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if err != nil {
 		rg.writeError(w, r, err)
+	} else if rt.cached && r.Method == http.MethodGet && (rt.kind == kindManifest || rt.kind == kindBlob) {
+		rg.cache.Served(rt.name, rt.kind == kindManifest, sw.n)
 	}
 	if rg.log.Enabled(r.Context(), slog.LevelDebug) {
 		rg.log.Debug("request", "method", r.Method, "path", r.URL.Path, "status", sw.code(),

@@ -21,6 +21,7 @@ import (
 	"github.com/berth/berth/internal/gc"
 	"github.com/berth/berth/internal/metadata"
 	"github.com/berth/berth/internal/metadata/hot"
+	"github.com/berth/berth/internal/metrics"
 	"github.com/berth/berth/internal/proxy"
 	"github.com/berth/berth/internal/registry"
 	"github.com/berth/berth/internal/storage"
@@ -69,6 +70,11 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 			log.Info("removed temporary files left by a previous run (interrupted pushes or pull-through fills)", "count", n)
 		}
 	}
+	var m *metrics.Metrics // nil when metrics are off
+	if !cfg.Metrics.Off {
+		m = metrics.New(metrics.Build{})
+		m.Register(metrics.Uploads(meta))
+	}
 	holder := holderID()
 	jobs := sync.WaitGroup{}
 	defer jobs.Wait() // leases handed over before the store closes
@@ -80,7 +86,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		collector := gc.New(meta, blobs, cfg.GC.Grace, log)
 		collector.SetPace(gcDuty)
 		jobs.Go(func() {
-			exclusive(ctx, meta, "gc", holder, cfg.GC.Interval, log, collect(collector, log))
+			exclusive(ctx, meta, "gc", holder, cfg.GC.Interval, log, collect(collector, m, log))
 		})
 	}
 
@@ -104,12 +110,17 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		return err
 	}
 	defer cache.Close()
+	if m != nil {
+		m.Register(metrics.Cache(cache))
+	}
 	cache.UsePullTimes(meta) // eviction orders images by their last pull
 	if cfg.Metadata.Shared() {
 		// Replicas share the store: one of them asks the upstream for a given thing at a time.
 		cache.ShareWith(meta, holder)
 		follow[proxy.LeaseChannel] = follower{ready: cache.ReleasedAll, got: cache.Released}
 	}
+	// Every replica samples its own counters for the console's charts (History).
+	jobs.Go(func() { every(ctx, proxy.SampleEvery, cache.Sample) })
 	if period := cache.WarmPeriod(); period > 0 {
 		jobs.Go(func() { exclusive(ctx, meta, "warm", holder, period, log, cache.WarmAll) })
 	}
@@ -122,7 +133,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		return cached
 	}}
 	jobs.Go(func() {
-		exclusive(ctx, meta, "lifecycle", holder, lifecycleEvery, log, applyLifecycle(runner, meta, configured, log))
+		exclusive(ctx, meta, "lifecycle", holder, lifecycleEvery, log, applyLifecycle(runner, meta, configured, m, log))
 	})
 	reg := registry.New(blobs, store, log)
 	reg.UseCache(cache)
@@ -132,7 +143,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	// (deferred: after the server has drained, before the store closes).
 	defer reg.TrackPulls(meta, pullFlushEvery)()
 	if cache.Bounded() {
-		jobs.Go(func() { exclusive(ctx, meta, "evict", holder, evictEvery, log, evict(cache, reg, meta, log)) })
+		jobs.Go(func() { exclusive(ctx, meta, "evict", holder, evictEvery, log, evict(cache, reg, meta, m, log)) })
 	}
 	var quotas []registry.Quota
 	for _, q := range cfg.Quotas {
@@ -186,6 +197,9 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		follow[metadata.AuthChannel] = follower{ready: authn.Changed, got: func(string) { authn.Changed() }}
 		reg.UseAuth(authn)
 		mux.Handle("/token", authn)
+		if m != nil {
+			m.Register(metrics.Auth(authn))
+		}
 	}
 	if n, ok := meta.(metadata.Notifier); ok && cfg.Metadata.Shared() {
 		jobs.Go(func() { listen(ctx, n, follow, log) })
@@ -202,8 +216,20 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	hc := newHealth(log, backends)
 	mux.HandleFunc("/healthz", hc.live)
 	mux.HandleFunc("/readyz", hc.ready)
+	var handler http.Handler = mux
+	if m != nil {
+		mux.Handle("/metrics", metricsHandler(m, cfg.Metrics, authn))
+		handler = m.Middleware(mux)
+		if cfg.Metrics.Addr != "" {
+			stop, err := serveMetrics(ctx, cfg.Metrics.Addr, m, log)
+			if err != nil {
+				return fmt.Errorf("metrics.addr: %w", err)
+			}
+			defer stop()
+		}
+	}
 	srv := &http.Server{
-		Handler:           mux,
+		Handler:           handler,
 		ReadHeaderTimeout: 30 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
