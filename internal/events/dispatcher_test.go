@@ -220,7 +220,10 @@ func TestRetriesAfterReceiverWasDown(t *testing.T) {
 		d.Publish(push("b", i))
 	}
 	// Down for a while: every repository's first event fails several times.
-	for d.Stats()[0].FailedAttempts < 10 {
+	for i := 0; d.Stats()[0].FailedAttempts < 10; i++ {
+		if i == 3000 {
+			t.Fatalf("30 s and only %+v", d.Stats()[0])
+		}
 		time.Sleep(10 * time.Millisecond)
 	}
 	if s := d.Stats()[0]; s.Delivered != 0 || s.Queued != 10 {
@@ -417,6 +420,35 @@ func TestFilters(t *testing.T) {
 	}
 	if s := d.Stats(); s[0].Dropped != 1 || s[0].Delivered != 5 {
 		t.Errorf("stats after Close %+v", s)
+	}
+}
+
+// The history keeps the newest outcomes, newest first, however many there were.
+func TestDeliveriesRing(t *testing.T) {
+	rc := newReceiver(t, "k")
+	srv := httptest.NewServer(rc)
+	defer srv.Close()
+	o := fast()
+	o.History = 3
+	d := start(t, []events.Webhook{{Name: "r", URL: srv.URL, Secret: []byte("k")}}, o)
+	var ids []string
+	for i := range 5 {
+		e := push("a", i)
+		e.ID = fmt.Sprintf("event-%d", i)
+		ids = append(ids, e.ID)
+		d.Publish(e)
+	}
+	rc.wait(5)
+	settled(t, d)
+	var got []string
+	for _, x := range d.Deliveries("r") {
+		got = append(got, x.EventID)
+	}
+	if want := []string{ids[4], ids[3], ids[2]}; !slices.Equal(got, want) {
+		t.Errorf("deliveries %v; want %v", got, want)
+	}
+	if d.Deliveries("nope") != nil || !slices.Equal(d.Webhooks(), []string{"r"}) {
+		t.Error("an unknown webhook has deliveries, or the names are wrong")
 	}
 }
 
