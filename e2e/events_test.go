@@ -27,6 +27,7 @@ type evReceiver struct {
 	secret string
 	down   atomic.Bool // answer 503, as a receiver being redeployed does
 	hang   chan struct{}
+	hung   atomic.Int32 // requests to /hang taken
 
 	mu      sync.Mutex
 	got     map[string][]evEvent
@@ -62,6 +63,7 @@ func (e evEvent) String() string {
 
 func (rc *evReceiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.URL.Path == "/hang" {
+		rc.hung.Add(1)
 		<-rc.hang // a receiver that never answers (until the test ends)
 		return
 	}
@@ -131,7 +133,6 @@ func TestWebhooks(t *testing.T) {
 	rc.down.Store(true)
 	srv := httptest.NewServer(rc)
 	t.Cleanup(srv.Close)
-	t.Cleanup(func() { close(rc.hang) }) // before srv.Close, which waits for the hanging handler
 
 	dir := t.TempDir()
 	secretFile := filepath.Join(dir, "secret")
@@ -162,6 +163,9 @@ events:
       timeout: 10m
 `, hub.RegistryURL(), srv.URL, secretFile))
 	b := startBerth(t, "--config", cfg)
+	// Cleanups run last first: the hanging receiver answers before berth stops (which would
+	// wait for it) and before srv.Close (which waits for its handlers).
+	t.Cleanup(func() { close(rc.hang) })
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("berth log:\n%s", b.Log())
@@ -211,6 +215,9 @@ events:
 	}
 	if rc.downs == 0 {
 		t.Error("the team receiver was never tried while it was down")
+	}
+	if rc.hung.Load() != 1 {
+		t.Errorf("the receiver that hangs got %d requests, want 1: the first push's event, held while every other request went on", rc.hung.Load())
 	}
 	rc.mu.Unlock()
 
