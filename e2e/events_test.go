@@ -259,4 +259,28 @@ events:
 	if q := all["docker-hub/library/nginx"][0]; q.Data.Rule != "docker-hub" || q.Data.Remaining == nil || *q.Data.Remaining != 1 {
 		t.Errorf("quota event %+v", q)
 	}
+
+	// The deliveries in the metrics: what each receiver accepted, the team receiver's refusals
+	// while it was down, the events waiting behind the receiver that hangs.
+	fams := scrape(t, b, "")
+	rc.mu.Lock()
+	downs := rc.downs
+	rc.mu.Unlock()
+	for _, w := range []struct {
+		name, hook string
+		want       float64
+	}{
+		{"berth_webhook_deliveries_total", "all", float64(rc.count("/all"))},
+		{"berth_webhook_deliveries_total", "team-pushes", float64(rc.count("/team"))},
+		{"berth_webhook_failed_attempts_total", "team-pushes", float64(downs)},
+		{"berth_webhook_deliveries_total", "hangs", 0},
+		{"berth_webhook_dropped_total", "all", 0},
+	} {
+		if got, ok := sample(fams, w.name, map[string]string{"webhook": w.hook}); !ok || got != w.want {
+			t.Errorf("%s{webhook=%s} = %v (present: %v), want %v", w.name, w.hook, got, ok, w.want)
+		}
+	}
+	if got, _ := sample(fams, "berth_webhook_queued", map[string]string{"webhook": "hangs"}); got < 1 {
+		t.Errorf("berth_webhook_queued{webhook=hangs} = %v, want the events behind the one held", got)
+	}
 }

@@ -114,6 +114,9 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	}
 	if dispatch != nil {
 		defer closeEvents(dispatch, log)
+		if m != nil {
+			m.Register(metrics.Webhooks(dispatch.Stats))
+		}
 	}
 	cache, err := newCache(cfg.Proxy, cfg.MinFreeSpace, blobs, store, log)
 	if err != nil {
