@@ -429,10 +429,9 @@ func TestACME(t *testing.T) {
 	}
 }
 
-// TestACMEReplicas: two replicas on S3 and PostgreSQL with encryption at rest start at once with
-// tls.acme: Pebble takes one order, and both serve the certificate it issued (the one that did
-// not order read it from the store; the CA's validation may reach either replica, which answers
-// with the token the other stored). Pebble issues certificates for a minute, and berth renews
+// TestACMEReplicas: two replicas on S3 and PostgreSQL with encryption at rest start one right
+// after the other with tls.acme: Pebble takes one order, and both serve the certificate it issued
+// (the one that did not order waited for it and read it from the store). Pebble issues certificates for a minute, and berth renews
 // them after 15 s: both replicas go on to serve the renewed certificate, without a restart.
 func TestACMEReplicas(t *testing.T) {
 	t.Parallel()
@@ -483,10 +482,11 @@ tls:
 			t.Logf("replica A's log:\n%s\nreplica B's log:\n%s", a.Log(), b.Log())
 		}
 	})
-	var wg sync.WaitGroup
-	wg.Go(func() { a = startACMEBerth(t, addrA, t.TempDir(), config) })
-	wg.Go(func() { b = startACMEBerth(t, addrB, t.TempDir(), config) })
-	wg.Wait()
+	// A first: it listens on the port where Pebble validates, and a validation that found nobody
+	// there would fail an order of B's (autocert then orders again a minute later). B starts while
+	// A orders.
+	a = startACMEBerth(t, addrA, t.TempDir(), config)
+	b = startACMEBerth(t, addrB, t.TempDir(), config)
 	client := p.Client()
 	ra := waitCertificate(t, client, acmeDomain, strconv.Itoa(portOf(t, addrA)), a, 90*time.Second)
 	rb := waitCertificate(t, client, acmeDomain, strconv.Itoa(portOf(t, addrB)), b, 90*time.Second)
