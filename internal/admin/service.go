@@ -309,7 +309,7 @@ func (s *Service) Account(ctx context.Context, name string) (*Account, error) {
 	}
 	a, err := s.opt.Accounts.Account(ctx, name)
 	if err != nil {
-		return nil, fmt.Errorf("account %s: %w", name, err)
+		return nil, err
 	}
 	return accountOf(a), nil
 }
@@ -337,7 +337,7 @@ func (s *Service) CreateUser(ctx context.Context, u NewUser) (*Account, string, 
 	}
 	a := &metadata.Account{Name: u.Name, Kind: metadata.KindUser, Secret: hash, Groups: groups, Description: u.Description}
 	if err := s.opt.Accounts.CreateAccount(ctx, a); err != nil {
-		return nil, "", fmt.Errorf("account %s: %w", u.Name, err)
+		return nil, "", err
 	}
 	s.opt.Audit.Info("account created", "account", u.Name, "kind", metadata.KindUser, "groups", groups, "by", by)
 	if !generated {
@@ -409,7 +409,7 @@ func (s *Service) CreateRobot(ctx context.Context, r NewRobot) (*Account, string
 		a.Expires = r.Expires.UTC()
 	}
 	if err := s.opt.Accounts.CreateAccount(ctx, a); err != nil {
-		return nil, "", fmt.Errorf("account %s: %w", r.Name, err)
+		return nil, "", err
 	}
 	s.opt.Audit.Info("account created", "account", r.Name, "kind", metadata.KindRobot, "groups", groups, "expires", a.Expires, "by", by)
 	return s.reread(ctx, a), secret, nil
@@ -423,7 +423,7 @@ func (s *Service) SetPassword(ctx context.Context, name, password string) (strin
 	}
 	a, err := s.opt.Accounts.Account(ctx, name)
 	if err != nil {
-		return "", fmt.Errorf("account %s: %w", name, err)
+		return "", err
 	}
 	if a.Kind != metadata.KindUser {
 		return "", invalid("%s is a robot account: remove it and add a new one to change its secret", a.Name)
@@ -436,7 +436,7 @@ func (s *Service) SetPassword(ctx context.Context, name, password string) (strin
 		return "", err
 	}
 	if err := s.opt.Accounts.UpdateAccount(ctx, a); err != nil {
-		return "", fmt.Errorf("account %s: %w", name, err)
+		return "", err
 	}
 	s.opt.Audit.Info("password changed", "account", a.Name, "by", by)
 	if !generated {
@@ -456,11 +456,11 @@ func (s *Service) SetGroups(ctx context.Context, name string, groups []string) (
 	}
 	a, err := s.opt.Accounts.Account(ctx, name)
 	if err != nil {
-		return nil, fmt.Errorf("account %s: %w", name, err)
+		return nil, err
 	}
 	a.Groups = groups
 	if err := s.opt.Accounts.UpdateAccount(ctx, a); err != nil {
-		return nil, fmt.Errorf("account %s: %w", name, err)
+		return nil, err
 	}
 	s.opt.Audit.Info("groups changed", "account", a.Name, "groups", a.Groups, "by", by)
 	return accountOf(a), nil
@@ -474,13 +474,13 @@ func (s *Service) DeleteAccount(ctx context.Context, name, kind string) error {
 	}
 	a, err := s.opt.Accounts.Account(ctx, name)
 	if err != nil {
-		return fmt.Errorf("account %s: %w", name, err)
+		return err
 	}
 	if kind != "" && a.Kind != kind {
 		return invalid("%s is a %s, not a %s", a.Name, a.Kind, kind)
 	}
 	if err := s.opt.Accounts.DeleteAccount(ctx, a.Name); err != nil {
-		return fmt.Errorf("account %s: %w", name, err)
+		return err
 	}
 	s.opt.Audit.Info("account removed", "account", a.Name, "kind", a.Kind, "by", by)
 	return nil
@@ -557,7 +557,7 @@ func (s *Service) checkSubject(ctx context.Context, subject string) error {
 	}
 	a, err := s.opt.Accounts.Account(ctx, name)
 	if err != nil {
-		return fmt.Errorf("account %s: %w", name, err)
+		return err
 	}
 	if a.Kind != kind {
 		return invalid("%s is a %s: use %s:%s", name, a.Kind, a.Kind, name)
@@ -586,7 +586,7 @@ func (s *Service) Revoke(ctx context.Context, subject, pattern string, actions [
 		names = acts.Names()
 	}
 	if err := s.opt.Accounts.RevokeGrant(ctx, subject, pattern, names...); err != nil {
-		return fmt.Errorf("grant of %s on %s: %w", subject, pattern, err)
+		return err
 	}
 	s.opt.Audit.Info("grant revoked", "subject", subject, "pattern", pattern, "actions", strings.Join(names, ","), "by", by)
 	return nil
