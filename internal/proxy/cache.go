@@ -18,6 +18,7 @@ import (
 
 	"github.com/berth/berth/internal/auth"
 	"github.com/berth/berth/internal/content"
+	"github.com/berth/berth/internal/events"
 	"github.com/berth/berth/internal/metadata"
 	"github.com/berth/berth/internal/oci"
 	"github.com/berth/berth/internal/storage"
@@ -70,6 +71,7 @@ type Cache struct {
 	flight singleflight.Group // manifest GETs and HEADs in flight, by key
 	mu     sync.Mutex
 	fills  map[string]*fill // blob fills in flight, by repository@digest
+	hist   history          // history.go: samples of Status for the console
 	wg     sync.WaitGroup
 
 	// replicas, when set (ShareWith), coordinate upstream requests with other replicas.
@@ -80,6 +82,9 @@ type Cache struct {
 
 	wakeMu sync.Mutex
 	wake   map[string]chan struct{} // lease key -> closed when another replica let go of it
+
+	// publish tells webhooks of fills, evictions and quota crossings (UseEvents); nil: nobody.
+	publish func(events.Event)
 
 	// base is the context of fills: no client's, ended only by Close.
 	base   context.Context
@@ -123,6 +128,31 @@ func (c *Cache) SetLimits(l Limits) {
 		l.MaxFillSize = DefaultMaxFillSize
 	}
 	c.limits = l
+}
+
+// UseEvents makes the cache publish an event for every manifest it fetches from an upstream
+// and stores, every image it evicts, and every time an upstream's remaining quota falls to its
+// rule's reserve (nil: none). publish must not block.
+func (c *Cache) UseEvents(publish func(events.Event)) { c.publish = publish }
+
+// watchQuota publishes QuotaLow when the quota r's upstream last reported has fallen to or
+// below the reserve, once per crossing: the quota must be seen above the reserve again before
+// the next. It is this replica's view: each replica tells of the crossings it sees.
+func (c *Cache) watchQuota(r *Rule, local string) {
+	if c.publish == nil {
+		return
+	}
+	q := r.Source.Quota()
+	if !q.Known {
+		return
+	}
+	low := q.Remaining <= r.QuotaReserve
+	if r.quotaLow.Swap(low) == low || !low {
+		return
+	}
+	remaining, limit, reserve := q.Remaining, q.Limit, r.QuotaReserve
+	c.publish(events.New(events.QuotaLow, events.Data{Repository: local, Rule: r.Prefix,
+		Remaining: &remaining, Limit: &limit, Reserve: &reserve}))
 }
 
 // Close stops the blob fills in flight and waits for them.
@@ -179,12 +209,29 @@ func (c *Cache) Candidates(name string) []string {
 // Status reports every rule's upstream quota, requests and cache counters.
 func (c *Cache) Status() []Status {
 	out := make([]Status, 0, len(c.rules))
+	fills := c.fillsByRule()
 	for _, r := range c.rules {
-		out = append(out, Status{Prefix: r.Prefix, Upstream: r.Source.Name(), Quota: r.Source.Quota(),
-			Requests: r.Source.Stats(), Cache: r.stats.snapshot()})
+		st := Status{Prefix: r.Prefix, Upstream: r.Source.Name(), Quota: r.Source.Quota(),
+			Requests: r.Source.Stats(), Cache: r.stats.snapshot(), Reserve: r.QuotaReserve, FillsInFlight: fills[r]}
+		st.Cache.saved(st.Requests)
+		out = append(out, st)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Prefix < out[j].Prefix })
 	return out
+}
+
+// Served implements registry.Cache: berth answered a client's manifest GET (manifest) or sent
+// it n bytes of a blob, in the cached repository local; what the cache saved is counted from it.
+func (c *Cache) Served(local string, manifest bool, n int64) {
+	r, _, _, ok := route(c.rules, local, "")
+	if !ok {
+		return
+	}
+	if manifest {
+		r.stats.clientGets.Add(1)
+	} else if n > 0 {
+		r.stats.clientBytes.Add(n)
+	}
 }
 
 // ErrNotCached reports that a repository is not under any pull-through rule.
@@ -303,6 +350,7 @@ func (c *Cache) revalidate(ctx context.Context, r *Rule, local, up, tag string, 
 			r.stats.revalidations.Add(1)
 			desc, err := r.Source.HeadManifest(ctx, up, tag)
 			c.publishQuota(ctx, r)
+			c.watchQuota(r, local)
 			if KindOf(err) == KindNotFound {
 				// The upstream deleted the tag: an answer, not a failure. The cached tag goes
 				// too, so that it is not served on as if current (to callers without fetch, in
@@ -380,13 +428,21 @@ func (c *Cache) fetchManifest(ctx context.Context, r *Rule, local, up, ref, tag 
 		stored, err := c.leased(ctx, "GET "+local+":"+ref+":"+tag, answered, func(ctx context.Context) error {
 			body, mediaType, err := r.Source.GetManifest(ctx, up, ref)
 			c.publishQuota(ctx, r)
+			c.watchQuota(r, local)
 			if err != nil {
 				return err
 			}
 			if m, err = newManifest(ref, mediaType, body); err != nil {
 				return err
 			}
-			return c.storeManifest(ctx, local, tag, m)
+			if err := c.storeManifest(ctx, local, tag, m); err != nil {
+				return err
+			}
+			if c.publish != nil {
+				c.publish(events.New(events.CacheFilled, events.Data{Repository: local, Digest: m.Digest, Tag: tag,
+					MediaType: m.MediaType, Size: int64(len(m.Content)), Rule: r.Prefix}))
+			}
+			return nil
 		})
 		if err != nil {
 			return nil, err

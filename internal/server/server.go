@@ -22,6 +22,7 @@ import (
 	"github.com/berth/berth/internal/gc"
 	"github.com/berth/berth/internal/metadata"
 	"github.com/berth/berth/internal/metadata/hot"
+	"github.com/berth/berth/internal/metrics"
 	"github.com/berth/berth/internal/proxy"
 	"github.com/berth/berth/internal/registry"
 	"github.com/berth/berth/internal/storage"
@@ -70,6 +71,11 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 			log.Info("removed temporary files left by a previous run (interrupted pushes or pull-through fills)", "count", n)
 		}
 	}
+	var m *metrics.Metrics // nil when metrics are off
+	if !cfg.Metrics.Off {
+		m = metrics.New(metrics.Build{})
+		m.Register(metrics.Uploads(meta))
+	}
 	holder := holderID()
 	jobs := sync.WaitGroup{}
 	defer jobs.Wait() // leases handed over before the store closes
@@ -81,7 +87,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		collector := gc.New(meta, blobs, cfg.GC.Grace, log)
 		collector.SetPace(gcDuty)
 		jobs.Go(func() {
-			exclusive(ctx, meta, "gc", holder, cfg.GC.Interval, log, collect(collector, log))
+			exclusive(ctx, meta, "gc", holder, cfg.GC.Interval, log, collect(collector, m, log))
 		})
 	}
 
@@ -100,17 +106,38 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 			jobs.Go(func() { peers.Run(ctx) })
 		}
 	}
+	// Webhooks: the registry and the cache only queue events; the dispatcher's workers deliver
+	// them. Closed after the server has drained and the cache has stopped (deferred before
+	// them), so that the last requests' events are queued before it flushes.
+	dispatch, err := newEvents(cfg.Events, log)
+	if err != nil {
+		return err
+	}
+	if dispatch != nil {
+		defer closeEvents(dispatch, log)
+		if m != nil {
+			m.Register(metrics.Webhooks(dispatch.Stats))
+		}
+	}
 	cache, err := newCache(cfg.Proxy, cfg.MinFreeSpace, blobs, store, log)
 	if err != nil {
 		return err
 	}
 	defer cache.Close()
+	if dispatch != nil {
+		cache.UseEvents(dispatch.Publish) // before the warm and evict jobs start
+	}
+	if m != nil {
+		m.Register(metrics.Cache(cache))
+	}
 	cache.UsePullTimes(meta) // eviction orders images by their last pull
 	if cfg.Metadata.Shared() {
 		// Replicas share the store: one of them asks the upstream for a given thing at a time.
 		cache.ShareWith(meta, holder)
 		follow[proxy.LeaseChannel] = follower{ready: cache.ReleasedAll, got: cache.Released}
 	}
+	// Every replica samples its own counters for the console's charts (History).
+	jobs.Go(func() { every(ctx, proxy.SampleEvery, cache.Sample) })
 	if period := cache.WarmPeriod(); period > 0 {
 		jobs.Go(func() { exclusive(ctx, meta, "warm", holder, period, log, cache.WarmAll) })
 	}
@@ -124,9 +151,12 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		return cached
 	}}
 	jobs.Go(func() {
-		exclusive(ctx, meta, "lifecycle", holder, lifecycleEvery, log, applyLifecycle(runner, meta, configured, log))
+		exclusive(ctx, meta, "lifecycle", holder, lifecycleEvery, log, applyLifecycle(runner, meta, configured, m, log))
 	})
 	reg := registry.New(blobs, store, log)
+	if dispatch != nil {
+		reg.UseEvents(dispatch.Publish)
+	}
 	reg.UseCache(cache)
 	reg.SetMaxBlobSize(cfg.Uploads.MaxBlobSize)
 	reg.SetMinFreeSpace(cfg.MinFreeSpace)
@@ -134,7 +164,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	// (deferred: after the server has drained, before the store closes).
 	defer reg.TrackPulls(meta, pullFlushEvery)()
 	if cache.Bounded() {
-		jobs.Go(func() { exclusive(ctx, meta, "evict", holder, evictEvery, log, evict(cache, reg, meta, log)) })
+		jobs.Go(func() { exclusive(ctx, meta, "evict", holder, evictEvery, log, evict(cache, reg, meta, m, log)) })
 	}
 	var quotas []registry.Quota
 	for _, q := range cfg.Quotas {
@@ -176,6 +206,9 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		follow[metadata.AuthChannel] = follower{ready: authn.Changed, got: func(string) { authn.Changed() }}
 		reg.UseAuth(authn)
 		mux.Handle("/token", authn)
+		if m != nil {
+			m.Register(metrics.Auth(authn))
+		}
 	}
 	if n, ok := meta.(metadata.Notifier); ok && cfg.Metadata.Shared() {
 		jobs.Go(func() { listen(ctx, n, follow, log) })
@@ -194,8 +227,20 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	hc := newHealth(log, backends)
 	mux.HandleFunc("/healthz", hc.live)
 	mux.HandleFunc("/readyz", hc.ready)
+	var handler http.Handler = mux
+	if m != nil {
+		mux.Handle("/metrics", metricsHandler(m, cfg.Metrics, authn))
+		handler = m.Middleware(mux)
+		if cfg.Metrics.Addr != "" {
+			stop, err := serveMetrics(ctx, cfg.Metrics.Addr, m, log)
+			if err != nil {
+				return fmt.Errorf("metrics.addr: %w", err)
+			}
+			defer stop()
+		}
+	}
 	srv := &http.Server{
-		Handler:           mux,
+		Handler:           handler,
 		ReadHeaderTimeout: 30 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
