@@ -194,6 +194,9 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	}
 	mux.Handle("/v2/", reg)
 	mux.Handle("/berth/v1/upstreams", upstreamsHandler(cache, admins(authn)))
+	if err := mountConsole(mux, authn, store, blobs, cache, log); err != nil {
+		return err
+	}
 	backends := map[string]Pinger{}
 	if p, ok := meta.(Pinger); ok {
 		backends["metadata"] = p

@@ -1,0 +1,4 @@
+package console
+
+// routeAdmin registers the admin pages (admin.go).
+func (c *Console) routeAdmin() {}
