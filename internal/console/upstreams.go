@@ -16,7 +16,7 @@ type ruleView struct {
 	Chart template.HTML
 	// Over the last 24 h (the samples this replica took).
 	Gets, Heads, BlobGets, PullsSaved, BytesSaved, Stale, ClientGets int64
-	Since                                                           time.Time
+	Since                                                            time.Time
 }
 
 // upstreams shows, per pull-through rule the user administers, the upstream quota over the last
