@@ -303,8 +303,10 @@ func TestNoGrants(t *testing.T) {
 	if p := b.get("/ui/repo/secret/db?digest=" + string(e.image("secret/db", "v2", "x"))); p.code != http.StatusNotFound {
 		t.Errorf("a guessed manifest: %d", p.code)
 	}
-	if p := b.get("/ui/upstreams"); p.code != http.StatusNotFound {
-		t.Errorf("upstreams for a user without admin: %d", p.code)
+	for _, path := range []string{"/ui/upstreams", "/ui/admin/", "/ui/admin/cache"} {
+		if p := b.get(path); p.code != http.StatusNotFound {
+			t.Errorf("%s for a user without admin: %d", path, p.code)
+		}
 	}
 	// alice may pull team/* and nothing else.
 	a := e.browser()
@@ -320,6 +322,9 @@ func TestNoGrants(t *testing.T) {
 	r.login("root", "root-password-1")
 	if p := r.get("/ui/"); !strings.Contains(p.body, "secret/db") || !strings.Contains(p.body, "team/app") {
 		t.Errorf("root's list:\n%s", p.body)
+	}
+	if p := r.get("/ui/admin/cache"); p.code != http.StatusOK {
+		t.Errorf("root on the admin pages: %d", p.code)
 	}
 }
 
