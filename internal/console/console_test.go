@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/cookiejar"
@@ -474,5 +475,28 @@ func TestSessionRevoked(t *testing.T) {
 	e.authn.Changed()
 	if b.loggedIn() {
 		t.Error("a session survived its account's expiry")
+	}
+}
+
+// TestLoginThrottled: the console's login goes through berth's login throttles: after the
+// guesses the budget of a name and an address allows, the form says to wait, with Retry-After,
+// and even the right password is not checked meanwhile.
+func TestLoginThrottled(t *testing.T) {
+	e := newEnv(t)
+	b := e.browser()
+	form := b.get("/ui/login")
+	var last page
+	for i := range 10 {
+		last = b.post("/ui/login", url.Values{"csrf": {csrf(t, form)}, "username": {"alice"}, "password": {fmt.Sprintf("guess %d", i)}})
+		form = last
+		if last.code == http.StatusTooManyRequests {
+			break
+		}
+	}
+	if last.code != http.StatusTooManyRequests || !strings.Contains(last.body, "Too many failed logins: try again in") || last.header.Get("Retry-After") == "" {
+		t.Fatalf("after 10 wrong passwords: %d (Retry-After %q)\n%s", last.code, last.header.Get("Retry-After"), last.body)
+	}
+	if p := b.post("/ui/login", url.Values{"csrf": {csrf(t, form)}, "username": {"alice"}, "password": {"alice-password-1"}}); p.code != http.StatusTooManyRequests {
+		t.Errorf("the right password while throttled: %d, want 429", p.code)
 	}
 }
