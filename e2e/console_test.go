@@ -120,16 +120,19 @@ next:
 	b.errs = nil
 }
 
-// shot saves a screenshot of the whole page (PNG: quality 100) as name.png in the test's artifact directory (kept
-// with go test -artifacts), and with BERTH_UPDATE_SCREENSHOTS=1 into docs/screenshots/ for the
-// README.
+// readmeShots are the screenshots the README shows.
+var readmeShots = map[string]bool{"repository": true, "upstreams": true, "repository-dark": true, "phone": true}
+
+// shot saves a screenshot of the whole page (PNG: quality 100) as name.png in the test's artifact
+// directory (kept with go test -artifacts), and with BERTH_UPDATE_SCREENSHOTS=1 those the README
+// shows into docs/screenshots/.
 func (b *consoleBrowser) shot(name string) {
 	b.t.Helper()
 	png := get(b, "screenshot "+name, chromedp.FullScreenshot(100))
 	if err := os.WriteFile(filepath.Join(b.shotDir, name+".png"), png, 0o644); err != nil {
 		b.t.Fatal(err)
 	}
-	if os.Getenv("BERTH_UPDATE_SCREENSHOTS") == "1" {
+	if os.Getenv("BERTH_UPDATE_SCREENSHOTS") == "1" && readmeShots[name] {
 		dir := filepath.Join(repoRoot, "docs", "screenshots")
 		os.MkdirAll(dir, 0o755)
 		if err := os.WriteFile(filepath.Join(dir, "console-"+name+".png"), png, 0o644); err != nil {
