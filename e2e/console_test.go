@@ -290,10 +290,9 @@ func TestConsoleBrowser(t *testing.T) {
 	call(br, "phone width", emulation.SetDeviceMetricsOverride, emulation.SetDeviceMetricsOverrideParams{
 		Width: 375, Height: 740, DeviceScaleFactor: 2, Mobile: true})
 	br.do("phone page", chromedp.Navigate(b.URL()+"/ui/repo/team/app"), chromedp.WaitVisible(chromedp.CSS(`table.tags`)))
-	scrollW := get(br, "page width", chromedp.Evaluate[int](`document.documentElement.scrollWidth`))
-	innerW := get(br, "window width", chromedp.Evaluate[int](`window.innerWidth`))
-	if scrollW > innerW {
-		t.Errorf("at 375 px the page is %d px wide (window %d)", scrollW, innerW)
+	// Against 375 itself: a mobile browser widens its window (innerWidth) to a page too wide.
+	if scrollW := get(br, "page width", chromedp.Evaluate[int](`document.documentElement.scrollWidth`)); scrollW > 375 {
+		t.Errorf("at 375 px the page is %d px wide", scrollW)
 	}
 	br.shot("phone")
 	call(br, "desktop width", emulation.ClearDeviceMetricsOverride, cdp.Empty{})
