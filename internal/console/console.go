@@ -58,6 +58,7 @@ type Options struct {
 	Store Store
 	Blobs Blobs
 	Cache *proxy.Cache // the pull-through cache (its rules, counters and quota)
+	Admin Admin        // the admin pages' operations; nil: no admin forms
 	// Version is berth's version for the footer.
 	Version string
 	Log     *slog.Logger
@@ -158,7 +159,8 @@ type request struct {
 	key     []byte
 	sess    *session
 	p       *auth.Principal
-	isAdmin bool // admin on every repository
+	isAdmin bool   // admin on every repository
+	notice  string // what the post this page answers did
 }
 
 // csrf is the token the session's forms carry.

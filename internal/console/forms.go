@@ -1,8 +1,258 @@
 package console
 
-// routeAdminForms registers the admin forms (accounts, robots, grants, lifecycle preview), which
-// call the admin service.
-func (c *Console) routeAdminForms() {}
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/berth/berth/internal/auth"
+	"github.com/berth/berth/internal/metadata"
+)
+
+// Admin is what the admin pages do: the admin service's operations (internal/admin), each
+// authorized there for the caller p. A refusal is an error the page shows; bad input is one
+// whose message says what is wrong (wrapped in ErrInvalid, or metadata.ErrExists / ErrNotFound).
+type Admin interface {
+	Accounts(ctx context.Context, p *auth.Principal, kind string) ([]metadata.Account, error)
+	CreateUser(ctx context.Context, p *auth.Principal, name, password string, groups []string) error
+	CreateRobot(ctx context.Context, p *auth.Principal, name, description string, expires time.Time) (secret string, err error)
+	DeleteAccount(ctx context.Context, p *auth.Principal, name string) error
+	Grants(ctx context.Context, p *auth.Principal) ([]metadata.Grant, error)
+	AddGrant(ctx context.Context, p *auth.Principal, subject, pattern string, actions []string) error
+	RevokeGrant(ctx context.Context, p *auth.Principal, subject, pattern string) error
+}
+
+// ErrInvalid marks an admin operation's refusal of bad input: the page shows its message.
+var ErrInvalid = errors.New("invalid input")
+
+// routeAdminForms registers the admin forms, when there is an admin service.
+func (c *Console) routeAdminForms() {
+	if c.opt.Admin == nil {
+		return
+	}
+	c.mux.Handle("GET "+Prefix+"admin/accounts", c.admin(c.accountsPage))
+	c.mux.Handle("POST "+Prefix+"admin/accounts", c.admin(c.accountsPost))
+	c.mux.Handle("GET "+Prefix+"admin/robots", c.admin(c.robotsPage))
+	c.mux.Handle("POST "+Prefix+"admin/robots", c.admin(c.robotsPost))
+	c.mux.Handle("GET "+Prefix+"admin/grants", c.admin(c.grantsPage))
+	c.mux.Handle("POST "+Prefix+"admin/grants", c.admin(c.grantsPost))
+}
 
 // formsReady reports whether the admin forms are served.
-func (c *Console) formsReady() bool { return false }
+func (c *Console) formsReady() bool { return c.opt.Admin != nil }
+
+// formError is bad input in a form: the form is shown again with the message (400).
+type formError struct{ msg string }
+
+func (e *formError) Error() string { return e.msg }
+
+func invalid(format string, args ...any) error { return &formError{fmt.Sprintf(format, args...)} }
+
+// userMessage turns an admin operation's error into the form's message, or returns it when it is
+// not the caller's to fix.
+func userMessage(err error) (string, bool) {
+	var fe *formError
+	switch {
+	case errors.As(err, &fe):
+		return fe.msg, true
+	case errors.Is(err, ErrInvalid), errors.Is(err, metadata.ErrExists), errors.Is(err, metadata.ErrNotFound):
+		return err.Error(), true
+	}
+	return "", false
+}
+
+// formPage renders an admin page: status 200, or 400 with a message after bad input; notice says
+// what a successful post did.
+func (c *Console) formPage(q *request, page string, data map[string]any, err error) error {
+	status := http.StatusOK
+	if err != nil {
+		msg, ok := userMessage(err)
+		if !ok {
+			return err
+		}
+		status = http.StatusBadRequest
+		data["Error"] = msg
+		data["Form"] = q.r.PostForm
+	}
+	c.render(q.w, q, status, page, data)
+	return nil
+}
+
+// withNotice says, on the page a post answers with, what it did (on that page itself, not after a
+// redirect whose URL anyone could write a message into).
+func withNotice(q *request, notice string) *request {
+	q.notice = notice
+	return q
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, f := range strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ' ' }) {
+		if f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// --- accounts ---
+
+func (c *Console) accountsPage(q *request) error { return c.showAccounts(q, nil) }
+
+func (c *Console) showAccounts(q *request, err error) error {
+	users, lerr := c.opt.Admin.Accounts(q.r.Context(), q.p, metadata.KindUser)
+	if lerr != nil {
+		return lerr
+	}
+	return c.formPage(q, "accounts", map[string]any{"Title": "Accounts", "Users": users, "Done": q.notice}, err)
+}
+
+func (c *Console) accountsPost(q *request) error {
+	ctx, f := q.r.Context(), q.r.PostForm
+	name := strings.TrimSpace(f.Get("name"))
+	switch f.Get("op") {
+	case "create":
+		password := f.Get("password")
+		var err error
+		switch {
+		case auth.ValidAccountName(name) != nil:
+			err = invalid("User name: %v.", auth.ValidAccountName(name))
+		case len(password) < 12:
+			err = invalid("Password: at least 12 characters.")
+		case password != f.Get("password2"):
+			err = invalid("The two passwords differ.")
+		}
+		groups := splitList(f.Get("groups"))
+		for _, g := range groups {
+			if gerr := auth.ValidAccountName(g); err == nil && gerr != nil {
+				err = invalid("Groups: %v.", gerr)
+			}
+		}
+		if err == nil {
+			err = c.opt.Admin.CreateUser(ctx, q.p, name, password, groups)
+		}
+		if err != nil {
+			return c.showAccounts(q, err)
+		}
+		return c.showAccounts(withNotice(q, "Created user "+name+"."), nil)
+	case "delete":
+		if name == strings.TrimPrefix(q.p.Subject, "user:") {
+			return c.showAccounts(q, invalid("You cannot delete your own account here."))
+		}
+		if err := c.opt.Admin.DeleteAccount(ctx, q.p, name); err != nil {
+			return c.showAccounts(q, err)
+		}
+		return c.showAccounts(withNotice(q, "Deleted user "+name+"."), nil)
+	}
+	return c.showAccounts(q, invalid("Unknown operation."))
+}
+
+// --- robots ---
+
+func (c *Console) robotsPage(q *request) error { return c.showRobots(q, "", "", nil) }
+
+// showRobots renders the robots page; secret is a new robot's, shown on this response only
+// (never stored, and the page is not cached).
+func (c *Console) showRobots(q *request, robot, secret string, err error) error {
+	robots, lerr := c.opt.Admin.Accounts(q.r.Context(), q.p, metadata.KindRobot)
+	if lerr != nil {
+		return lerr
+	}
+	return c.formPage(q, "robots", map[string]any{"Title": "Robots", "Robots": robots, "NewRobot": robot, "Secret": secret,
+		"Done": q.notice}, err)
+}
+
+func (c *Console) robotsPost(q *request) error {
+	ctx, f := q.r.Context(), q.r.PostForm
+	name := strings.TrimSpace(f.Get("name"))
+	switch f.Get("op") {
+	case "create":
+		var err error
+		var expires time.Time
+		if d := strings.TrimSpace(f.Get("days")); d != "" {
+			n, perr := strconv.Atoi(d)
+			if perr != nil || n < 1 || n > 3650 {
+				err = invalid("Expires after: a whole number of days from 1 to 3650, or empty for never.")
+			} else {
+				expires = c.now().Add(time.Duration(n) * 24 * time.Hour)
+			}
+		}
+		if verr := auth.ValidAccountName(name); err == nil && verr != nil {
+			err = invalid("Robot name: %v.", verr)
+		}
+		description := strings.TrimSpace(f.Get("description"))
+		if err == nil && len(description) > 256 {
+			err = invalid("Description: at most 256 characters.")
+		}
+		var secret string
+		if err == nil {
+			secret, err = c.opt.Admin.CreateRobot(ctx, q.p, name, description, expires)
+		}
+		if err != nil {
+			return c.showRobots(q, "", "", err)
+		}
+		return c.showRobots(q, name, secret, nil)
+	case "delete":
+		if err := c.opt.Admin.DeleteAccount(ctx, q.p, name); err != nil {
+			return c.showRobots(q, "", "", err)
+		}
+		return c.showRobots(withNotice(q, "Deleted robot "+name+"."), "", "", nil)
+	}
+	return c.showRobots(q, "", "", invalid("Unknown operation."))
+}
+
+// --- grants ---
+
+var actionChoices = []string{"pull", "push", "delete", "fetch", "admin"}
+
+func (c *Console) grantsPage(q *request) error { return c.showGrants(q, nil) }
+
+func (c *Console) showGrants(q *request, err error) error {
+	grants, lerr := c.opt.Admin.Grants(q.r.Context(), q.p)
+	if lerr != nil {
+		return lerr
+	}
+	return c.formPage(q, "grants", map[string]any{"Title": "Grants", "Grants": grants, "Actions": actionChoices,
+		"Done": q.notice}, err)
+}
+
+func (c *Console) grantsPost(q *request) error {
+	ctx, f := q.r.Context(), q.r.PostForm
+	subject, pattern := strings.TrimSpace(f.Get("subject")), strings.TrimSpace(f.Get("pattern"))
+	switch f.Get("op") {
+	case "add":
+		actions := f["actions"]
+		var err error
+		switch {
+		case auth.ValidSubject(subject) != nil:
+			err = invalid("Subject: %v.", auth.ValidSubject(subject))
+		case auth.ValidPattern(pattern) != nil:
+			err = invalid("Repositories: %v.", auth.ValidPattern(pattern))
+		case len(actions) == 0:
+			err = invalid("Actions: choose at least one.")
+		}
+		for _, a := range actions {
+			if err == nil && !slices.Contains(actionChoices, a) {
+				err = invalid("Actions: unknown action %q.", a)
+			}
+		}
+		if err == nil {
+			err = c.opt.Admin.AddGrant(ctx, q.p, subject, pattern, actions)
+		}
+		if err != nil {
+			return c.showGrants(q, err)
+		}
+		return c.showGrants(withNotice(q, fmt.Sprintf("Granted %s on %s to %s.", strings.Join(actions, ", "), pattern, subject)), nil)
+	case "revoke":
+		if err := c.opt.Admin.RevokeGrant(ctx, q.p, subject, pattern); err != nil {
+			return c.showGrants(q, err)
+		}
+		return c.showGrants(withNotice(q, fmt.Sprintf("Revoked the grant of %s on %s.", subject, pattern)), nil)
+	}
+	return c.showGrants(q, invalid("Unknown operation."))
+}
