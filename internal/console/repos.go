@@ -118,9 +118,10 @@ func (c *Console) repository(q *request) error {
 	if err != nil {
 		return err
 	}
-	rows := c.describe(ctx, entries, pulls)
+	want := q.r.URL.Query().Get("digest")
+	rows := c.describe(ctx, entries, pulls, oci.Digest(want))
 	host := q.r.Host
-	if want := q.r.URL.Query().Get("digest"); want != "" {
+	if want != "" {
 		d, err := oci.ParseDigest(want)
 		if err != nil {
 			return errNotFound
@@ -168,8 +169,10 @@ func (c *Console) isChild(d oci.Digest, rows map[oci.Digest]*manifestRow) bool {
 	return false
 }
 
-// describe parses a repository's manifests: kinds, platforms, sizes, referrer counts.
-func (c *Console) describe(ctx context.Context, entries []metadata.ManifestEntry, pulls map[oci.Digest]time.Time) map[oci.Digest]*manifestRow {
+// describe parses a repository's manifests: kinds, platforms, sizes, referrer counts. The platform
+// of an image (in its config blob) is read for tagged images and for shown only: a cached
+// repository may hold thousands of untagged manifests.
+func (c *Console) describe(ctx context.Context, entries []metadata.ManifestEntry, pulls map[oci.Digest]time.Time, shown oci.Digest) map[oci.Digest]*manifestRow {
 	rows := make(map[oci.Digest]*manifestRow, len(entries))
 	parsed := make(map[oci.Digest]*oci.Manifest, len(entries))
 	for _, e := range entries {
@@ -195,6 +198,9 @@ func (c *Console) describe(ctx context.Context, entries []metadata.ManifestEntry
 		}
 		if isImageConfig(m.Blobs[0].MediaType) {
 			row.Kind = "image"
+			if len(e.Tags) == 0 && e.Digest != shown {
+				continue
+			}
 			if p := c.platform(ctx, m.Blobs[0]); p != "" {
 				row.Platforms = []string{p}
 			}
