@@ -79,16 +79,6 @@ func (s *Service) SessionPrincipal(ctx context.Context, name, fp string) (*Princ
 	return &Principal{Subject: a.subject, account: a.ID, expiry: a.Expires}, nil
 }
 
-// AdminOf reports whether p may administer every repository of pattern ("*", "docker-hub/*"),
-// as IsAdmin decides for a request's caller.
-func (s *Service) AdminOf(ctx context.Context, p *Principal, pattern string) bool {
-	if p.IsAnonymous() || p.token != nil {
-		return false
-	}
-	a, err := s.identity(ctx, p, pattern)
-	return err == nil && a.Has(Admin)
-}
-
 // SessionKey returns the 32-byte key that signs console sessions, the same for every process
 // sharing the store: created on first use (the first process to store it wins), sealed under the
 // encryption key when one is configured.

@@ -231,7 +231,9 @@ func (c *Console) user(h userFunc) http.Handler {
 				return err
 			}
 		}
-		q.isAdmin = c.opt.Auth.AdminOf(r.Context(), q.p, "*")
+		if q.isAdmin, err = c.opt.Auth.AdminOf(r.Context(), q.p, "*"); err != nil {
+			return err
+		}
 		if err := h(q); err != nil {
 			c.fail(w, r, q, err)
 		}

@@ -293,7 +293,7 @@ func (c *Console) visibleRules(q *request) []string {
 	}
 	var out []string
 	for _, st := range c.opt.Cache.Status() {
-		if c.opt.Auth.AdminOf(q.r.Context(), q.p, st.Prefix+"/*") {
+		if ok, err := c.opt.Auth.AdminOf(q.r.Context(), q.p, st.Prefix+"/*"); ok && err == nil {
 			out = append(out, st.Prefix)
 		}
 	}

@@ -216,6 +216,54 @@ func (c *Cache) repoImages(ctx context.Context, repo string, pinned map[string]b
 	return out, nil
 }
 
+// ErrPartOfImage refuses to evict a manifest that an index of the repository lists: the index's
+// image is the unit of eviction.
+var ErrPartOfImage = errors.New("the manifest is part of an index's image")
+
+// Evicted is what evicting one image did.
+type Evicted struct {
+	Root      oci.Digest   // the image's manifest (an index, or a single-platform manifest)
+	Manifests []oci.Digest // every manifest deleted, Root first
+	EvictStats
+}
+
+// EvictImage evicts, now, the image that ref (a tag or digest) names in the cached repository
+// local, as an operator asks: whatever the rule's bounds, pins and warm list, and whatever its
+// last pull (a pull of it in progress may fail; the next pull fetches it again). Its blobs go as
+// Evict's do: forgotten by the repository, deleted at once when nothing else holds them and they
+// were not stored within the last minute, else left to garbage collection. ErrNotCached when local
+// is under no rule; metadata.ErrNotFound when ref is not cached; ErrPartOfImage when ref is a
+// platform manifest that an index lists (evict the index).
+func (c *Cache) EvictImage(ctx context.Context, local, ref string) (Evicted, error) {
+	if _, _, err := c.rule(local); err != nil {
+		return Evicted{}, err
+	}
+	m, err := c.meta.GetManifest(ctx, local, ref)
+	if err != nil {
+		return Evicted{}, err
+	}
+	images, err := c.repoImages(ctx, local, nil)
+	if err != nil {
+		return Evicted{}, err
+	}
+	for _, img := range images {
+		if img.root == m.Digest {
+			st, err := c.evictImage(ctx, img)
+			if err == nil {
+				c.log.Info("evicted a cached image on request", "repository", local, "digest", img.root,
+					"blobs_deleted", st.Blobs, "bytes", st.Bytes)
+			}
+			return Evicted{Root: img.root, Manifests: img.manifests, EvictStats: st}, err
+		}
+	}
+	for _, img := range images {
+		if slices.Contains(img.manifests, m.Digest) {
+			return Evicted{}, fmt.Errorf("%s@%s: %w %s", local, m.Digest, ErrPartOfImage, img.root)
+		}
+	}
+	return Evicted{}, fmt.Errorf("%s@%s: %w", local, m.Digest, metadata.ErrNotFound)
+}
+
 // evictImage deletes img's manifests, forgets the blobs they alone declared in the repository,
 // and deletes those blobs now unless another repository holds them.
 func (c *Cache) evictImage(ctx context.Context, img cachedImage) (EvictStats, error) {
