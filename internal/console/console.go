@@ -23,6 +23,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/berth/berth/internal/admin"
 	"github.com/berth/berth/internal/auth"
 	"github.com/berth/berth/internal/metadata"
 	"github.com/berth/berth/internal/oci"
@@ -58,7 +59,7 @@ type Options struct {
 	Store Store
 	Blobs Blobs
 	Cache *proxy.Cache // the pull-through cache (its rules, counters and quota)
-	Admin Admin        // the admin pages' operations; nil: no admin forms
+	Admin admin.API    // the admin pages' operations; nil: no admin forms
 	// Version is berth's version for the footer.
 	Version string
 	Log     *slog.Logger

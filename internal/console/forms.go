@@ -10,25 +10,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/berth/berth/internal/admin"
 	"github.com/berth/berth/internal/auth"
 	"github.com/berth/berth/internal/metadata"
 )
-
-// Admin is what the admin pages do: the admin service's operations (internal/admin), each
-// authorized there for the caller p. A refusal is an error the page shows; bad input is one
-// whose message says what is wrong (wrapped in ErrInvalid, or metadata.ErrExists / ErrNotFound).
-type Admin interface {
-	Accounts(ctx context.Context, p *auth.Principal, kind string) ([]metadata.Account, error)
-	CreateUser(ctx context.Context, p *auth.Principal, name, password string, groups []string) error
-	CreateRobot(ctx context.Context, p *auth.Principal, name, description string, expires time.Time) (secret string, err error)
-	DeleteAccount(ctx context.Context, p *auth.Principal, name string) error
-	Grants(ctx context.Context, p *auth.Principal) ([]metadata.Grant, error)
-	AddGrant(ctx context.Context, p *auth.Principal, subject, pattern string, actions []string) error
-	RevokeGrant(ctx context.Context, p *auth.Principal, subject, pattern string) error
-}
-
-// ErrInvalid marks an admin operation's refusal of bad input: the page shows its message.
-var ErrInvalid = errors.New("invalid input")
 
 // routeAdminForms registers the admin forms, when there is an admin service.
 func (c *Console) routeAdminForms() {
@@ -60,7 +45,8 @@ func userMessage(err error) (string, bool) {
 	switch {
 	case errors.As(err, &fe):
 		return fe.msg, true
-	case errors.Is(err, ErrInvalid), errors.Is(err, metadata.ErrExists), errors.Is(err, metadata.ErrNotFound):
+	case errors.Is(err, admin.ErrInvalid), errors.Is(err, admin.ErrDenied), errors.Is(err, admin.ErrUnavailable),
+		errors.Is(err, metadata.ErrExists), errors.Is(err, metadata.ErrNotFound):
 		return err.Error(), true
 	}
 	return "", false
@@ -104,8 +90,11 @@ func splitList(s string) []string {
 
 func (c *Console) accountsPage(q *request) error { return c.showAccounts(q, nil) }
 
+// actx is the context of an admin operation: the admin service authorizes the principal in it.
+func actx(q *request) context.Context { return auth.WithPrincipal(q.r.Context(), q.p) }
+
 func (c *Console) showAccounts(q *request, err error) error {
-	users, lerr := c.opt.Admin.Accounts(q.r.Context(), q.p, metadata.KindUser)
+	users, lerr := c.opt.Admin.ListAccounts(actx(q), metadata.KindUser)
 	if lerr != nil {
 		return lerr
 	}
@@ -113,7 +102,7 @@ func (c *Console) showAccounts(q *request, err error) error {
 }
 
 func (c *Console) accountsPost(q *request) error {
-	ctx, f := q.r.Context(), q.r.PostForm
+	ctx, f := actx(q), q.r.PostForm
 	name := strings.TrimSpace(f.Get("name"))
 	switch f.Get("op") {
 	case "create":
@@ -134,7 +123,7 @@ func (c *Console) accountsPost(q *request) error {
 			}
 		}
 		if err == nil {
-			err = c.opt.Admin.CreateUser(ctx, q.p, name, password, groups)
+			_, _, err = c.opt.Admin.CreateUser(ctx, admin.NewUser{Name: name, Password: password, Groups: groups})
 		}
 		if err != nil {
 			return c.showAccounts(q, err)
@@ -144,7 +133,7 @@ func (c *Console) accountsPost(q *request) error {
 		if name == strings.TrimPrefix(q.p.Subject, "user:") {
 			return c.showAccounts(q, invalid("You cannot delete your own account here."))
 		}
-		if err := c.opt.Admin.DeleteAccount(ctx, q.p, name); err != nil {
+		if err := c.opt.Admin.DeleteAccount(ctx, name, metadata.KindUser); err != nil {
 			return c.showAccounts(q, err)
 		}
 		return c.showAccounts(withNotice(q, "Deleted user "+name+"."), nil)
@@ -159,7 +148,7 @@ func (c *Console) robotsPage(q *request) error { return c.showRobots(q, "", "", 
 // showRobots renders the robots page; secret is a new robot's, shown on this response only
 // (never stored, and the page is not cached).
 func (c *Console) showRobots(q *request, robot, secret string, err error) error {
-	robots, lerr := c.opt.Admin.Accounts(q.r.Context(), q.p, metadata.KindRobot)
+	robots, lerr := c.opt.Admin.ListAccounts(actx(q), metadata.KindRobot)
 	if lerr != nil {
 		return lerr
 	}
@@ -168,7 +157,7 @@ func (c *Console) showRobots(q *request, robot, secret string, err error) error 
 }
 
 func (c *Console) robotsPost(q *request) error {
-	ctx, f := q.r.Context(), q.r.PostForm
+	ctx, f := actx(q), q.r.PostForm
 	name := strings.TrimSpace(f.Get("name"))
 	switch f.Get("op") {
 	case "create":
@@ -191,14 +180,14 @@ func (c *Console) robotsPost(q *request) error {
 		}
 		var secret string
 		if err == nil {
-			secret, err = c.opt.Admin.CreateRobot(ctx, q.p, name, description, expires)
+			_, secret, err = c.opt.Admin.CreateRobot(ctx, admin.NewRobot{Name: name, Description: description, Expires: expires})
 		}
 		if err != nil {
 			return c.showRobots(q, "", "", err)
 		}
 		return c.showRobots(q, name, secret, nil)
 	case "delete":
-		if err := c.opt.Admin.DeleteAccount(ctx, q.p, name); err != nil {
+		if err := c.opt.Admin.DeleteAccount(ctx, name, metadata.KindRobot); err != nil {
 			return c.showRobots(q, "", "", err)
 		}
 		return c.showRobots(withNotice(q, "Deleted robot "+name+"."), "", "", nil)
@@ -213,7 +202,7 @@ var actionChoices = []string{"pull", "push", "delete", "fetch", "admin"}
 func (c *Console) grantsPage(q *request) error { return c.showGrants(q, nil) }
 
 func (c *Console) showGrants(q *request, err error) error {
-	grants, lerr := c.opt.Admin.Grants(q.r.Context(), q.p)
+	grants, lerr := c.opt.Admin.ListGrants(actx(q))
 	if lerr != nil {
 		return lerr
 	}
@@ -222,7 +211,7 @@ func (c *Console) showGrants(q *request, err error) error {
 }
 
 func (c *Console) grantsPost(q *request) error {
-	ctx, f := q.r.Context(), q.r.PostForm
+	ctx, f := actx(q), q.r.PostForm
 	subject, pattern := strings.TrimSpace(f.Get("subject")), strings.TrimSpace(f.Get("pattern"))
 	switch f.Get("op") {
 	case "add":
@@ -242,14 +231,14 @@ func (c *Console) grantsPost(q *request) error {
 			}
 		}
 		if err == nil {
-			err = c.opt.Admin.AddGrant(ctx, q.p, subject, pattern, actions)
+			_, err = c.opt.Admin.Grant(ctx, subject, pattern, actions)
 		}
 		if err != nil {
 			return c.showGrants(q, err)
 		}
 		return c.showGrants(withNotice(q, fmt.Sprintf("Granted %s on %s to %s.", strings.Join(actions, ", "), pattern, subject)), nil)
 	case "revoke":
-		if err := c.opt.Admin.RevokeGrant(ctx, q.p, subject, pattern); err != nil {
+		if err := c.opt.Admin.Revoke(ctx, subject, pattern, nil); err != nil {
 			return c.showGrants(q, err)
 		}
 		return c.showGrants(withNotice(q, fmt.Sprintf("Revoked the grant of %s on %s.", subject, pattern)), nil)
