@@ -42,8 +42,11 @@ type boundView struct {
 	Pin, Warm []string
 }
 
-// adminCache shows each pull-through rule's bounds and what its repositories hold now.
-func (c *Console) adminCache(q *request) error {
+func (c *Console) adminCache(q *request) error { return c.showCache(q, nil) }
+
+// showCache shows each pull-through rule's bounds and what its repositories hold now, and the
+// forms that revalidate a cached tag and evict a cached image (with the admin service).
+func (c *Console) showCache(q *request, ferr error) error {
 	var views []boundView
 	if c.opt.Cache != nil {
 		for _, b := range c.opt.Cache.Bounds() {
@@ -58,6 +61,5 @@ func (c *Console) adminCache(q *request) error {
 			views = append(views, v)
 		}
 	}
-	c.render(q.w, q, http.StatusOK, "cache", map[string]any{"Title": "Cache bounds", "Bounds": views})
-	return nil
+	return c.formPage(q, "cache", map[string]any{"Title": "Cache bounds", "Bounds": views, "Forms": c.formsReady(), "Done": q.notice}, ferr)
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/berth/berth/internal/admin"
 	"github.com/berth/berth/internal/auth"
 	"github.com/berth/berth/internal/metadata"
+	"github.com/berth/berth/internal/oci"
 )
 
 // routeAdminForms registers the admin forms, when there is an admin service.
@@ -26,6 +27,8 @@ func (c *Console) routeAdminForms() {
 	c.mux.Handle("POST "+Prefix+"admin/robots", c.admin(c.robotsPost))
 	c.mux.Handle("GET "+Prefix+"admin/grants", c.admin(c.grantsPage))
 	c.mux.Handle("POST "+Prefix+"admin/grants", c.admin(c.grantsPost))
+	c.mux.Handle("GET "+Prefix+"admin/lifecycle", c.admin(c.lifecyclePage))
+	c.mux.Handle("POST "+Prefix+"admin/cache", c.admin(c.cachePost))
 }
 
 // formsReady reports whether the admin forms are served.
@@ -244,4 +247,70 @@ func (c *Console) grantsPost(q *request) error {
 		return c.showGrants(withNotice(q, fmt.Sprintf("Revoked the grant of %s on %s.", subject, pattern)), nil)
 	}
 	return c.showGrants(q, invalid("Unknown operation."))
+}
+
+// --- lifecycle preview ---
+
+// lifecyclePage shows what the lifecycle policies would expire now, in one repository or all.
+// It changes nothing, so its form is a GET.
+func (c *Console) lifecyclePage(q *request) error {
+	repo := strings.TrimSpace(q.r.URL.Query().Get("repository"))
+	data := map[string]any{"Title": "Lifecycle preview", "Repository": repo}
+	if repo != "" && !oci.ValidName(repo) {
+		data["Error"] = fmt.Sprintf("Repository: %q is not a repository name (lowercase letters, digits, separators . _ - /).", repo)
+		c.render(q.w, q, http.StatusBadRequest, "lifecycle", data)
+		return nil
+	}
+	expired, err := c.opt.Admin.LifecyclePreview(actx(q), repo)
+	if msg, ok := userMessage(err); err != nil && ok {
+		data["Error"] = msg
+		c.render(q.w, q, http.StatusBadRequest, "lifecycle", data)
+		return nil
+	} else if err != nil {
+		return err
+	}
+	data["Expired"] = expired
+	data["Ran"] = true
+	c.render(q.w, q, http.StatusOK, "lifecycle", data)
+	return nil
+}
+
+// --- cached images: revalidate, evict ---
+
+func (c *Console) cachePost(q *request) error {
+	ctx, f := actx(q), q.r.PostForm
+	repo, ref := strings.TrimSpace(f.Get("repository")), strings.TrimSpace(f.Get("reference"))
+	var err error
+	switch {
+	case !oci.ValidName(repo):
+		err = invalid("Repository: %q is not a repository name.", repo)
+	case ref == "":
+		err = invalid("Tag or digest: required.")
+	}
+	if err != nil {
+		return c.showCache(q, err)
+	}
+	switch f.Get("op") {
+	case "revalidate":
+		if !oci.ValidTag(ref) {
+			return c.showCache(q, invalid("Tag: %q is not a tag.", ref))
+		}
+		rv, err := c.opt.Admin.Revalidate(ctx, repo, ref)
+		if err != nil {
+			return c.showCache(q, err)
+		}
+		msg := fmt.Sprintf("%s:%s is unchanged upstream (%s).", repo, ref, shortDigest(rv.Digest))
+		if rv.Changed {
+			msg = fmt.Sprintf("%s:%s moved upstream from %s to %s; the next pull serves the new one.", repo, ref, shortDigest(rv.Previous), shortDigest(rv.Digest))
+		}
+		return c.showCache(withNotice(q, msg), nil)
+	case "evict":
+		ev, err := c.opt.Admin.Evict(ctx, repo, ref)
+		if err != nil {
+			return c.showCache(q, err)
+		}
+		return c.showCache(withNotice(q, fmt.Sprintf("Evicted %s@%s: %d manifest(s), %d blob(s), %s freed.", repo, shortDigest(ev.Digest),
+			len(ev.Manifests), ev.BlobsDeleted, humanBytes(ev.BytesFreed))), nil)
+	}
+	return c.showCache(q, invalid("Unknown operation."))
 }
