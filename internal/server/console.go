@@ -4,7 +4,9 @@ import (
 	"log/slog"
 	"net/http"
 
+	"github.com/berth/berth/internal/admin"
 	"github.com/berth/berth/internal/auth"
+	"github.com/berth/berth/internal/expiry"
 	"github.com/berth/berth/internal/console"
 	"github.com/berth/berth/internal/metadata"
 	"github.com/berth/berth/internal/proxy"
@@ -15,16 +17,29 @@ import (
 // TODO(lead): fill from internal/version (version.Get()) once it is merged.
 var consoleVersion = ""
 
+// adminService is the admin operations' service the console's admin pages call, authorizing
+// every call with authn (nil with --dev, where there is no console).
+// TODO(lead): one service for the admin API and the console, when both are wired.
+func adminService(authn *auth.Service, acc metadata.Accounts, audit *slog.Logger, cache *proxy.Cache,
+	configured []expiry.Assignment, runner expiry.Runner) admin.API {
+	if authn == nil {
+		return nil
+	}
+	return admin.New(admin.Options{Accounts: acc, Authorizer: authn, Audit: audit, Cache: cache,
+		Lifecycle: &admin.Lifecycle{Settings: acc, Configured: configured, Runner: runner}})
+}
+
 // mountConsole serves the web console at /ui/. It needs accounts: with --dev (authn nil) /ui/
 // says so instead.
-func mountConsole(mux *http.ServeMux, authn *auth.Service, store metadata.Store, blobs storage.BlobStore, cache *proxy.Cache, log *slog.Logger) error {
+func mountConsole(mux *http.ServeMux, authn *auth.Service, store metadata.Store, blobs storage.BlobStore, cache *proxy.Cache,
+	adm admin.API, log *slog.Logger) error {
 	if authn == nil {
 		mux.HandleFunc(console.Prefix, func(w http.ResponseWriter, r *http.Request) {
 			http.Error(w, "the web console needs berth's accounts: it is off with --dev", http.StatusNotFound)
 		})
 		return nil
 	}
-	c, err := console.New(console.Options{Auth: authn, Store: store, Blobs: blobs, Cache: cache,
+	c, err := console.New(console.Options{Auth: authn, Store: store, Blobs: blobs, Cache: cache, Admin: adm,
 		Version: consoleVersion, Log: log.With("component", "console")})
 	if err != nil {
 		return err

@@ -194,7 +194,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	}
 	mux.Handle("/v2/", reg)
 	mux.Handle("/berth/v1/upstreams", upstreamsHandler(cache, admins(authn)))
-	if err := mountConsole(mux, authn, store, blobs, cache, log); err != nil {
+	if err := mountConsole(mux, authn, store, blobs, cache, adminService(authn, meta, audit, cache, configured, runner), log); err != nil {
 		return err
 	}
 	backends := map[string]Pinger{}
