@@ -20,7 +20,9 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/berth/berth/internal/admin"
 	"github.com/berth/berth/internal/auth"
+	"github.com/berth/berth/internal/expiry"
 	"github.com/berth/berth/internal/console"
 	"github.com/berth/berth/internal/metadata"
 	"github.com/berth/berth/internal/metadata/sqlite"
@@ -64,7 +66,9 @@ func newEnv(t *testing.T) *env {
 		t.Fatal(err)
 	}
 	e := &env{t: t, store: st, blobs: blobs, authn: authn, now: time.Now()}
-	c, err := console.New(console.Options{Auth: authn, Store: st, Blobs: blobs, Now: e.clock, Version: "test"})
+	adm := admin.New(admin.Options{Accounts: st, Authorizer: authn,
+		Lifecycle: &admin.Lifecycle{Settings: st, Runner: expiry.Runner{Store: st, Pulls: st}}})
+	c, err := console.New(console.Options{Auth: authn, Store: st, Blobs: blobs, Admin: adm, Now: e.clock, Version: "test"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -498,5 +502,168 @@ func TestLoginThrottled(t *testing.T) {
 	}
 	if p := b.post("/ui/login", url.Values{"csrf": {csrf(t, form)}, "username": {"alice"}, "password": {"alice-password-1"}}); p.code != http.StatusTooManyRequests {
 		t.Errorf("the right password while throttled: %d, want 429", p.code)
+	}
+}
+
+var secretPattern = regexp.MustCompile(`berth_rbt_[A-Za-z0-9_-]{43}`)
+
+// TestAdminForms: the admin forms change accounts, robots and grants through the admin service;
+// bad input gets the form again with a message and changes nothing; a new robot's secret is on
+// the page that created it and never again; deleting a user ends its session; the lifecycle
+// preview lists and deletes nothing.
+func TestAdminForms(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t)
+	b := e.browser()
+	b.login("root", "root-password-1")
+	form := func(path string, v url.Values) page {
+		t.Helper()
+		v.Set("csrf", csrf(t, b.get(path)))
+		return b.post(path, v)
+	}
+	exists := func(name string) bool {
+		_, err := e.store.Account(ctx, name)
+		return err == nil
+	}
+
+	// Users.
+	for _, c := range []struct {
+		form url.Values
+		want string
+	}{
+		{url.Values{"op": {"create"}, "name": {"Bad Name"}, "password": {"long enough pass"}, "password2": {"long enough pass"}}, "User name: name"},
+		{url.Values{"op": {"create"}, "name": {"carol"}, "password": {"short"}, "password2": {"short"}}, "Password: at least 12 characters."},
+		{url.Values{"op": {"create"}, "name": {"carol"}, "password": {"long enough pass"}, "password2": {"other long pass"}}, "The two passwords differ."},
+		{url.Values{"op": {"create"}, "name": {"carol"}, "password": {"long enough pass"}, "password2": {"long enough pass"}, "groups": {"Bad!"}}, "Groups: name"},
+		{url.Values{"op": {"create"}, "name": {"alice"}, "password": {"long enough pass"}, "password2": {"long enough pass"}}, "already exists"},
+	} {
+		p := form("/ui/admin/accounts", c.form)
+		if p.code != http.StatusBadRequest || !strings.Contains(p.body, c.want) || !strings.Contains(p.body, `role="alert"`) {
+			t.Errorf("create user %v: %d, want 400 with %q:\n%s", c.form, p.code, c.want, p.body)
+		}
+	}
+	if exists("carol") {
+		t.Fatal("bad input created carol")
+	}
+	p := form("/ui/admin/accounts", url.Values{"op": {"create"}, "name": {"carol"}, "password": {"long enough pass"}, "password2": {"long enough pass"}})
+	if p.code != http.StatusOK || !strings.Contains(p.body, "Created user carol.") || !exists("carol") {
+		t.Fatalf("create carol: %d\n%s", p.code, p.body)
+	}
+	c := e.browser()
+	c.login("carol", "long enough pass")
+
+	// Robots: the secret once.
+	for _, bad := range []url.Values{
+		{"op": {"create"}, "name": {"-ci"}},
+		{"op": {"create"}, "name": {"ci"}, "days": {"0"}},
+		{"op": {"create"}, "name": {"ci"}, "days": {"soon"}},
+	} {
+		if p := form("/ui/admin/robots", bad); p.code != http.StatusBadRequest || !strings.Contains(p.body, `role="alert"`) || secretPattern.MatchString(p.body) {
+			t.Errorf("create robot %v: %d, want 400 with a message", bad, p.code)
+		}
+	}
+	if exists("ci") {
+		t.Fatal("bad input created the robot ci")
+	}
+	p = form("/ui/admin/robots", url.Values{"op": {"create"}, "name": {"ci"}, "description": {"the CI"}, "days": {"30"}})
+	secret := secretPattern.FindString(p.body)
+	if p.code != http.StatusOK || secret == "" || p.header.Get("Cache-Control") != "no-store" {
+		t.Fatalf("create robot: %d, secret %q, Cache-Control %q\n%s", p.code, secret, p.header.Get("Cache-Control"), p.body)
+	}
+	req, _ := http.NewRequest("GET", "/v2/", nil)
+	req.SetBasicAuth("ci", secret)
+	if pr, err := e.authn.Authenticate(req); err != nil || pr.Subject != "robot:ci" {
+		t.Errorf("the secret shown does not log in as robot:ci: %v %v", pr, err)
+	}
+	if again := b.get("/ui/admin/robots"); !strings.Contains(again.body, "the CI") || secretPattern.MatchString(again.body) {
+		t.Errorf("the robots page again: the robot listed, its secret not; got\n%s", again.body)
+	}
+
+	// Grants.
+	for _, bad := range []url.Values{
+		{"op": {"add"}, "subject": {"bob"}, "pattern": {"team/*"}, "actions": {"pull"}},
+		{"op": {"add"}, "subject": {"robot:ci"}, "pattern": {"Team/*"}, "actions": {"pull"}},
+		{"op": {"add"}, "subject": {"robot:ci"}, "pattern": {"team/*"}},
+		{"op": {"add"}, "subject": {"robot:ci"}, "pattern": {"team/*"}, "actions": {"fly"}},
+		{"op": {"add"}, "subject": {"user:nosuch"}, "pattern": {"team/*"}, "actions": {"pull"}},
+	} {
+		if p := form("/ui/admin/grants", bad); p.code != http.StatusBadRequest || !strings.Contains(p.body, `role="alert"`) {
+			t.Errorf("grant %v: %d, want 400 with a message\n%s", bad, p.code, p.body)
+		}
+	}
+	p = form("/ui/admin/grants", url.Values{"op": {"add"}, "subject": {"user:carol"}, "pattern": {"secret/*"}, "actions": {"pull", "push"}})
+	if p.code != http.StatusOK || !strings.Contains(p.body, "Granted pull, push on secret/* to user:carol.") {
+		t.Fatalf("grant: %d\n%s", p.code, p.body)
+	}
+	e.authn.Changed()
+	if l := c.get("/ui/"); !strings.Contains(l.body, "secret/db") {
+		t.Error("carol does not see secret/db after the grant")
+	}
+	p = form("/ui/admin/grants", url.Values{"op": {"revoke"}, "subject": {"user:carol"}, "pattern": {"secret/*"}})
+	e.authn.Changed()
+	if l := c.get("/ui/"); p.code != http.StatusOK || strings.Contains(l.body, "secret/db") {
+		t.Errorf("revoke: %d; carol still sees secret/db", p.code)
+	}
+
+	// Deleting carol ends her session.
+	if p := form("/ui/admin/accounts", url.Values{"op": {"delete"}, "name": {"carol"}}); p.code != http.StatusOK || exists("carol") {
+		t.Errorf("delete carol: %d", p.code)
+	}
+	e.authn.Changed()
+	if c.loggedIn() {
+		t.Error("carol's session survived her deletion")
+	}
+
+	// The lifecycle preview: no policy expires anything; then one keeping one image expires one
+	// of two, and deletes nothing; a bad name is said so.
+	if p := b.get("/ui/admin/lifecycle?repository=team/app"); p.code != http.StatusOK || !strings.Contains(p.body, `id="nothing-expires"`) {
+		t.Errorf("lifecycle preview: %d\n%s", p.code, p.body)
+	}
+	e.image("team/app", "v2", "a newer layer")
+	policy := `{"rules":[{"rulePriority":1,"selection":{"tagStatus":"any","countType":"imageCountMoreThan","countNumber":1},"action":{"type":"expire"}}]}`
+	if err := expiry.Set(ctx, e.store, "team/*", []byte(policy)); err != nil {
+		t.Fatal(err)
+	}
+	p = b.get("/ui/admin/lifecycle?repository=team/app")
+	if p.code != http.StatusOK || !strings.Contains(p.body, `id="expired"`) || !strings.Contains(p.body, "1 manifest(s) would be expired.") {
+		t.Errorf("lifecycle preview with a policy: %d, want one manifest listed\n%s", p.code, p.body)
+	}
+	if ms, err := e.store.ListManifests(ctx, "team/app"); err != nil || len(ms) != 2 {
+		t.Errorf("after the preview team/app has %d manifests, want 2 (%v)", len(ms), err)
+	}
+	if p := b.get("/ui/admin/lifecycle?repository=Team//x"); p.code != http.StatusBadRequest || !strings.Contains(p.body, "is not a repository name") {
+		t.Errorf("lifecycle preview of a bad name: %d", p.code)
+	}
+}
+
+// TestAdminFormsRefused: a post that changes something without the session's CSRF token, with
+// another's, or by a user who is not an administrator changes nothing.
+func TestAdminFormsRefused(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t)
+	root, alice := e.browser(), e.browser()
+	root.login("root", "root-password-1")
+	alice.login("alice", "alice-password-1")
+	aliceToken := csrf(t, alice.get("/ui/"))
+	for name, c := range map[string]struct {
+		b     *browser
+		token string
+		code  int
+	}{
+		"root without a token":      {root, "", http.StatusForbidden},
+		"root with alice's token":   {root, aliceToken, http.StatusForbidden},
+		"alice, not administrator":  {alice, aliceToken, http.StatusNotFound},
+		"root with a made-up token": {root, strings.Repeat("a", len(aliceToken)), http.StatusForbidden},
+	} {
+		v := url.Values{"op": {"create"}, "name": {"sneaky"}}
+		if c.token != "" {
+			v.Set("csrf", c.token)
+		}
+		if p := c.b.post("/ui/admin/robots", v); p.code != c.code || secretPattern.MatchString(p.body) {
+			t.Errorf("%s: %d, want %d", name, p.code, c.code)
+		}
+		if _, err := e.store.Account(ctx, "sneaky"); err == nil {
+			t.Fatalf("%s: the robot was created", name)
+		}
 	}
 }
