@@ -22,8 +22,8 @@ import (
 
 	"github.com/berth/berth/internal/admin"
 	"github.com/berth/berth/internal/auth"
-	"github.com/berth/berth/internal/expiry"
 	"github.com/berth/berth/internal/console"
+	"github.com/berth/berth/internal/expiry"
 	"github.com/berth/berth/internal/metadata"
 	"github.com/berth/berth/internal/metadata/sqlite"
 	"github.com/berth/berth/internal/oci"

@@ -6,8 +6,8 @@ import (
 
 	"github.com/berth/berth/internal/admin"
 	"github.com/berth/berth/internal/auth"
-	"github.com/berth/berth/internal/expiry"
 	"github.com/berth/berth/internal/console"
+	"github.com/berth/berth/internal/expiry"
 	"github.com/berth/berth/internal/metadata"
 	"github.com/berth/berth/internal/proxy"
 	"github.com/berth/berth/internal/storage"
