@@ -182,12 +182,16 @@ func (c *Console) handle(h handlerFunc) http.Handler {
 func (c *Console) fail(w http.ResponseWriter, r *http.Request, q *request, err error) {
 	var pe *pageError
 	if !errors.As(err, &pe) {
-		if errors.Is(err, metadata.ErrUnavailable) {
+		if errors.Is(err, admin.ErrDenied) { // the admin service's own check, behind the console's
+			pe = errForbidden
+		} else if errors.Is(err, metadata.ErrUnavailable) {
 			pe = &pageError{http.StatusServiceUnavailable, "Unavailable", "The metadata database cannot be reached; try again shortly."}
 		} else {
 			pe = &pageError{http.StatusInternalServerError, "Internal error", "Something went wrong on the server; the log says what."}
 		}
-		c.opt.Log.Error("console", "method", r.Method, "path", r.URL.Path, "err", err)
+		if pe.status >= 500 {
+			c.opt.Log.Error("console", "method", r.Method, "path", r.URL.Path, "err", err)
+		}
 	}
 	data := map[string]any{"Title": pe.title, "Message": pe.msg}
 	c.render(w, q, pe.status, "error", data)
