@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"context"
+	"io"
+	"net/http"
 	"fmt"
 	"os"
 	"os/exec"
@@ -275,6 +277,28 @@ func TestConsoleBrowser(t *testing.T) {
 	}
 	br.shot("upstreams")
 
+	// A robot: its secret on the page that created it, and never again.
+	br.do("open robots", chromedp.Click(chromedp.CSS(`a[href="/ui/admin/"]`)), chromedp.WaitVisible(chromedp.CSS(`a[href="/ui/admin/robots"]`)),
+		chromedp.Click(chromedp.CSS(`a[href="/ui/admin/robots"]`)), chromedp.WaitVisible(chromedp.CSS(`#r-name`)))
+	br.do("create a robot",
+		chromedp.SendKeys(chromedp.CSS(`#r-name`), "deployer"),
+		chromedp.SendKeys(chromedp.CSS(`#r-desc`), "deploys team/app"),
+		chromedp.SendKeys(chromedp.CSS(`#r-days`), "30"),
+		chromedp.Click(chromedp.CSS(`form.stack button[type="submit"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`#secret`)))
+	secret := get(br, "the secret", chromedp.Value(chromedp.CSS(`#secret`)))
+	if !strings.HasPrefix(secret, "berth_rbt_") {
+		t.Fatalf("the new robot's secret: %q", secret)
+	}
+	if code, _, body := clGetAuth(t, b.URL()+"/v2/", "deployer", secret); code != 200 {
+		t.Errorf("GET /v2/ as the new robot: %d %s", code, body)
+	}
+	br.shot("robot-secret")
+	br.do("the robots page again", chromedp.Navigate(b.URL()+"/ui/admin/robots"), chromedp.WaitVisible(chromedp.CSS(`#r-name`)))
+	if html := br.html(`main`); strings.Contains(html, secret) || strings.Contains(html, "berth_rbt_") || !strings.Contains(html, "deploys team/app") {
+		t.Errorf("the robots page after the robot was created: want the robot listed, its secret gone:\n%s", html)
+	}
+
 	// Dark mode: the same page on a dark background.
 	call(br, "dark mode", emulation.SetEmulatedMedia, emulation.SetEmulatedMediaParams{
 		Features: []*emulation.MediaFeature{{Name: "prefers-color-scheme", Value: "dark"}}})
@@ -316,4 +340,21 @@ func TestConsoleBrowser(t *testing.T) {
 	}
 	// The browser logs the 404 it got for the guessed page; nothing else may appear.
 	br.noErrors("status of 404")
+}
+
+// clGetAuth is a GET with Basic credentials; it returns the status, headers and body.
+func clGetAuth(t *testing.T, url, user, password string) (int, http.Header, []byte) {
+	t.Helper()
+	req, err := http.NewRequest("GET", url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.SetBasicAuth(user, password)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, resp.Header, body
 }
