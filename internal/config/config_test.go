@@ -105,6 +105,22 @@ shutdown:
 			with(func(c *Config) { c.Log.Format = "json" })},
 		{"only addr", "addr: \"[::1]:80\"\n", with(func(c *Config) { c.Addr = "[::1]:80" })},
 		{"durations", "uploads:\n  max_idle: 1h30m\n", with(func(c *Config) { c.Uploads.MaxIdle = 90 * time.Minute })},
+		{"events", `
+events:
+  source: https://registry.example.com
+  webhooks:
+    - name: ci
+      url: https://ci.example.com/hooks/berth
+      secret_file: /run/secrets/berth-webhook
+      repositories: [team/*, tools]
+      types: [io.berth.manifest.pushed, io.berth.tag.moved]
+      timeout: 5s
+      max_attempts: 20
+`, with(func(c *Config) {
+			c.Events = Events{Source: "https://registry.example.com", Webhooks: []Webhook{{Name: "ci", URL: "https://ci.example.com/hooks/berth",
+				SecretFile: "/run/secrets/berth-webhook", Repositories: []string{"team/*", "tools"},
+				Types: []string{"io.berth.manifest.pushed", "io.berth.tag.moved"}, Timeout: 5 * time.Second, MaxAttempts: 20}}}
+		})},
 		{"pprof", "debug:\n  pprof_addr: 127.0.0.1:6060\n", with(func(c *Config) { c.Debug.PprofAddr = "127.0.0.1:6060" })},
 		{"empty file", "", Default()},
 		{"only a comment", "# nothing here\n", Default()},
@@ -258,6 +274,22 @@ func TestValidate(t *testing.T) {
 		{"bad quotas", func(c *Config) {
 			c.Quotas = []Quota{{"Team/*", 1}, {"", 1}, {"x/*", 0}, {"y", 5}, {"y", 6}}
 		}, []string{`quotas[0].repositories "Team/*"`, `quotas[1].repositories ""`, "quotas[2].max_bytes 0", `quotas[4].repositories "y": a second quota`}},
+		{"webhooks", func(c *Config) {
+			c.Events.Webhooks = []Webhook{{Name: "a", URL: "http://127.0.0.1:9000/x", Secret: "k"},
+				{Name: "b", URL: "https://h.example", SecretFile: "/s", Repositories: []string{"*", "team/*"}, Types: []string{"io.berth.cache.evicted"}}}
+		}, nil},
+		{"bad webhooks", func(c *Config) {
+			c.Events.Webhooks = []Webhook{
+				{Name: "a", URL: "ftp://h/x", Secret: "k"},
+				{Name: "a", URL: "https://h", Secret: "k", SecretFile: "/s"},
+				{Name: "", URL: "https://h", Secret: "k", Repositories: []string{"Team/*"}},
+				{Name: "d", URL: "https://h", Secret: "k", Types: []string{"io.berth.pushed"}, MaxAttempts: -1},
+				{Name: "e", URL: "https://h"},
+			}
+		}, []string{`events.webhooks[0] (a): url "ftp://h/x": want an http(s) URL`, "events.webhooks[1] (a): name: a second webhook",
+			"events.webhooks[1] (a): set one of secret and secret_file", "events.webhooks[2] (): name: must not be empty",
+			`events.webhooks[2] (): repositories: repository pattern "Team/*"`, `events.webhooks[3] (d): types: unknown event type "io.berth.pushed"`,
+			"events.webhooks[3] (d): timeout and max_attempts must not be negative", "events.webhooks[4] (e): set one of secret"}},
 		{"short gc grace", func(c *Config) { c.GC.Grace = 30 * time.Second }, []string{"gc.grace 30s: must be at least 1m"}},
 		{"negative gc interval", func(c *Config) { c.GC.Interval = -time.Second }, []string{"gc.interval"}},
 		{"negative drain", func(c *Config) { c.Shutdown.Drain = -time.Second }, []string{"shutdown.drain"}},
@@ -349,6 +381,21 @@ func TestLoadThenValidate(t *testing.T) {
 	err = c.Validate()
 	if err == nil || !strings.Contains(err.Error(), "addr") || !strings.Contains(err.Error(), "log.format") {
 		t.Errorf("Validate = %v, want errors about addr and log.format", err)
+	}
+}
+
+func TestWebhookKey(t *testing.T) {
+	if k, err := (Webhook{Secret: "inline"}).Key(); string(k) != "inline" || err != nil {
+		t.Errorf("inline secret: %q %v", k, err)
+	}
+	if k, err := (Webhook{SecretFile: writeFile(t, "from-file\n")}).Key(); string(k) != "from-file" || err != nil {
+		t.Errorf("secret file: %q %v", k, err)
+	}
+	if _, err := (Webhook{Name: "w", SecretFile: writeFile(t, "\n")}).Key(); err == nil || !strings.Contains(err.Error(), "empty") {
+		t.Errorf("an empty secret file: %v", err)
+	}
+	if _, err := (Webhook{Name: "w", SecretFile: "/nonexistent/secret"}).Key(); err == nil || !strings.Contains(err.Error(), "secret_file") {
+		t.Errorf("a missing secret file: %v", err)
 	}
 }
 

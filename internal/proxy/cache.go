@@ -18,6 +18,7 @@ import (
 
 	"github.com/berth/berth/internal/auth"
 	"github.com/berth/berth/internal/content"
+	"github.com/berth/berth/internal/events"
 	"github.com/berth/berth/internal/metadata"
 	"github.com/berth/berth/internal/oci"
 	"github.com/berth/berth/internal/storage"
@@ -82,6 +83,9 @@ type Cache struct {
 	wakeMu sync.Mutex
 	wake   map[string]chan struct{} // lease key -> closed when another replica let go of it
 
+	// publish tells webhooks of fills, evictions and quota crossings (UseEvents); nil: nobody.
+	publish func(events.Event)
+
 	// base is the context of fills: no client's, ended only by Close.
 	base   context.Context
 	cancel context.CancelFunc
@@ -124,6 +128,31 @@ func (c *Cache) SetLimits(l Limits) {
 		l.MaxFillSize = DefaultMaxFillSize
 	}
 	c.limits = l
+}
+
+// UseEvents makes the cache publish an event for every manifest it fetches from an upstream
+// and stores, every image it evicts, and every time an upstream's remaining quota falls to its
+// rule's reserve (nil: none). publish must not block.
+func (c *Cache) UseEvents(publish func(events.Event)) { c.publish = publish }
+
+// watchQuota publishes QuotaLow when the quota r's upstream last reported has fallen to or
+// below the reserve, once per crossing: the quota must be seen above the reserve again before
+// the next. It is this replica's view: each replica tells of the crossings it sees.
+func (c *Cache) watchQuota(r *Rule, local string) {
+	if c.publish == nil {
+		return
+	}
+	q := r.Source.Quota()
+	if !q.Known {
+		return
+	}
+	low := q.Remaining <= r.QuotaReserve
+	if r.quotaLow.Swap(low) == low || !low {
+		return
+	}
+	remaining, limit, reserve := q.Remaining, q.Limit, r.QuotaReserve
+	c.publish(events.New(events.QuotaLow, events.Data{Repository: local, Rule: r.Prefix,
+		Remaining: &remaining, Limit: &limit, Reserve: &reserve}))
 }
 
 // Close stops the blob fills in flight and waits for them.
@@ -321,6 +350,7 @@ func (c *Cache) revalidate(ctx context.Context, r *Rule, local, up, tag string, 
 			r.stats.revalidations.Add(1)
 			desc, err := r.Source.HeadManifest(ctx, up, tag)
 			c.publishQuota(ctx, r)
+			c.watchQuota(r, local)
 			if KindOf(err) == KindNotFound {
 				// The upstream deleted the tag: an answer, not a failure. The cached tag goes
 				// too, so that it is not served on as if current (to callers without fetch, in
@@ -398,13 +428,21 @@ func (c *Cache) fetchManifest(ctx context.Context, r *Rule, local, up, ref, tag 
 		stored, err := c.leased(ctx, "GET "+local+":"+ref+":"+tag, answered, func(ctx context.Context) error {
 			body, mediaType, err := r.Source.GetManifest(ctx, up, ref)
 			c.publishQuota(ctx, r)
+			c.watchQuota(r, local)
 			if err != nil {
 				return err
 			}
 			if m, err = newManifest(ref, mediaType, body); err != nil {
 				return err
 			}
-			return c.storeManifest(ctx, local, tag, m)
+			if err := c.storeManifest(ctx, local, tag, m); err != nil {
+				return err
+			}
+			if c.publish != nil {
+				c.publish(events.New(events.CacheFilled, events.Data{Repository: local, Digest: m.Digest, Tag: tag,
+					MediaType: m.MediaType, Size: int64(len(m.Content)), Rule: r.Prefix}))
+			}
+			return nil
 		})
 		if err != nil {
 			return nil, err

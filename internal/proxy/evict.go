@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/berth/berth/internal/events"
 	"github.com/berth/berth/internal/metadata"
 	"github.com/berth/berth/internal/oci"
 	"github.com/berth/berth/internal/storage"
@@ -116,6 +117,9 @@ func (c *Cache) evictRule(ctx context.Context, r *Rule) (EvictStats, error) {
 			return st, err
 		}
 		st.Images++
+		if c.publish != nil {
+			c.publish(events.New(events.CacheEvicted, events.Data{Repository: img.repo, Digest: img.root, Size: freed.Bytes, Rule: r.Prefix}))
+		}
 		c.log.Info("evicted a cached image", "repository", img.repo, "digest", img.root,
 			"last_used", img.used, "stale", stale, "blobs_deleted", freed.Blobs, "bytes", freed.Bytes)
 	}

@@ -105,11 +105,27 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 			jobs.Go(func() { peers.Run(ctx) })
 		}
 	}
+	// Webhooks: the registry and the cache only queue events; the dispatcher's workers deliver
+	// them. Closed after the server has drained and the cache has stopped (deferred before
+	// them), so that the last requests' events are queued before it flushes.
+	dispatch, err := newEvents(cfg.Events, log)
+	if err != nil {
+		return err
+	}
+	if dispatch != nil {
+		defer closeEvents(dispatch, log)
+		if m != nil {
+			m.Register(metrics.Webhooks(dispatch.Stats))
+		}
+	}
 	cache, err := newCache(cfg.Proxy, cfg.MinFreeSpace, blobs, store, log)
 	if err != nil {
 		return err
 	}
 	defer cache.Close()
+	if dispatch != nil {
+		cache.UseEvents(dispatch.Publish) // before the warm and evict jobs start
+	}
 	if m != nil {
 		m.Register(metrics.Cache(cache))
 	}
@@ -136,6 +152,9 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		exclusive(ctx, meta, "lifecycle", holder, lifecycleEvery, log, applyLifecycle(runner, meta, configured, m, log))
 	})
 	reg := registry.New(blobs, store, log)
+	if dispatch != nil {
+		reg.UseEvents(dispatch.Publish)
+	}
 	reg.UseCache(cache)
 	reg.SetMaxBlobSize(cfg.Uploads.MaxBlobSize)
 	reg.SetMinFreeSpace(cfg.MinFreeSpace)
