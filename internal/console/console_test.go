@@ -667,3 +667,35 @@ func TestAdminFormsRefused(t *testing.T) {
 		}
 	}
 }
+
+// TestSessionAnyReplica: a session made by one berth is accepted by another sharing the store
+// (the key is in the store, not in the process), and its CSRF token too.
+func TestSessionAnyReplica(t *testing.T) {
+	e := newEnv(t)
+	authn2, err := auth.New(context.Background(), auth.Options{Accounts: e.store})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c2, err := console.New(console.Options{Auth: authn2, Store: e.store, Now: e.clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := httptest.NewServer(c2)
+	defer other.Close()
+	b := e.browser()
+	b.login("alice", "alice-password-1")
+	token := csrf(t, b.get("/ui/"))
+	// The same cookies, sent to the other replica.
+	u1, _ := url.Parse(e.srv.URL + "/ui/")
+	u2, _ := url.Parse(other.URL + "/ui/")
+	b.jar.SetCookies(u2, b.jar.Cookies(u1))
+	e.srv.URL, other.URL = other.URL, e.srv.URL // b now talks to the other replica
+	defer func() { e.srv.URL, other.URL = other.URL, e.srv.URL }()
+	p := b.get("/ui/repo/team/app")
+	if p.code != http.StatusOK || !strings.Contains(p.body, "team/app") {
+		t.Fatalf("the other replica: %d %s", p.code, p.location)
+	}
+	if got := csrf(t, p); got != token {
+		t.Errorf("the other replica's CSRF token %q, want %q", got, token)
+	}
+}
