@@ -79,6 +79,58 @@ func (s *Service) SessionPrincipal(ctx context.Context, name, fp string) (*Princ
 	return &Principal{Subject: a.subject, account: a.ID, expiry: a.Expires}, nil
 }
 
+var sessionKeyAAD = []byte("berth " + sessionKeySetting)
+
+// openSessionKey reads the stored session key; resealed reports that it is stored in the clear or
+// under a key that is being rotated out, while sealer is there to seal it now.
+func openSessionKey(b []byte, sealer Sealer) (key []byte, resealed bool, err error) {
+	switch {
+	case len(b) == len("plain:")+32 && string(b[:6]) == "plain:":
+		return b[6:], sealer != nil, nil
+	case strings.HasPrefix(string(b), "sealed:"):
+		if sealer == nil {
+			return nil, false, fmt.Errorf("the console session key is sealed with an encryption key, and none is configured (encryption.key_file)")
+		}
+		sealed := b[len("sealed:"):]
+		if key, err = sealer.Open(sealed, sessionKeyAAD); err != nil {
+			return nil, false, fmt.Errorf("console session key: %w", err)
+		}
+		c, ok := sealer.(interface{ Current(sealed []byte) bool })
+		return key, ok && !c.Current(sealed), nil
+	}
+	return nil, false, fmt.Errorf("console session key: unknown format")
+}
+
+func sealSessionKey(key []byte, sealer Sealer) ([]byte, error) {
+	if sealer == nil {
+		return append([]byte("plain:"), key...), nil
+	}
+	sealed, err := sealer.Seal(key, sessionKeyAAD)
+	if err != nil {
+		return nil, err
+	}
+	return append([]byte("sealed:"), sealed...), nil
+}
+
+// resealSessionKey seals the stored session key, if there is one, under sealer's current key.
+func resealSessionKey(ctx context.Context, acc metadata.Accounts, sealer Sealer) error {
+	b, err := acc.Setting(ctx, sessionKeySetting)
+	if errors.Is(err, metadata.ErrNotFound) {
+		return nil
+	} else if err != nil {
+		return err
+	}
+	key, resealed, err := openSessionKey(b, sealer)
+	if err != nil || !resealed {
+		return err
+	}
+	enc, err := sealSessionKey(key, sealer)
+	if err != nil {
+		return err
+	}
+	return acc.SetSetting(ctx, sessionKeySetting, enc)
+}
+
 // SessionKey returns the 32-byte key that signs console sessions, the same for every process
 // sharing the store: created on first use (the first process to store it wins), sealed under the
 // encryption key when one is configured.
@@ -88,40 +140,32 @@ func (s *Service) SessionKey(ctx context.Context) ([]byte, error) {
 	if s.sessionKey.key != nil {
 		return s.sessionKey.key, nil
 	}
-	aad := []byte("berth " + sessionKeySetting)
 	b, err := s.opt.Accounts.Setting(ctx, sessionKeySetting)
 	if errors.Is(err, metadata.ErrNotFound) {
 		key := make([]byte, 32)
 		rand.Read(key)
-		stored := append([]byte("plain:"), key...)
-		if s.opt.Sealer != nil {
-			sealed, err := s.opt.Sealer.Seal(key, aad)
-			if err != nil {
-				return nil, err
-			}
-			stored = append([]byte("sealed:"), sealed...)
+		stored, serr := sealSessionKey(key, s.opt.Sealer)
+		if serr != nil {
+			return nil, serr
 		}
-		if err := s.opt.Accounts.CreateSetting(ctx, sessionKeySetting, stored); err != nil && !errors.Is(err, metadata.ErrExists) {
-			return nil, err
+		if cerr := s.opt.Accounts.CreateSetting(ctx, sessionKeySetting, stored); cerr != nil && !errors.Is(cerr, metadata.ErrExists) {
+			return nil, cerr
 		}
 		b, err = s.opt.Accounts.Setting(ctx, sessionKeySetting) // whoever created it first wins
 	}
 	if err != nil {
 		return nil, err
 	}
-	var key []byte
-	switch {
-	case len(b) == len("plain:")+32 && string(b[:6]) == "plain:":
-		key = b[6:]
-	case strings.HasPrefix(string(b), "sealed:"):
-		if s.opt.Sealer == nil {
-			return nil, fmt.Errorf("the console session key is sealed with an encryption key, and none is configured (encryption.key_file)")
+	key, resealed, err := openSessionKey(b, s.opt.Sealer)
+	if err != nil {
+		return nil, err
+	}
+	if resealed {
+		// Stored before encryption was turned on, or under a key being rotated out: sealed now
+		// under the current one (as the token signing keys are), so that the old key can go.
+		if enc, err := sealSessionKey(key, s.opt.Sealer); err == nil {
+			s.opt.Accounts.SetSetting(ctx, sessionKeySetting, enc)
 		}
-		if key, err = s.opt.Sealer.Open(b[len("sealed:"):], aad); err != nil {
-			return nil, fmt.Errorf("console session key: %w", err)
-		}
-	default:
-		return nil, fmt.Errorf("console session key: unknown format")
 	}
 	s.sessionKey.key = key
 	return key, nil
