@@ -277,6 +277,19 @@ func TestConsoleBrowser(t *testing.T) {
 	}
 	br.shot("upstreams")
 
+	// A cached tag revalidated with the emulator, then the image evicted, from the cache page.
+	br.do("revalidate alpine:3", chromedp.Navigate(b.URL()+"/ui/admin/cache"), chromedp.WaitVisible(chromedp.CSS(`#c-repo`)),
+		chromedp.SendKeys(chromedp.CSS(`#c-repo`), "docker-hub/library/alpine"), chromedp.SendKeys(chromedp.CSS(`#c-ref`), "3"),
+		chromedp.Click(chromedp.CSS(`button[value="revalidate"]`)), chromedp.WaitVisible(chromedp.CSS(`p.notice`)))
+	if n := br.text(`p.notice`); !strings.Contains(n, "docker-hub/library/alpine:3 is unchanged upstream") {
+		t.Errorf("revalidate: %q", n)
+	}
+	br.do("evict alpine:3", chromedp.SendKeys(chromedp.CSS(`#c-repo`), "docker-hub/library/alpine"), chromedp.SendKeys(chromedp.CSS(`#c-ref`), "3"),
+		chromedp.Click(chromedp.CSS(`button[value="evict"]`)), chromedp.WaitVisible(chromedp.CSS(`p.notice`)))
+	if n := br.text(`p.notice`); !strings.HasPrefix(n, "Evicted docker-hub/library/alpine@") {
+		t.Errorf("evict: %q", n)
+	}
+
 	// A robot: its secret on the page that created it, and never again.
 	br.do("open robots", chromedp.Click(chromedp.CSS(`a[href="/ui/admin/"]`)), chromedp.WaitVisible(chromedp.CSS(`a[href="/ui/admin/robots"]`)),
 		chromedp.Click(chromedp.CSS(`a[href="/ui/admin/robots"]`)), chromedp.WaitVisible(chromedp.CSS(`#r-name`)))
