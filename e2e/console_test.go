@@ -231,6 +231,11 @@ func TestConsoleBrowser(t *testing.T) {
 		}
 	}
 	br.shot("repositories")
+	// The keyboard: the first Tab reaches the skip link, shown with a focus outline.
+	br.do("tab", chromedp.KeyEvent("\t"))
+	if f := get(br, "focus", chromedp.Evaluate[string](`document.activeElement.className + " " + getComputedStyle(document.activeElement).outlineStyle`)); f != "skip solid" {
+		t.Errorf("after one Tab the focus is on %q, want the skip link with a solid outline", f)
+	}
 
 	// Tags, with the pull command copied.
 	br.do("open team/app", chromedp.Click(chromedp.CSS(`a[href="/ui/repo/team/app"]`)), chromedp.WaitVisible(chromedp.CSS(`table.tags`)))
