@@ -289,7 +289,9 @@ func TestConsoleBrowser(t *testing.T) {
 	if n := br.text(`p.notice`); !strings.Contains(n, "docker-hub/library/alpine:3 is unchanged upstream") {
 		t.Errorf("revalidate: %q", n)
 	}
-	br.do("evict alpine:3", chromedp.SendKeys(chromedp.CSS(`#c-repo`), "docker-hub/library/alpine"), chromedp.SendKeys(chromedp.CSS(`#c-ref`), "3"),
+	// A fresh page first: the notice to wait for must be the eviction's, not the revalidation's.
+	br.do("evict alpine:3", chromedp.Navigate(b.URL()+"/ui/admin/cache"), chromedp.WaitVisible(chromedp.CSS(`#c-repo`)),
+		chromedp.SendKeys(chromedp.CSS(`#c-repo`), "docker-hub/library/alpine"), chromedp.SendKeys(chromedp.CSS(`#c-ref`), "3"),
 		chromedp.Click(chromedp.CSS(`button[value="evict"]`)), chromedp.WaitVisible(chromedp.CSS(`p.notice`)))
 	if n := br.text(`p.notice`); !strings.HasPrefix(n, "Evicted docker-hub/library/alpine@") {
 		t.Errorf("evict: %q", n)
