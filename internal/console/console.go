@@ -132,6 +132,10 @@ func (c *Console) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 func cacheStatic(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "" || strings.HasSuffix(r.URL.Path, "/") { // no directory listings
+			http.NotFound(w, r)
+			return
+		}
 		w.Header().Set("Cache-Control", "no-cache") // revalidated: the files change with berth
 		h.ServeHTTP(w, r)
 	})

@@ -242,6 +242,12 @@ func TestLoginAndBrowse(t *testing.T) {
 	if csp := form.header.Get("Content-Security-Policy"); !strings.Contains(csp, "frame-ancestors 'none'") || strings.Contains(csp, "unsafe-inline") {
 		t.Errorf("CSP %q", csp)
 	}
+	if p := b.get("/ui/static/style.css"); p.code != http.StatusOK || !strings.Contains(p.header.Get("Content-Type"), "text/css") {
+		t.Errorf("the stylesheet: %d %s", p.code, p.header.Get("Content-Type"))
+	}
+	if p := b.get("/ui/static/"); p.code != http.StatusNotFound {
+		t.Errorf("the static directory: %d, want 404 (no listing)", p.code)
+	}
 	// Bad input: the form again, with a message that says what is wrong.
 	for _, c := range []struct {
 		user, password string

@@ -62,12 +62,12 @@ func contains(list []string, s string) bool {
 
 // Chart geometry, in the SVG's own units (it scales to the page's width).
 const (
-	chartW, chartH             = 720, 220
-	padL, padR, padT, padB     = 52, 12, 12, 28
-	plotW, plotH               = chartW - padL - padR, chartH - padT - padB
-	chartSpan                  = proxy.HistorySpan
-	chartHourTicks             = 6 // a tick every 4 h
-	chartRemainingLine, chartR = "remaining", 2.5
+	chartW, chartH         = 720, 220
+	padL, padR, padT, padB = 52, 12, 12, 28
+	plotW, plotH           = chartW - padL - padR, chartH - padT - padB
+	chartSpan              = proxy.HistorySpan
+	chartHourTicks         = 6 // a tick every 4 h
+	pointRadius            = 2.5
 )
 
 // quotaChart draws the upstream quota remaining (a line with a point per sample) against the
@@ -128,10 +128,10 @@ func quotaChart(prefix string, samples []proxy.Sample, now time.Time) template.H
 		for _, s := range known {
 			pts = append(pts, fmt.Sprintf("%.1f,%.1f", x(s.At), y(s.Remaining)))
 		}
-		fmt.Fprintf(&b, `<polyline class="%s" points="%s"/>`, chartRemainingLine, strings.Join(pts, " "))
+		fmt.Fprintf(&b, `<polyline class="remaining" points="%s"/>`, strings.Join(pts, " "))
 		for _, s := range known {
 			fmt.Fprintf(&b, `<circle class="point" cx="%.1f" cy="%.1f" r="%.1f"><title>%s: %d of %d remaining</title></circle>`,
-				x(s.At), y(s.Remaining), chartR, s.At.UTC().Format("15:04 UTC"), s.Remaining, s.Limit)
+				x(s.At), y(s.Remaining), pointRadius, s.At.UTC().Format("15:04 UTC"), s.Remaining, s.Limit)
 		}
 	} else {
 		fmt.Fprintf(&b, `<text class="axis" x="%d" y="%d" text-anchor="middle">no quota reported yet</text>`, padL+plotW/2, padT+plotH/2)
