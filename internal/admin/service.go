@@ -230,6 +230,10 @@ type Options struct {
 	Lifecycle *Lifecycle
 	// Now is the clock of previews and robot expiries (nil: time.Now).
 	Now func() time.Time
+	// AccountsOff, when not "", refuses the operations on accounts and grants (ErrDenied) with
+	// this reason: berth --dev, where no caller is authenticated, yet accounts made then would
+	// outlive --dev when the same store is later served with authentication.
+	AccountsOff string
 }
 
 // Service is API on berth's stores.
@@ -250,6 +254,14 @@ func New(opt Options) *Service {
 
 // Trusts reports whether the service lets every caller do everything (Options.Authorizer nil).
 func (s *Service) Trusts() bool { return s.opt.Authorizer == nil }
+
+// authorizeAccounts is authorize for the operations on accounts and grants.
+func (s *Service) authorizeAccounts(ctx context.Context, pattern string) (string, error) {
+	if s.opt.AccountsOff != "" {
+		return "", fmt.Errorf("%w: %s", ErrDenied, s.opt.AccountsOff)
+	}
+	return s.authorize(ctx, pattern)
+}
 
 // authorize checks that the caller in ctx administers pattern and returns its name for audit
 // lines. A context without a principal is anonymous, and refused.
@@ -273,7 +285,7 @@ func (s *Service) authorize(ctx context.Context, pattern string) (string, error)
 
 // ListAccounts implements API.
 func (s *Service) ListAccounts(ctx context.Context, kind string) ([]Account, error) {
-	if _, err := s.authorize(ctx, "*"); err != nil {
+	if _, err := s.authorizeAccounts(ctx, "*"); err != nil {
 		return nil, err
 	}
 	if kind != "" && kind != metadata.KindUser && kind != metadata.KindRobot {
@@ -292,19 +304,19 @@ func (s *Service) ListAccounts(ctx context.Context, kind string) ([]Account, err
 
 // Account implements API.
 func (s *Service) Account(ctx context.Context, name string) (*Account, error) {
-	if _, err := s.authorize(ctx, "*"); err != nil {
+	if _, err := s.authorizeAccounts(ctx, "*"); err != nil {
 		return nil, err
 	}
 	a, err := s.opt.Accounts.Account(ctx, name)
 	if err != nil {
-		return nil, fmt.Errorf("account %s: %w", name, err)
+		return nil, err
 	}
 	return accountOf(a), nil
 }
 
 // CreateUser implements API.
 func (s *Service) CreateUser(ctx context.Context, u NewUser) (*Account, string, error) {
-	by, err := s.authorize(ctx, "*")
+	by, err := s.authorizeAccounts(ctx, "*")
 	if err != nil {
 		return nil, "", err
 	}
@@ -325,7 +337,7 @@ func (s *Service) CreateUser(ctx context.Context, u NewUser) (*Account, string, 
 	}
 	a := &metadata.Account{Name: u.Name, Kind: metadata.KindUser, Secret: hash, Groups: groups, Description: u.Description}
 	if err := s.opt.Accounts.CreateAccount(ctx, a); err != nil {
-		return nil, "", fmt.Errorf("account %s: %w", u.Name, err)
+		return nil, "", err
 	}
 	s.opt.Audit.Info("account created", "account", u.Name, "kind", metadata.KindUser, "groups", groups, "by", by)
 	if !generated {
@@ -373,7 +385,7 @@ func checkGroups(groups []string) ([]string, error) {
 
 // CreateRobot implements API.
 func (s *Service) CreateRobot(ctx context.Context, r NewRobot) (*Account, string, error) {
-	by, err := s.authorize(ctx, "*")
+	by, err := s.authorizeAccounts(ctx, "*")
 	if err != nil {
 		return nil, "", err
 	}
@@ -397,7 +409,7 @@ func (s *Service) CreateRobot(ctx context.Context, r NewRobot) (*Account, string
 		a.Expires = r.Expires.UTC()
 	}
 	if err := s.opt.Accounts.CreateAccount(ctx, a); err != nil {
-		return nil, "", fmt.Errorf("account %s: %w", r.Name, err)
+		return nil, "", err
 	}
 	s.opt.Audit.Info("account created", "account", r.Name, "kind", metadata.KindRobot, "groups", groups, "expires", a.Expires, "by", by)
 	return s.reread(ctx, a), secret, nil
@@ -405,13 +417,13 @@ func (s *Service) CreateRobot(ctx context.Context, r NewRobot) (*Account, string
 
 // SetPassword implements API.
 func (s *Service) SetPassword(ctx context.Context, name, password string) (string, error) {
-	by, err := s.authorize(ctx, "*")
+	by, err := s.authorizeAccounts(ctx, "*")
 	if err != nil {
 		return "", err
 	}
 	a, err := s.opt.Accounts.Account(ctx, name)
 	if err != nil {
-		return "", fmt.Errorf("account %s: %w", name, err)
+		return "", err
 	}
 	if a.Kind != metadata.KindUser {
 		return "", invalid("%s is a robot account: remove it and add a new one to change its secret", a.Name)
@@ -424,7 +436,7 @@ func (s *Service) SetPassword(ctx context.Context, name, password string) (strin
 		return "", err
 	}
 	if err := s.opt.Accounts.UpdateAccount(ctx, a); err != nil {
-		return "", fmt.Errorf("account %s: %w", name, err)
+		return "", err
 	}
 	s.opt.Audit.Info("password changed", "account", a.Name, "by", by)
 	if !generated {
@@ -435,7 +447,7 @@ func (s *Service) SetPassword(ctx context.Context, name, password string) (strin
 
 // SetGroups implements API.
 func (s *Service) SetGroups(ctx context.Context, name string, groups []string) (*Account, error) {
-	by, err := s.authorize(ctx, "*")
+	by, err := s.authorizeAccounts(ctx, "*")
 	if err != nil {
 		return nil, err
 	}
@@ -444,11 +456,11 @@ func (s *Service) SetGroups(ctx context.Context, name string, groups []string) (
 	}
 	a, err := s.opt.Accounts.Account(ctx, name)
 	if err != nil {
-		return nil, fmt.Errorf("account %s: %w", name, err)
+		return nil, err
 	}
 	a.Groups = groups
 	if err := s.opt.Accounts.UpdateAccount(ctx, a); err != nil {
-		return nil, fmt.Errorf("account %s: %w", name, err)
+		return nil, err
 	}
 	s.opt.Audit.Info("groups changed", "account", a.Name, "groups", a.Groups, "by", by)
 	return accountOf(a), nil
@@ -456,19 +468,19 @@ func (s *Service) SetGroups(ctx context.Context, name string, groups []string) (
 
 // DeleteAccount implements API.
 func (s *Service) DeleteAccount(ctx context.Context, name, kind string) error {
-	by, err := s.authorize(ctx, "*")
+	by, err := s.authorizeAccounts(ctx, "*")
 	if err != nil {
 		return err
 	}
 	a, err := s.opt.Accounts.Account(ctx, name)
 	if err != nil {
-		return fmt.Errorf("account %s: %w", name, err)
+		return err
 	}
 	if kind != "" && a.Kind != kind {
 		return invalid("%s is a %s, not a %s", a.Name, a.Kind, kind)
 	}
 	if err := s.opt.Accounts.DeleteAccount(ctx, a.Name); err != nil {
-		return fmt.Errorf("account %s: %w", name, err)
+		return err
 	}
 	s.opt.Audit.Info("account removed", "account", a.Name, "kind", a.Kind, "by", by)
 	return nil
@@ -482,7 +494,7 @@ func (s *Service) ListGrants(ctx context.Context) ([]Grant, error) {
 	}
 	out := []Grant{}
 	for _, g := range grants {
-		if _, err := s.authorize(ctx, g.Pattern); errors.Is(err, ErrDenied) {
+		if _, err := s.authorizeAccounts(ctx, g.Pattern); errors.Is(err, ErrDenied) {
 			continue
 		} else if err != nil {
 			return nil, err
@@ -491,7 +503,7 @@ func (s *Service) ListGrants(ctx context.Context) ([]Grant, error) {
 	}
 	if len(out) == 0 {
 		// Someone who administers nothing is told so, not shown an empty registry.
-		if _, err := s.authorize(ctx, "*"); err != nil {
+		if _, err := s.authorizeAccounts(ctx, "*"); err != nil {
 			return nil, err
 		}
 	}
@@ -503,7 +515,7 @@ func (s *Service) Grant(ctx context.Context, subject, pattern string, actions []
 	if err := auth.ValidPattern(pattern); err != nil {
 		return nil, invalid("%v", err)
 	}
-	by, err := s.authorize(ctx, pattern)
+	by, err := s.authorizeAccounts(ctx, pattern)
 	if err != nil {
 		return nil, err
 	}
@@ -545,7 +557,7 @@ func (s *Service) checkSubject(ctx context.Context, subject string) error {
 	}
 	a, err := s.opt.Accounts.Account(ctx, name)
 	if err != nil {
-		return fmt.Errorf("account %s: %w", name, err)
+		return err
 	}
 	if a.Kind != kind {
 		return invalid("%s is a %s: use %s:%s", name, a.Kind, a.Kind, name)
@@ -558,7 +570,7 @@ func (s *Service) Revoke(ctx context.Context, subject, pattern string, actions [
 	if err := auth.ValidPattern(pattern); err != nil {
 		return invalid("%v", err)
 	}
-	by, err := s.authorize(ctx, pattern)
+	by, err := s.authorizeAccounts(ctx, pattern)
 	if err != nil {
 		return err
 	}
@@ -574,7 +586,7 @@ func (s *Service) Revoke(ctx context.Context, subject, pattern string, actions [
 		names = acts.Names()
 	}
 	if err := s.opt.Accounts.RevokeGrant(ctx, subject, pattern, names...); err != nil {
-		return fmt.Errorf("grant of %s on %s: %w", subject, pattern, err)
+		return err
 	}
 	s.opt.Audit.Info("grant revoked", "subject", subject, "pattern", pattern, "actions", strings.Join(names, ","), "by", by)
 	return nil

@@ -239,7 +239,8 @@ type Evicted struct {
 // is under no rule; metadata.ErrNotFound when ref is not cached; ErrPartOfImage when ref is a
 // platform manifest that an index lists (evict the index).
 func (c *Cache) EvictImage(ctx context.Context, local, ref string) (Evicted, error) {
-	if _, _, err := c.rule(local); err != nil {
+	r, _, err := c.rule(local)
+	if err != nil {
 		return Evicted{}, err
 	}
 	m, err := c.meta.GetManifest(ctx, local, ref)
@@ -254,6 +255,9 @@ func (c *Cache) EvictImage(ctx context.Context, local, ref string) (Evicted, err
 		if img.root == m.Digest {
 			st, err := c.evictImage(ctx, img)
 			if err == nil {
+				if c.publish != nil { // the same event as the bounds' evictions: webhooks see every one
+					c.publish(events.New(events.CacheEvicted, events.Data{Repository: local, Digest: img.root, Size: st.Bytes, Rule: r.Prefix}))
+				}
 				c.log.Info("evicted a cached image on request", "repository", local, "digest", img.root,
 					"blobs_deleted", st.Blobs, "bytes", st.Bytes)
 			}

@@ -7,7 +7,6 @@ import (
 	"github.com/berth/berth/internal/admin"
 	"github.com/berth/berth/internal/auth"
 	"github.com/berth/berth/internal/console"
-	"github.com/berth/berth/internal/expiry"
 	"github.com/berth/berth/internal/metadata"
 	"github.com/berth/berth/internal/proxy"
 	"github.com/berth/berth/internal/storage"
@@ -16,18 +15,6 @@ import (
 // consoleVersion is the version the console's footer shows.
 // TODO(lead): fill from internal/version (version.Get()) once it is merged.
 var consoleVersion = ""
-
-// adminService is the admin operations' service the console's admin pages call, authorizing
-// every call with authn (nil with --dev, where there is no console).
-// TODO(lead): one service for the admin API and the console, when both are wired.
-func adminService(authn *auth.Service, acc metadata.Accounts, audit *slog.Logger, cache *proxy.Cache,
-	configured []expiry.Assignment, runner expiry.Runner) admin.API {
-	if authn == nil {
-		return nil
-	}
-	return admin.New(admin.Options{Accounts: acc, Authorizer: authn, Audit: audit, Cache: cache,
-		Lifecycle: &admin.Lifecycle{Settings: acc, Configured: configured, Runner: runner}})
-}
 
 // mountConsole serves the web console at /ui/. It needs accounts: with --dev (authn nil) /ui/
 // says so instead.

@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/berth/berth/internal/admin"
 	"github.com/berth/berth/internal/auth"
 	"github.com/berth/berth/internal/config"
 	"github.com/berth/berth/internal/expiry"
@@ -145,7 +146,8 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		return err
 	}
 	runner := expiry.Runner{Store: store, Pulls: meta, Skip: func(repo string) bool {
-		_, _, cached := cache.Route(repo, "", true)
+		// Not a read: the root mirror would claim every repository berth does not cache.
+		_, _, cached := cache.Route(repo, "", false)
 		return cached
 	}}
 	jobs.Go(func() {
@@ -213,7 +215,10 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	}
 	mux.Handle("/v2/", reg)
 	mux.Handle("/berth/v1/upstreams", upstreamsHandler(cache, admins(authn)))
-	if err := mountConsole(mux, authn, store, blobs, cache, adminService(authn, meta, audit, cache, configured, runner), log); err != nil {
+	adm := newAdmin(authn, meta, cache, &admin.Lifecycle{Settings: meta, Configured: configured, Runner: runner}, audit)
+	mux.Handle("/berth/v1/", admin.Handler(adm, callers(authn), log))
+	// The console's admin pages call the same operations as the admin API.
+	if err := mountConsole(mux, authn, store, blobs, cache, adm, log); err != nil {
 		return err
 	}
 	backends := map[string]Pinger{}
