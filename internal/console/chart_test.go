@@ -15,7 +15,7 @@ func TestQuotaChart(t *testing.T) {
 	now := time.Date(2026, 12, 4, 20, 0, 0, 0, time.UTC)
 	var samples []proxy.Sample
 	samples = append(samples, proxy.Sample{At: now.Add(-30 * time.Hour), QuotaKnown: true, Limit: 100, Remaining: 1}) // too old
-	samples = append(samples, proxy.Sample{At: now.Add(-23 * time.Hour)})                                           // unknown
+	samples = append(samples, proxy.Sample{At: now.Add(-23 * time.Hour)})                                             // unknown
 	for i := 0; i <= 12; i++ {
 		samples = append(samples, proxy.Sample{At: now.Add(-time.Duration(12-i) * time.Hour), QuotaKnown: true, Limit: 100, Remaining: 100 - 5*i, Reserve: 20})
 	}
