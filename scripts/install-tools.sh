@@ -11,7 +11,8 @@ mkdir -p "$GOBIN"
 # haproxy: the load balancer in front of the replicas (e2e TestReplicas).
 # postgresql-15: the PostgreSQL metadata store's tests start a server of their own
 # (internal/enginetest), from /usr/lib/postgresql/15/bin.
-apt_pkgs=(skopeo haproxy postgresql-15)
+# chromium: the browser the web console's test drives headless (e2e TestConsoleBrowser, chromedp).
+apt_pkgs=(skopeo haproxy postgresql-15 chromium)
 if [ "${1:-}" = "--bench" ]; then apt_pkgs+=(docker-registry wrk); fi
 missing=()
 for p in "${apt_pkgs[@]}"; do

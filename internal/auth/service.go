@@ -78,6 +78,8 @@ type Service struct {
 	changes atomic.Int64
 
 	counts counts
+
+	sessionKey sessionKeyCache // console sessions (session.go)
 }
 
 // counts are the decisions the service made since it started (Stats).

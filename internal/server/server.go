@@ -217,6 +217,10 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	mux.Handle("/berth/v1/upstreams", upstreamsHandler(cache, admins(authn)))
 	adm := newAdmin(authn, meta, cache, &admin.Lifecycle{Settings: meta, Configured: configured, Runner: runner}, audit)
 	mux.Handle("/berth/v1/", admin.Handler(adm, callers(authn), log))
+	// The console's admin pages call the same operations as the admin API.
+	if err := mountConsole(mux, authn, store, blobs, cache, adm, log); err != nil {
+		return err
+	}
 	backends := map[string]Pinger{}
 	if p, ok := meta.(Pinger); ok {
 		backends["metadata"] = p
