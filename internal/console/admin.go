@@ -13,6 +13,7 @@ import (
 func (c *Console) routeAdmin() {
 	c.mux.Handle("GET "+Prefix+"admin/{$}", c.admin(c.adminHome))
 	c.mux.Handle("GET "+Prefix+"admin/cache", c.admin(c.adminCache))
+	c.mux.Handle("GET "+Prefix+"admin/webhooks", c.admin(c.adminWebhooks))
 	c.routeAdminForms()
 }
 

@@ -60,6 +60,8 @@ type Options struct {
 	Blobs Blobs
 	Cache *proxy.Cache // the pull-through cache (its rules, counters and quota)
 	Admin admin.API    // the admin pages' operations; nil: no admin forms
+	// Webhooks are the event webhooks' deliveries; nil: none configured.
+	Webhooks Webhooks
 	// Version is berth's version for the footer.
 	Version string
 	Log     *slog.Logger

@@ -49,7 +49,10 @@ func (e *env) advance(d time.Duration) {
 	e.mu.Unlock()
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t *testing.T) *env { t.Helper(); return newEnvWith(t, nil) }
+
+// newEnvWith is newEnv with the console's options changed by edit.
+func newEnvWith(t *testing.T, edit func(*console.Options)) *env {
 	t.Helper()
 	ctx := context.Background()
 	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "metadata.db"))
@@ -68,7 +71,11 @@ func newEnv(t *testing.T) *env {
 	e := &env{t: t, store: st, blobs: blobs, authn: authn, now: time.Now()}
 	adm := admin.New(admin.Options{Accounts: st, Authorizer: authn,
 		Lifecycle: &admin.Lifecycle{Settings: st, Runner: expiry.Runner{Store: st, Pulls: st}}})
-	c, err := console.New(console.Options{Auth: authn, Store: st, Blobs: blobs, Admin: adm, Now: e.clock, Version: "test"})
+	opt := console.Options{Auth: authn, Store: st, Blobs: blobs, Admin: adm, Now: e.clock, Version: "test"}
+	if edit != nil {
+		edit(&opt)
+	}
+	c, err := console.New(opt)
 	if err != nil {
 		t.Fatal(err)
 	}

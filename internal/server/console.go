@@ -19,14 +19,14 @@ var consoleVersion = ""
 // mountConsole serves the web console at /ui/. It needs accounts: with --dev (authn nil) /ui/
 // says so instead.
 func mountConsole(mux *http.ServeMux, authn *auth.Service, store metadata.Store, blobs storage.BlobStore, cache *proxy.Cache,
-	adm admin.API, log *slog.Logger) error {
+	adm admin.API, hooks console.Webhooks, log *slog.Logger) error {
 	if authn == nil {
 		mux.HandleFunc(console.Prefix, func(w http.ResponseWriter, r *http.Request) {
 			http.Error(w, "the web console needs berth's accounts: it is off with --dev", http.StatusNotFound)
 		})
 		return nil
 	}
-	c, err := console.New(console.Options{Auth: authn, Store: store, Blobs: blobs, Cache: cache, Admin: adm,
+	c, err := console.New(console.Options{Auth: authn, Store: store, Blobs: blobs, Cache: cache, Admin: adm, Webhooks: hooks,
 		Version: consoleVersion, Log: log.With("component", "console")})
 	if err != nil {
 		return err

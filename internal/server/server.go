@@ -18,6 +18,7 @@ import (
 	"github.com/berth/berth/internal/admin"
 	"github.com/berth/berth/internal/auth"
 	"github.com/berth/berth/internal/config"
+	"github.com/berth/berth/internal/console"
 	"github.com/berth/berth/internal/expiry"
 	"github.com/berth/berth/internal/gc"
 	"github.com/berth/berth/internal/metadata"
@@ -218,7 +219,11 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	adm := newAdmin(authn, meta, cache, &admin.Lifecycle{Settings: meta, Configured: configured, Runner: runner}, audit)
 	mux.Handle("/berth/v1/", admin.Handler(adm, callers(authn), log))
 	// The console's admin pages call the same operations as the admin API.
-	if err := mountConsole(mux, authn, store, blobs, cache, adm, log); err != nil {
+	var hooks console.Webhooks // nil unless webhooks are configured
+	if dispatch != nil {
+		hooks = dispatch
+	}
+	if err := mountConsole(mux, authn, store, blobs, cache, adm, hooks, log); err != nil {
 		return err
 	}
 	backends := map[string]Pinger{}
