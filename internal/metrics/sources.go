@@ -174,3 +174,15 @@ func Webhooks(stats func() []events.Stats) prometheus.Collector {
 		}
 	}}
 }
+
+// Certificates reports when each certificate berth obtained (tls.acme) expires, by domain: an
+// alert on the time left catches renewals that keep failing.
+func Certificates(expiry func() map[string]time.Time) prometheus.Collector {
+	var ds descs
+	exp := ds.add("berth_tls_certificate_expiry_timestamp_seconds", "When the certificate served for a domain (tls.acme) expires.", "domain")
+	return &collector{descs: ds, collect: func(ch chan<- prometheus.Metric) {
+		for domain, t := range expiry() {
+			ch <- prometheus.MustNewConstMetric(exp, prometheus.GaugeValue, float64(t.Unix()), domain)
+		}
+	}}
+}

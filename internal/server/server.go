@@ -269,6 +269,9 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		}
 		srv.TLSConfig = manager.TLSConfig()
 		scheme = "https"
+		if m != nil {
+			m.Register(metrics.Certificates(manager.Expiry))
+		}
 		if cfg.TLS.ACME.HTTPAddr != "" {
 			if redirect, err = serveHTTPChallenges(cfg.TLS.ACME.HTTPAddr, cfg.Addr, manager, srv.ErrorLog); err != nil {
 				ln.Close()
