@@ -33,7 +33,7 @@ import (
 var (
 	allMeasures = []string{"manifest", "download", "push", "proxy", "logins"}
 	optMeasures = []string{"gc", "soak"}
-	allServers  = []string{"berth", "berth-auth", "berth-enc", "berth-s3pg", "berth-s3pg-redir", "berth-s3pg-1", "berth-s3pg-3", "v3", "v3-s3", "2.8", "fileserver", "memory"}
+	allServers  = []string{"berth", "berth-nometrics", "berth-auth", "berth-enc", "berth-s3pg", "berth-s3pg-redir", "berth-s3pg-1", "berth-s3pg-3", "v3", "v3-s3", "2.8", "fileserver", "memory"}
 )
 
 // isStandard says whether a measurement runs on one start of each server (all but proxy, which

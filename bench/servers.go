@@ -203,7 +203,7 @@ func startProcess(ctx context.Context, o options, tmp, name, kind, dlFile string
 		return p, os.WriteFile(p, []byte(content), 0o644)
 	}
 	switch kind {
-	case "berth", "berth-ttl", "berth-enc", "berth-auth", "berth-s3pg", "berth-s3pg-redir":
+	case "berth", "berth-nometrics", "berth-ttl", "berth-enc", "berth-auth", "berth-s3pg", "berth-s3pg-redir":
 		// Options go in a configuration file, one section per feature; addr, data and log level
 		// are flags.
 		args := []string{"serve", "--addr", addr, "--data", data, "--log-level", "warn"}
@@ -222,6 +222,10 @@ func startProcess(ctx context.Context, o options, tmp, name, kind, dlFile string
 				return nil, err
 			}
 			args = append(args, "--encryption-key-file", key)
+		}
+		if kind == "berth-nometrics" {
+			// What measuring every request costs: berth with its metrics off.
+			cfg += "metrics:\n  off: true\n"
 		}
 		if px != nil {
 			cfg += berthProxyConfig(px)

@@ -34,7 +34,7 @@ func rootCmd() *cobra.Command {
 	root.SetVersionTemplate("{{.Version}}\n")
 	root.AddCommand(versionCmd(), healthCmd(), serveCmd(), upstreamsCmd(), ratelimitCmd(), copyCmd(),
 		userCmd(), robotCmd(), grantCmd(), revokeCmd(), keysCmd())
-	root.AddCommand(encryptionCmd(), migrateCmd(), gcCmd(), lifecycleCmd())
+	root.AddCommand(encryptionCmd(), migrateCmd(), gcCmd(), lifecycleCmd(), cacheCmd())
 	return root
 }
 
@@ -64,6 +64,7 @@ func serveCmd() *cobra.Command {
 	f.Bool("tls-self-signed", false, "serve HTTPS with a self-signed certificate generated in the data directory")
 	f.String("encryption-key-file", "", "encrypt blobs at rest with the key in this file (berth encryption keygen makes one)")
 	f.Bool("dev", false, "serve without authentication, on loopback only (default address 127.0.0.1:5000)")
+	f.String("metrics-addr", "", "also serve the Prometheus metrics on this address, without authentication (e.g. 127.0.0.1:9090)")
 	return cmd
 }
 
@@ -77,7 +78,7 @@ func resolveConfig(flags *pflag.FlagSet) (config.Config, error) {
 		}
 	}
 	for name, dst := range map[string]*string{"addr": &cfg.Addr, "data": &cfg.Data, "log-level": &cfg.Log.Level,
-		"tls-cert": &cfg.TLS.Cert, "tls-key": &cfg.TLS.Key} {
+		"tls-cert": &cfg.TLS.Cert, "tls-key": &cfg.TLS.Key, "metrics-addr": &cfg.Metrics.Addr} {
 		if flags.Changed(name) {
 			*dst, _ = flags.GetString(name)
 		}

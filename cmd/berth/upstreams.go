@@ -125,6 +125,7 @@ func printUpstreams(w io.Writer, ups []proxy.Status, now time.Time) error {
 		fmt.Fprintf(tw, "  stale serves\t%d\n", c.StaleServes)
 		fmt.Fprintf(tw, "  quota saves\t%d\n", c.QuotaSaves)
 		fmt.Fprintf(tw, "  coalesced\t%d waiters\n", c.Coalesced)
+		fmt.Fprintf(tw, "  saved\t%d of %d pulls, %s of %s sent\n", c.PullsSaved, c.ClientGets, humanBytes(c.BytesSaved), humanBytes(c.ClientBytes))
 		fmt.Fprintf(tw, "  errors\t%s\n", errorsLine(r.Errors))
 	}
 	return tw.Flush()

@@ -20,7 +20,8 @@ const upstreamsDoc = `{
       "requests": {"manifest_gets": 3, "manifest_heads": 41, "blob_gets": 7, "blob_heads": 2,
                    "blob_bytes": 28311552, "token_requests": 4,
                    "errors": {"network": 1, "rate_limited": 2, "timeout": 1}},
-      "cache": {"hits": 40, "misses": 10, "revalidations": 41, "stale_serves": 5, "quota_saves": 6, "coalesced": 9}
+      "cache": {"hits": 40, "misses": 10, "revalidations": 41, "stale_serves": 5, "quota_saves": 6, "coalesced": 9,
+                "client_manifest_gets": 44, "client_blob_bytes": 283115520, "pulls_saved": 41, "bytes_saved": 254803968}
     },
     {
       "prefix": "ghcr",
@@ -59,6 +60,7 @@ func TestUpstreamsTable(t *testing.T) {
 		"  stale serves   5\n",
 		"  quota saves    6\n",
 		"  coalesced      9 waiters\n",
+		"  saved          41 of 44 pulls, 243.0 MiB of 270.0 MiB sent\n",
 		"  errors         rate_limited 2, network 1, timeout 1\n",
 		"\nghcr\n",
 		"  quota          unknown (no upstream response has carried rate-limit headers yet)\n",

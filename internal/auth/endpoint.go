@@ -276,6 +276,7 @@ func (s *Service) refresh(ctx context.Context, tok, addr string) (*Principal, st
 				err = metadata.ErrNotFound
 			} else {
 				res.refund(ctx)
+				s.counts.logins.Add(1)
 				return accountPrincipal(a), name, nil
 			}
 		}

@@ -149,6 +149,7 @@ func (s *Service) verifyLogin(ctx context.Context, user, pass, addr string, key 
 		return nil, err
 	}
 	res.refund(ctx)
+	s.counts.logins.Add(1)
 	s.guard.succeeded(ctx, user, addr)
 	s.logins.remember(key, cachedLogin{id: a.ID, secret: a.Secret, expires: time.Now().Add(loginCache)})
 	return accountPrincipal(a), nil
@@ -226,6 +227,7 @@ func (s *Service) loginOIDC(ctx context.Context, raw, addr string) (*Principal, 
 		return nil, fmt.Errorf("%w: %v", ErrBadCredentials, err)
 	}
 	res.refund(ctx)
+	s.counts.logins.Add(1)
 	return federatedPrincipal(f), nil
 }
 

@@ -76,6 +76,33 @@ type Service struct {
 	// changes counts the notifications that accounts or grants changed (Changed): a snapshot
 	// loaded before the last one is stale.
 	changes atomic.Int64
+
+	counts counts
+
+	sessionKey sessionKeyCache // console sessions (session.go)
+}
+
+// counts are the decisions the service made since it started (Stats).
+type counts struct {
+	logins, failed, throttled, tokens        atomic.Int64
+	unauthenticated, denied, hidden, tooMany atomic.Int64
+}
+
+// Stats counts the service's decisions since it started: logins whose secret was verified (a
+// login remembered from the last minutes is not verified again), failed and throttled logins,
+// tokens issued, and the requests Authorize refused by answer: 401 (credentials needed or
+// wrong), 403 (denied), 404 (a repository the caller may not see), 429 (throttled).
+type Stats struct {
+	Logins, LoginsFailed, LoginsThrottled, TokensIssued int64
+	Unauthenticated, Denied, Hidden, Throttled          int64
+}
+
+// Stats returns the counts of the service's decisions.
+func (s *Service) Stats() Stats {
+	c := &s.counts
+	return Stats{Logins: c.logins.Load(), LoginsFailed: c.failed.Load(), LoginsThrottled: c.throttled.Load(),
+		TokensIssued: c.tokens.Load(), Unauthenticated: c.unauthenticated.Load(), Denied: c.denied.Load(),
+		Hidden: c.hidden.Load(), Throttled: c.tooMany.Load()}
 }
 
 // snapshot is the grants and accounts as the store had them at a moment: every request is judged
@@ -378,6 +405,14 @@ func (s *Service) Authenticate(r *http.Request) (*Principal, error) {
 }
 
 func (s *Service) audit(msg string, args ...any) {
+	switch msg { // every audited decision is counted (Stats)
+	case "login failed":
+		s.counts.failed.Add(1)
+	case "login throttled":
+		s.counts.throttled.Add(1)
+	case "token issued":
+		s.counts.tokens.Add(1)
+	}
 	if s.opt.Audit != nil {
 		s.opt.Audit.Info(msg, args...)
 	}
@@ -390,7 +425,12 @@ func (s *Service) audit(msg string, args ...any) {
 // when the caller may see the repository but not do need, 404 for reads of repositories the
 // caller may not see (whether or not they exist: names do not leak), 429 while logins are
 // throttled.
-func (s *Service) Authorize(r *http.Request, visible, local string, need Actions) (*Principal, Actions, error) {
+func (s *Service) Authorize(r *http.Request, visible, local string, need Actions) (_ *Principal, _ Actions, err error) {
+	defer func() {
+		if err != nil {
+			s.refused(err)
+		}
+	}()
 	p, err := s.Authenticate(r)
 	if err != nil {
 		return nil, 0, s.authError(r, err, visible, local, need)
@@ -421,6 +461,24 @@ func (s *Service) Authorize(r *http.Request, visible, local string, need Actions
 		return nil, 0, oci.Errorf(oci.ErrDenied, "requested access to the resource is denied%s", grantHint(visible, local))
 	}
 	return nil, 0, oci.Errorf(oci.ErrNameUnknown, "repository name not known to registry%s", grantHint(visible, local))
+}
+
+// refused counts a refusal of Authorize by its answer.
+func (s *Service) refused(err error) {
+	var e *oci.Error
+	if !errors.As(err, &e) {
+		return
+	}
+	switch e.HTTPStatus() {
+	case http.StatusUnauthorized:
+		s.counts.unauthenticated.Add(1)
+	case http.StatusForbidden:
+		s.counts.denied.Add(1)
+	case http.StatusNotFound:
+		s.counts.hidden.Add(1)
+	case http.StatusTooManyRequests:
+		s.counts.tooMany.Add(1)
+	}
 }
 
 // grantHint says which repository a request was authorized on, when it is not the one the client
@@ -474,18 +532,37 @@ func (s *Service) Can(ctx context.Context, p *Principal, name string, need Actio
 // IsAdmin reports whether the caller of r is allowed admin on every repository of the pattern
 // (for example "*" or "docker-hub/*"): what berth's own endpoints outside /v2/ ask.
 func (s *Service) IsAdmin(r *http.Request, pattern string) (bool, error) {
+	p, err := s.Caller(r)
+	if err != nil {
+		return false, err
+	}
+	return s.AdminOf(r.Context(), p, pattern)
+}
+
+// Caller authenticates the caller of one of berth's own endpoints outside /v2/ (the admin API,
+// the console's login): a caller with credentials, or the *oci.Error to answer with: 401 with the
+// challenge /v2/ sends when there are none or they are wrong, 429 while logins are throttled.
+func (s *Service) Caller(r *http.Request) (*Principal, error) {
 	p, err := s.Authenticate(r)
 	if err != nil {
-		return false, s.authError(r, err, "", "", 0)
+		return nil, s.authError(r, err, "", "", 0)
 	}
 	if p.IsAnonymous() {
-		return false, s.challenge(r, "", "", 0, "authentication required")
+		return nil, s.challenge(r, "", "", 0, "authentication required")
 	}
-	if p.token != nil {
-		return false, nil // tokens carry repository scopes, not berth's own endpoints
+	return p, nil
+}
+
+// AdminOf reports whether p is allowed admin on every repository of the pattern (a repository
+// name, or "team/*", "*"). A caller that presented a registry token is not: tokens carry
+// repository scopes for /v2/, not berth's own endpoints, so a leaked pull token administers
+// nothing.
+func (s *Service) AdminOf(ctx context.Context, p *Principal, pattern string) (bool, error) {
+	if p.IsAnonymous() || p.token != nil {
+		return false, nil
 	}
 	// A pattern is matched as if it were a name: '*' in it is matched only by a '*' in a grant.
-	a, err := s.identity(r.Context(), p, pattern)
+	a, err := s.identity(ctx, p, pattern)
 	return err == nil && a.Has(Admin), err
 }
 

@@ -63,6 +63,12 @@ type Config struct {
 	// their upstream whatever it says.
 	Immutability TagRules `yaml:"immutability"`
 
+	// Events are the webhooks told of pushes, deletes, fills and the like (none by default).
+	Events Events `yaml:"events"`
+
+	// Metrics are the Prometheus metrics at /metrics.
+	Metrics Metrics `yaml:"metrics"`
+
 	// Debug holds diagnostics, off by default.
 	Debug Debug `yaml:"debug"`
 }
@@ -237,7 +243,11 @@ func (c Config) Validate() error {
 	if err := c.Immutability.validate(); err != nil {
 		errs = append(errs, err)
 	}
+	errs = append(errs, c.Events.validate()...) // one problem each
 	if err := c.Debug.validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.Metrics.validate(); err != nil {
 		errs = append(errs, err)
 	}
 	if c.Dev && !IsLoopback(c.Addr) {

@@ -166,7 +166,44 @@ func (u *Upstream) Stats() UpstreamStats {
 	if s.Errors == nil {
 		s.Errors = map[ErrorKind]int64{}
 	}
+	s.Responses = make(map[string]map[int]int64, len(u.stats.Responses))
+	for k, m := range u.stats.Responses {
+		s.Responses[k] = maps.Clone(m)
+	}
 	return s
+}
+
+// requestKind names the kind of request counted in counter (a field of u.stats), for Responses.
+func (u *Upstream) requestKind(counter *int64) string {
+	switch counter {
+	case &u.stats.ManifestGets:
+		return "manifest_get"
+	case &u.stats.ManifestHeads:
+		return "manifest_head"
+	case &u.stats.BlobGets:
+		return "blob_get"
+	case &u.stats.BlobHeads:
+		return "blob_head"
+	case &u.stats.TokenRequests:
+		return "token"
+	}
+	return "tags"
+}
+
+// answered counts an answer (status 0: none) to a request of the kind counter counts.
+func (u *Upstream) answered(counter *int64, status int) {
+	kind := u.requestKind(counter)
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.stats.Responses == nil {
+		u.stats.Responses = map[string]map[int]int64{}
+	}
+	m := u.stats.Responses[kind]
+	if m == nil {
+		m = map[int]int64{}
+		u.stats.Responses[kind] = m
+	}
+	m[status]++
 }
 
 func (u *Upstream) add(counter *int64, n int64) {
@@ -550,6 +587,11 @@ func (u *Upstream) do(ctx context.Context, method, target, accept, authz string,
 	}
 	start := time.Now()
 	resp, err := u.client.Do(req)
+	if resp != nil {
+		u.answered(counter, resp.StatusCode)
+	} else {
+		u.answered(counter, 0)
+	}
 	if err != nil {
 		cancel(nil)
 		u.log.Debug("upstream request failed", "method", method, "path", req.URL.Path, "err", err)

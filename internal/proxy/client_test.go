@@ -347,7 +347,8 @@ func TestManifestBlobAndStats(t *testing.T) {
 		t.Errorf("blob body %d bytes, %v", len(got), err)
 	}
 	s := u.Stats()
-	want := UpstreamStats{ManifestGets: 2, ManifestHeads: 1, BlobGets: 1, BlobHeads: 1, BlobBytes: int64(len(blob)), Errors: map[ErrorKind]int64{}}
+	want := UpstreamStats{ManifestGets: 2, ManifestHeads: 1, BlobGets: 1, BlobHeads: 1, BlobBytes: int64(len(blob)), Errors: map[ErrorKind]int64{},
+		Responses: map[string]map[int]int64{"manifest_get": {200: 2}, "manifest_head": {200: 1}, "blob_get": {200: 1}, "blob_head": {200: 1}}}
 	if fmt.Sprint(s) != fmt.Sprint(want) {
 		t.Errorf("stats %+v, want %+v", s, want)
 	}

@@ -110,6 +110,21 @@ type UpstreamStats struct {
 	BlobBytes     int64               `json:"blob_bytes"`
 	TokenRequests int64               `json:"token_requests"`
 	Errors        map[ErrorKind]int64 `json:"errors"`
+	// Responses counts the upstream's answers by request kind (manifest_get, manifest_head,
+	// blob_get, blob_head, token, tags) and HTTP status; 0 is no answer (a network failure).
+	Responses map[string]map[int]int64 `json:"responses"`
+}
+
+// PullsCharged are the manifest GETs the upstream answered with success: what Docker Hub counts
+// as pulls.
+func (s UpstreamStats) PullsCharged() int64 {
+	var n int64
+	for code, c := range s.Responses["manifest_get"] {
+		if code >= 200 && code < 300 {
+			n += c
+		}
+	}
+	return n
 }
 
 // Upstream is a client of one upstream registry. It is safe for concurrent use. It caches bearer

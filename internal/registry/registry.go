@@ -15,6 +15,7 @@ import (
 
 	"github.com/berth/berth/internal/auth"
 	"github.com/berth/berth/internal/content"
+	"github.com/berth/berth/internal/events"
 	"github.com/berth/berth/internal/metadata"
 	"github.com/berth/berth/internal/oci"
 	"github.com/berth/berth/internal/storage"
@@ -44,7 +45,13 @@ type Registry struct {
 	redirect time.Duration
 	// immutable says which tags may not move (UseTagRules); nil: every tag may.
 	immutable TagRules
+	// publish tells webhooks of pushes and deletes (UseEvents); nil: nobody is told.
+	publish func(events.Event)
 }
+
+// UseEvents makes the registry publish an event for every manifest push, tag move, manifest
+// delete and tag delete (nil: none, and no work done for them). publish must not block.
+func (rg *Registry) UseEvents(publish func(events.Event)) { rg.publish = publish }
 
 // TagRules reports whether tag of repository repo may not move to another manifest and, if so,
 // names the rule that says so (config.TagRules.Immutable implements it).
@@ -68,6 +75,9 @@ type Cache interface {
 	ServeBlob(w http.ResponseWriter, r *http.Request, local string, d oci.Digest) error
 	// Tags lists the repository's tags.
 	Tags(ctx context.Context, local string, p metadata.Page) ([]string, bool, error)
+	// Served tells what a GET of the local repository sent: a manifest (manifest), or n bytes
+	// of a blob. The cache counts what it saved the upstream from it.
+	Served(local string, manifest bool, n int64)
 }
 
 // Authorizer decides what the caller of a request may do (package auth implements it). A
@@ -182,6 +192,8 @@ func (rg *Registry) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if err != nil {
 		rg.writeError(w, r, err)
+	} else if rt.cached && r.Method == http.MethodGet && (rt.kind == kindManifest || rt.kind == kindBlob) {
+		rg.cache.Served(rt.name, rt.kind == kindManifest, sw.n)
 	}
 	if rg.log.Enabled(r.Context(), slog.LevelDebug) {
 		rg.log.Debug("request", "method", r.Method, "path", r.URL.Path, "status", sw.code(),

@@ -11,6 +11,7 @@ import (
 
 	"github.com/berth/berth/internal/gc"
 	"github.com/berth/berth/internal/metadata"
+	"github.com/berth/berth/internal/metrics"
 	"github.com/berth/berth/internal/proxy"
 	"github.com/berth/berth/internal/registry"
 )
@@ -64,9 +65,10 @@ func exclusive(ctx context.Context, leases metadata.Leases, name, holder string,
 const gcDuty = 0.25
 
 // collect is one online garbage collection pass (internal/gc).
-func collect(c *gc.Collector, log *slog.Logger) func(context.Context) {
+func collect(c *gc.Collector, m *metrics.Metrics, log *slog.Logger) func(context.Context) {
 	return func(ctx context.Context) {
 		st, err := c.Pass(ctx, false)
+		m.GCPass(st)
 		switch {
 		case err != nil && ctx.Err() == nil:
 			log.Warn("garbage collection", "err", err, "done", st.String())
@@ -81,14 +83,30 @@ const evictEvery = time.Minute
 
 // evict is one eviction pass over the bounded pull-through rules, after this replica's counted
 // pulls are written (an image being pulled here looks pulled).
-func evict(c *proxy.Cache, reg *registry.Registry, rec registry.PullRecorder, log *slog.Logger) func(context.Context) {
+func evict(c *proxy.Cache, reg *registry.Registry, rec registry.PullRecorder, m *metrics.Metrics, log *slog.Logger) func(context.Context) {
 	return func(ctx context.Context) {
 		reg.FlushPulls(ctx, rec)
 		st, err := c.Evict(ctx)
+		m.Evicted(st)
 		if err != nil && ctx.Err() == nil {
 			log.Warn("evicting cached images", "err", err, "evicted", st.Images)
 		} else if st.Images > 0 {
 			log.Info("evicted cached images", "images", st.Images, "blobs_deleted", st.Blobs, "bytes", st.Bytes)
+		}
+	}
+}
+
+// every calls fn with the time now, and again each period, until ctx ends.
+func every(ctx context.Context, period time.Duration, fn func(time.Time)) {
+	fn(time.Now())
+	t := time.NewTicker(period)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			fn(now)
 		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"github.com/berth/berth/internal/config"
 	"github.com/berth/berth/internal/expiry"
 	"github.com/berth/berth/internal/lifecycle"
+	"github.com/berth/berth/internal/metrics"
 )
 
 // lifecycleEvery is how often lifecycle policies are applied.
@@ -35,7 +36,7 @@ func ConfiguredPolicies(cfg config.Config) ([]expiry.Assignment, error) {
 }
 
 // applyLifecycle is one application of the lifecycle policies, configured and set.
-func applyLifecycle(r expiry.Runner, settings expiry.Settings, configured []expiry.Assignment, log *slog.Logger) func(context.Context) {
+func applyLifecycle(r expiry.Runner, settings expiry.Settings, configured []expiry.Assignment, m *metrics.Metrics, log *slog.Logger) func(context.Context) {
 	return func(ctx context.Context) {
 		as, err := expiry.Policies(ctx, settings, configured)
 		if err != nil {
@@ -46,6 +47,7 @@ func applyLifecycle(r expiry.Runner, settings expiry.Settings, configured []expi
 			return
 		}
 		ex, err := r.Run(ctx, as, "", false, time.Now())
+		m.Expired(len(ex))
 		for _, e := range ex {
 			log.Info("lifecycle policy expired a manifest", "repository", e.Repo, "digest", e.Digest, "tags", e.Tags, "rule", e.Rule)
 		}

@@ -15,12 +15,15 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/berth/berth/internal/admin"
 	"github.com/berth/berth/internal/auth"
 	"github.com/berth/berth/internal/config"
+	"github.com/berth/berth/internal/console"
 	"github.com/berth/berth/internal/expiry"
 	"github.com/berth/berth/internal/gc"
 	"github.com/berth/berth/internal/metadata"
 	"github.com/berth/berth/internal/metadata/hot"
+	"github.com/berth/berth/internal/metrics"
 	"github.com/berth/berth/internal/proxy"
 	"github.com/berth/berth/internal/registry"
 	"github.com/berth/berth/internal/storage"
@@ -69,6 +72,11 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 			log.Info("removed temporary files left by a previous run (interrupted pushes or pull-through fills)", "count", n)
 		}
 	}
+	var m *metrics.Metrics // nil when metrics are off
+	if !cfg.Metrics.Off {
+		m = metrics.New(metrics.Build{})
+		m.Register(metrics.Uploads(meta))
+	}
 	holder := holderID()
 	jobs := sync.WaitGroup{}
 	defer jobs.Wait() // leases handed over before the store closes
@@ -80,7 +88,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		collector := gc.New(meta, blobs, cfg.GC.Grace, log)
 		collector.SetPace(gcDuty)
 		jobs.Go(func() {
-			exclusive(ctx, meta, "gc", holder, cfg.GC.Interval, log, collect(collector, log))
+			exclusive(ctx, meta, "gc", holder, cfg.GC.Interval, log, collect(collector, m, log))
 		})
 	}
 
@@ -99,17 +107,38 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 			jobs.Go(func() { peers.Run(ctx) })
 		}
 	}
+	// Webhooks: the registry and the cache only queue events; the dispatcher's workers deliver
+	// them. Closed after the server has drained and the cache has stopped (deferred before
+	// them), so that the last requests' events are queued before it flushes.
+	dispatch, err := newEvents(cfg.Events, log)
+	if err != nil {
+		return err
+	}
+	if dispatch != nil {
+		defer closeEvents(dispatch, log)
+		if m != nil {
+			m.Register(metrics.Webhooks(dispatch.Stats))
+		}
+	}
 	cache, err := newCache(cfg.Proxy, cfg.MinFreeSpace, blobs, store, log)
 	if err != nil {
 		return err
 	}
 	defer cache.Close()
+	if dispatch != nil {
+		cache.UseEvents(dispatch.Publish) // before the warm and evict jobs start
+	}
+	if m != nil {
+		m.Register(metrics.Cache(cache))
+	}
 	cache.UsePullTimes(meta) // eviction orders images by their last pull
 	if cfg.Metadata.Shared() {
 		// Replicas share the store: one of them asks the upstream for a given thing at a time.
 		cache.ShareWith(meta, holder)
 		follow[proxy.LeaseChannel] = follower{ready: cache.ReleasedAll, got: cache.Released}
 	}
+	// Every replica samples its own counters for the console's charts (History).
+	jobs.Go(func() { every(ctx, proxy.SampleEvery, cache.Sample) })
 	if period := cache.WarmPeriod(); period > 0 {
 		jobs.Go(func() { exclusive(ctx, meta, "warm", holder, period, log, cache.WarmAll) })
 	}
@@ -118,13 +147,17 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		return err
 	}
 	runner := expiry.Runner{Store: store, Pulls: meta, Skip: func(repo string) bool {
-		_, _, cached := cache.Route(repo, "", true)
+		// Not a read: the root mirror would claim every repository berth does not cache.
+		_, _, cached := cache.Route(repo, "", false)
 		return cached
 	}}
 	jobs.Go(func() {
-		exclusive(ctx, meta, "lifecycle", holder, lifecycleEvery, log, applyLifecycle(runner, meta, configured, log))
+		exclusive(ctx, meta, "lifecycle", holder, lifecycleEvery, log, applyLifecycle(runner, meta, configured, m, log))
 	})
 	reg := registry.New(blobs, store, log)
+	if dispatch != nil {
+		reg.UseEvents(dispatch.Publish)
+	}
 	reg.UseCache(cache)
 	reg.SetMaxBlobSize(cfg.Uploads.MaxBlobSize)
 	reg.SetMinFreeSpace(cfg.MinFreeSpace)
@@ -132,7 +165,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	// (deferred: after the server has drained, before the store closes).
 	defer reg.TrackPulls(meta, pullFlushEvery)()
 	if cache.Bounded() {
-		jobs.Go(func() { exclusive(ctx, meta, "evict", holder, evictEvery, log, evict(cache, reg, meta, log)) })
+		jobs.Go(func() { exclusive(ctx, meta, "evict", holder, evictEvery, log, evict(cache, reg, meta, m, log)) })
 	}
 	var quotas []registry.Quota
 	for _, q := range cfg.Quotas {
@@ -174,12 +207,25 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		follow[metadata.AuthChannel] = follower{ready: authn.Changed, got: func(string) { authn.Changed() }}
 		reg.UseAuth(authn)
 		mux.Handle("/token", authn)
+		if m != nil {
+			m.Register(metrics.Auth(authn))
+		}
 	}
 	if n, ok := meta.(metadata.Notifier); ok && cfg.Metadata.Shared() {
 		jobs.Go(func() { listen(ctx, n, follow, log) })
 	}
 	mux.Handle("/v2/", reg)
 	mux.Handle("/berth/v1/upstreams", upstreamsHandler(cache, admins(authn)))
+	adm := newAdmin(authn, meta, cache, &admin.Lifecycle{Settings: meta, Configured: configured, Runner: runner}, audit)
+	mux.Handle("/berth/v1/", admin.Handler(adm, callers(authn), log))
+	// The console's admin pages call the same operations as the admin API.
+	var hooks console.Webhooks // nil unless webhooks are configured
+	if dispatch != nil {
+		hooks = dispatch
+	}
+	if err := mountConsole(mux, authn, store, blobs, cache, adm, hooks, log); err != nil {
+		return err
+	}
 	backends := map[string]Pinger{}
 	if p, ok := meta.(Pinger); ok {
 		backends["metadata"] = p
@@ -190,8 +236,20 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	hc := newHealth(log, backends)
 	mux.HandleFunc("/healthz", hc.live)
 	mux.HandleFunc("/readyz", hc.ready)
+	var handler http.Handler = mux
+	if m != nil {
+		mux.Handle("/metrics", metricsHandler(m, cfg.Metrics, authn))
+		handler = m.Middleware(mux)
+		if cfg.Metrics.Addr != "" {
+			stop, err := serveMetrics(ctx, cfg.Metrics.Addr, m, log)
+			if err != nil {
+				return fmt.Errorf("metrics.addr: %w", err)
+			}
+			defer stop()
+		}
+	}
 	srv := &http.Server{
-		Handler:           mux,
+		Handler:           handler,
 		ReadHeaderTimeout: 30 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
@@ -201,7 +259,30 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		return err
 	}
 	scheme := "http"
-	if cfg.TLS.Enabled() {
+	var redirect *http.Server // tls.acme.http_addr: HTTP-01 challenges, and redirects to HTTPS
+	switch {
+	case cfg.TLS.ACME != nil:
+		manager, err := newACME(*cfg.TLS.ACME, meta, sealer(keys), holder, log)
+		if err != nil {
+			ln.Close()
+			return err
+		}
+		srv.TLSConfig = manager.TLSConfig()
+		scheme = "https"
+		if m != nil {
+			m.Register(metrics.Certificates(manager.Expiry))
+		}
+		if cfg.TLS.ACME.HTTPAddr != "" {
+			if redirect, err = serveHTTPChallenges(cfg.TLS.ACME.HTTPAddr, cfg.Addr, manager, srv.ErrorLog); err != nil {
+				ln.Close()
+				return fmt.Errorf("tls.acme.http_addr: %w", err)
+			}
+			defer redirect.Close()
+		}
+		// Not one of jobs: autocert's orders cannot be cancelled (they time out by themselves),
+		// and shutting down does not wait for one.
+		go manager.Run(ctx)
+	case cfg.TLS.Enabled():
 		tc, err := tlsConfig(cfg.TLS, cfg.Data, log)
 		if err != nil {
 			ln.Close()
