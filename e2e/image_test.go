@@ -12,6 +12,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -165,10 +166,63 @@ func TestImage(t *testing.T) {
 	if !strings.Contains(line, "commit "+commit[:12]) || !strings.Contains(line, "berth ") {
 		t.Errorf("berth version from the image printed %q, want commit %s", line, commit[:12])
 	}
+	t.Run("serves as 65532", func(t *testing.T) {
+		imageServes(t, run(5*time.Minute, crane, "export", repo+"@"+images[here], "-"))
+	})
 
 	// Reproducible: a second build of this commit (another tag) is the same index, byte for byte.
 	if _, again := build("v1-again"); again != digest {
 		t.Errorf("a second build of one commit gave %s, the first %s", again, digest)
+	}
+}
+
+// imageServes unpacks the image's filesystem and runs berth in it as the image does — chrooted,
+// as 65532:65532, in /data — which a container runtime would (this machine may have none): it
+// must come up (first start writes the admin password into /data) and answer /readyz.
+func imageServes(t *testing.T, fsTar string) {
+	if os.Geteuid() != 0 {
+		t.Skip("chroot and files owned by 65532 need root")
+	}
+	root := t.TempDir()
+	untar := exec.Command("tar", "-x", "--same-owner", "-p", "-C", root)
+	untar.Stdin = strings.NewReader(fsTar)
+	if out, err := untar.CombinedOutput(); err != nil {
+		t.Fatalf("tar -x: %v\n%s", err, out)
+	}
+	addr := freeAddr(t)
+	var log syncBuffer
+	srv := exec.Command("chroot", "--userspec=65532:65532", root, "/usr/local/bin/berth", "serve", "--addr", addr, "--data", "/data")
+	srv.Stdout, srv.Stderr = &log, &log
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- srv.Wait() }()
+	defer func() {
+		srv.Process.Kill()
+		<-exited
+	}()
+	var out []byte
+	var err error
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		out, err = exec.Command("chroot", "--userspec=65532:65532", root, "/usr/local/bin/berth", "health", "--ready", "--url", "http://"+addr).CombinedOutput()
+		if err == nil {
+			break
+		}
+		select {
+		case werr := <-exited:
+			exited <- werr // for the deferred wait
+			t.Fatalf("berth in the image's filesystem, as 65532, exited: %v\n%s", werr, log.String())
+		default:
+		}
+	}
+	if err != nil {
+		t.Fatalf("berth in the image's filesystem, as 65532, is not ready: %v %s\n%s", err, out, log.String())
+	}
+	if fi, err := os.Stat(filepath.Join(root, "data", "admin-password")); err != nil {
+		t.Errorf("no admin password in /data: %v\n%s", err, log.String())
+	} else if st := fi.Sys().(*syscall.Stat_t); st.Uid != 65532 {
+		t.Errorf("/data/admin-password owned by %d, want 65532", st.Uid)
 	}
 }
 
