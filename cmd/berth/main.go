@@ -12,6 +12,7 @@ import (
 
 	"github.com/berth/berth/internal/config"
 	"github.com/berth/berth/internal/server"
+	"github.com/berth/berth/internal/version"
 )
 
 func main() {
@@ -27,7 +28,11 @@ func rootCmd() *cobra.Command {
 		Short:         "berth is a self-hosted OCI container registry",
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		Version:       version.Get().String(),
 	}
+	// --version prints the same line as `berth version`, not cobra's "berth version ..." form.
+	root.SetVersionTemplate("{{.Version}}\n")
+	root.AddCommand(versionCmd())
 	root.AddCommand(serveCmd(), upstreamsCmd(), ratelimitCmd(), copyCmd(),
 		userCmd(), robotCmd(), grantCmd(), revokeCmd(), keysCmd())
 	root.AddCommand(encryptionCmd(), migrateCmd(), gcCmd(), lifecycleCmd())
