@@ -46,7 +46,7 @@ func TestImageREADME(t *testing.T) {
 				ContainerPort int
 				Protocol      string
 			}
-			Secrets []struct{ Name, ValueFrom string }
+			Secrets          []struct{ Name, ValueFrom string }
 			LogConfiguration struct {
 				LogDriver string
 				Options   map[string]string
