@@ -4,7 +4,9 @@ import (
 	"archive/tar"
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -169,9 +171,39 @@ func TestImage(t *testing.T) {
 		t.Errorf("the image's berth version --json = %+v, want commit %s, %s and a git describe release", v, commit, runtime.Version())
 	}
 
+	// The binary from the image serves, and says what it is to Prometheus too.
+	served := &berth{t: t, Data: t.TempDir(), bin: bin}
+	metricsAddr := freeAddr(t)
+	served.start("--metrics-addr", metricsAddr)
+	t.Cleanup(served.Stop)
+	resp, err := http.Get("http://" + metricsAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	exposition, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	info := fmt.Sprintf(`berth_build_info{commit=%q,goversion=%q,version=%q} 1`, commit, runtime.Version(), v.Release)
+	if !strings.Contains(string(exposition), "\n"+info+"\n") {
+		t.Errorf("the image's berth has no %s in /metrics:\n%s", info, grepLines(string(exposition), "berth_build_info"))
+	}
+
 	// Reproducible: the same commit built again is the same index, byte for byte.
 	lines = strings.Fields(imageRun(t, crane, "scripts/image.sh", ref))
 	if again := lines[len(lines)-1]; again != pushed {
 		t.Errorf("a second build pushed %s, the first %s", again, pushed)
 	}
+}
+
+// grepLines returns the lines of s that contain word.
+func grepLines(s, word string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, word) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }
