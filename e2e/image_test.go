@@ -48,6 +48,11 @@ func TestImage(t *testing.T) {
 		t.Fatalf("scripts/image.sh printed %q, want %s/berth/berth@sha256:...", pushed, b.Addr)
 	}
 
+	// The script's intermediate images are gone: the repository has REF's tag only.
+	if tags := strings.Fields(imageRun(t, crane, crane, "ls", b.Addr+"/berth/berth")); !slices.Equal(tags, []string{"test"}) {
+		t.Errorf("the repository has the tags %v, want [test]", tags)
+	}
+
 	var index struct {
 		MediaType string
 		Manifests []struct {

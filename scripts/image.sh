@@ -78,9 +78,10 @@ layer() {
 digests=()
 for arch in amd64 arm64; do
 	layer "$arch"
-	# append pushes the bare layer under REF's tag for a moment (the index replaces it below);
-	# mutate pushes the finished image by digest and prints REPO@sha256:...
-	bare=$(crane "${insecure[@]}" append --oci-empty-base -f "$work/$arch.tar" -t "$ref")
+	# append can only push to a tag: a build tag of its own, so that REF never names a bare layer
+	# (REF keeps its old image until the index replaces it). mutate pushes the finished image by
+	# digest and prints REPO@sha256:...; the bare one (and its build tag) is then deleted.
+	bare=$(crane "${insecure[@]}" append --oci-empty-base -f "$work/$arch.tar" -t "$repo:image-sh-build-$arch")
 	image=$(crane "${insecure[@]}" mutate "$bare" --repo "$repo" \
 		--set-platform "linux/$arch" \
 		--entrypoint /usr/local/bin/berth \
@@ -93,6 +94,8 @@ for arch in amd64 arm64; do
 		--label org.opencontainers.image.revision="$commit" \
 		--label org.opencontainers.image.created="$created" \
 		--label org.opencontainers.image.title=berth)
+	crane "${insecure[@]}" delete "$bare" ||
+		echo "image.sh: could not delete the intermediate $bare (harmless: garbage collection removes it once untagged)" >&2
 	digests+=("$image")
 	echo "image.sh: linux/$arch $image" >&2
 done

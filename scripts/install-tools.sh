@@ -11,7 +11,8 @@ mkdir -p "$GOBIN"
 # haproxy: the load balancer in front of the replicas (e2e TestReplicas).
 # postgresql-15: the PostgreSQL metadata store's tests start a server of their own
 # (internal/enginetest), from /usr/lib/postgresql/15/bin.
-apt_pkgs=(skopeo haproxy postgresql-15)
+# ca-certificates: scripts/image.sh copies its bundle into berth's image (e2e TestImage).
+apt_pkgs=(skopeo haproxy postgresql-15 ca-certificates)
 if [ "${1:-}" = "--bench" ]; then apt_pkgs+=(docker-registry wrk); fi
 missing=()
 for p in "${apt_pkgs[@]}"; do
