@@ -4,6 +4,7 @@
 //	cmd -> server -> registry, proxy -> content -> storage, metadata -> oci
 //	       server -> metrics (reads what registry, proxy, auth and gc count) -> those
 //	                                      lifecycle (policies, evaluated on what callers read) -> oci
+//	                                      events (webhooks; registry and proxy publish) -> oci
 //	                             storage/<backend> -> storage, oci
 //	                             metadata/<backend> -> metadata, oci
 //
@@ -109,7 +110,8 @@ func TestDependencies(t *testing.T) {
 			return func(d string) bool { return d == "internal/oci" || d == "internal/storage" }
 		case p == "internal/enginetest": // servers for tests: knows nothing of berth
 			return func(string) bool { return false }
-		case p == "internal/metadata", p == "internal/lifecycle": // lifecycle: pure policy evaluation, no store
+		case p == "internal/metadata", p == "internal/lifecycle", // lifecycle: pure policy evaluation, no store
+			p == "internal/events": // webhooks: a leaf that the registry, the cache and the server publish to
 			return func(d string) bool { return d == "internal/oci" }
 		case under(p, "internal/metadata"):
 			return func(d string) bool { return d == "internal/oci" || d == "internal/metadata" }

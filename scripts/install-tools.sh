@@ -11,8 +11,9 @@ mkdir -p "$GOBIN"
 # haproxy: the load balancer in front of the replicas (e2e TestReplicas).
 # postgresql-15: the PostgreSQL metadata store's tests start a server of their own
 # (internal/enginetest), from /usr/lib/postgresql/15/bin.
+# chromium: the browser the web console's test drives headless (e2e TestConsoleBrowser, chromedp).
 # ca-certificates: scripts/image.sh copies its bundle into berth's image (e2e TestImage).
-apt_pkgs=(skopeo haproxy postgresql-15 ca-certificates)
+apt_pkgs=(skopeo haproxy postgresql-15 chromium ca-certificates)
 if [ "${1:-}" = "--bench" ]; then apt_pkgs+=(docker-registry wrk); fi
 missing=()
 for p in "${apt_pkgs[@]}"; do
@@ -35,6 +36,10 @@ tools=(
   # CNCF Distribution v3, what bench/ compares berth with; bench TestServersOnEngines starts it on
   # versitygw as the benchmark does (~4 min, built while the others build)
   "registry|github.com/distribution/distribution/v3/cmd/registry@v3.1.2"
+  # Let's Encrypt's test CA and its DNS server: tls.acme's tests obtain certificates from them
+  # (e2e/acme_test.go)
+  "pebble|github.com/letsencrypt/pebble/v2/cmd/pebble@v2.10.3"
+  "pebble-challtestsrv|github.com/letsencrypt/pebble/v2/cmd/pebble-challtestsrv@v2.10.3"
 )
 pids=()
 for t in "${tools[@]}"; do

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -16,6 +15,7 @@ import (
 	"github.com/spf13/pflag"
 	"golang.org/x/term"
 
+	"github.com/berth/berth/internal/admin"
 	"github.com/berth/berth/internal/auth"
 	"github.com/berth/berth/internal/config"
 	"github.com/berth/berth/internal/metadata"
@@ -23,8 +23,9 @@ import (
 )
 
 // The account commands work on the metadata store directly (SQLite allows it while berth
-// serves); a running berth sees changes to grants within seconds, and to passwords as soon as
-// its short cache of verified logins expires.
+// serves), or with --server through a running berth's admin API; either way through admin.API,
+// so each command's body is written once. A running berth sees changes made on the store to
+// grants within seconds, and to passwords as soon as its short cache of verified logins expires.
 
 // storeFlags adds --config and --data, which say where the metadata store is.
 func storeFlags(f *pflag.FlagSet) {
@@ -33,9 +34,11 @@ func storeFlags(f *pflag.FlagSet) {
 }
 
 type accountsEnv struct {
-	acc    metadata.Accounts
+	cfg    config.Config
+	acc    server.Metadata
 	sealer auth.Sealer // the encryption keyring when the configuration has one
 	audit  *slog.Logger
+	who    string // the caller, in audit lines: cli:$USER
 	close  func()
 }
 
@@ -72,10 +75,10 @@ func openAccounts(cmd *cobra.Command) (*accountsEnv, error) {
 	if u := os.Getenv("USER"); u != "" {
 		who = "cli:" + u
 	}
-	return &accountsEnv{acc: st, sealer: sealer, audit: audit.With("by", who), close: func() { closeAudit(); st.Close() }}, nil
+	return &accountsEnv{cfg: cfg, acc: st, sealer: sealer, audit: audit, who: who, close: func() { closeAudit(); st.Close() }}, nil
 }
 
-// withAccounts wraps a command body that needs the store.
+// withAccounts wraps a command body that needs the store itself (the token signing keys).
 func withAccounts(fn func(cmd *cobra.Command, args []string, env *accountsEnv) error) func(*cobra.Command, []string) error {
 	return func(cmd *cobra.Command, args []string) error {
 		env, err := openAccounts(cmd)
@@ -83,6 +86,7 @@ func withAccounts(fn func(cmd *cobra.Command, args []string, env *accountsEnv) e
 			return err
 		}
 		defer env.close()
+		env.audit = env.audit.With("by", env.who)
 		return fn(cmd, args, env)
 	}
 }
@@ -93,33 +97,20 @@ func userCmd() *cobra.Command {
 		Use:   "add NAME",
 		Short: "Add a user; the password comes from --password-stdin, a prompt, or is generated and printed",
 		Args:  cobra.ExactArgs(1),
-		RunE: withAccounts(func(cmd *cobra.Command, args []string, env *accountsEnv) error {
-			name := args[0]
-			if err := auth.ValidAccountName(name); err != nil {
-				return err
-			}
-			password, generated, err := readPassword(cmd)
+		RunE: withAdmin(true, func(cmd *cobra.Command, args []string, api admin.API) error {
+			password, err := readPassword(cmd)
 			if err != nil {
 				return err
 			}
-			hash, err := auth.HashPassword(password)
+			a, generated, err := api.CreateUser(cmd.Context(), admin.NewUser{Name: args[0], Password: password, Groups: groupsFlag(cmd)})
 			if err != nil {
 				return err
 			}
-			groups, err := groupsFlag(cmd)
-			if err != nil {
-				return err
-			}
-			if err := env.acc.CreateAccount(cmd.Context(), &metadata.Account{Name: name, Kind: metadata.KindUser,
-				Secret: hash, Groups: groups}); err != nil {
-				return err
-			}
-			env.audit.Info("account created", "account", name, "kind", metadata.KindUser, "groups", groups)
-			if generated {
-				fmt.Fprintln(cmd.OutOrStdout(), password)
-				fmt.Fprintf(cmd.ErrOrStderr(), "created user %s; the password above is shown once\n", name)
+			if generated != "" {
+				fmt.Fprintln(cmd.OutOrStdout(), generated)
+				fmt.Fprintf(cmd.ErrOrStderr(), "created user %s; the password above is shown once\n", a.Name)
 			} else {
-				fmt.Fprintf(cmd.ErrOrStderr(), "created user %s\n", name)
+				fmt.Fprintf(cmd.ErrOrStderr(), "created user %s\n", a.Name)
 			}
 			return nil
 		}),
@@ -130,29 +121,19 @@ func userCmd() *cobra.Command {
 		Use:   "passwd NAME",
 		Short: "Set a user's password (ends its docker login sessions)",
 		Args:  cobra.ExactArgs(1),
-		RunE: withAccounts(func(cmd *cobra.Command, args []string, env *accountsEnv) error {
-			a, err := env.acc.Account(cmd.Context(), args[0])
+		RunE: withAdmin(true, func(cmd *cobra.Command, args []string, api admin.API) error {
+			password, err := readPassword(cmd)
 			if err != nil {
 				return err
 			}
-			if a.Kind != metadata.KindUser {
-				return fmt.Errorf("%s is a robot account: remove it and add a new one to change its secret", a.Name)
-			}
-			password, generated, err := readPassword(cmd)
+			generated, err := api.SetPassword(cmd.Context(), args[0], password)
 			if err != nil {
 				return err
 			}
-			if a.Secret, err = auth.HashPassword(password); err != nil {
-				return err
+			if generated != "" {
+				fmt.Fprintln(cmd.OutOrStdout(), generated)
 			}
-			if err := env.acc.UpdateAccount(cmd.Context(), a); err != nil {
-				return err
-			}
-			env.audit.Info("password changed", "account", a.Name)
-			if generated {
-				fmt.Fprintln(cmd.OutOrStdout(), password)
-			}
-			fmt.Fprintf(cmd.ErrOrStderr(), "password of %s changed\n", a.Name)
+			fmt.Fprintf(cmd.ErrOrStderr(), "password of %s changed\n", args[0])
 			return nil
 		}),
 	}
@@ -161,24 +142,14 @@ func userCmd() *cobra.Command {
 		Use:   "groups NAME GROUP,...",
 		Short: "Set the groups of a user or robot (\"\" for none)",
 		Args:  cobra.ExactArgs(2),
-		RunE: withAccounts(func(cmd *cobra.Command, args []string, env *accountsEnv) error {
-			a, err := env.acc.Account(cmd.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			if a.Groups, err = parseGroups(args[1]); err != nil {
-				return err
-			}
-			if err := env.acc.UpdateAccount(cmd.Context(), a); err != nil {
-				return err
-			}
-			env.audit.Info("groups changed", "account", a.Name, "groups", a.Groups)
-			return nil
+		RunE: withAdmin(false, func(cmd *cobra.Command, args []string, api admin.API) error {
+			_, err := api.SetGroups(cmd.Context(), args[0], parseGroups(args[1]))
+			return err
 		}),
 	}
 	cmd.AddCommand(add, passwd, setGroups, listCmd(metadata.KindUser), rmCmd(metadata.KindUser))
 	for _, c := range cmd.Commands() {
-		storeFlags(c.Flags())
+		adminFlags(c.Flags())
 	}
 	return cmd
 }
@@ -189,33 +160,20 @@ func robotCmd() *cobra.Command {
 		Use:   "add NAME",
 		Short: "Add a robot account and print its secret, once",
 		Args:  cobra.ExactArgs(1),
-		RunE: withAccounts(func(cmd *cobra.Command, args []string, env *accountsEnv) error {
-			name := args[0]
-			if err := auth.ValidAccountName(name); err != nil {
-				return err
-			}
-			a := &metadata.Account{Name: name, Kind: metadata.KindRobot}
-			var err error
-			if a.Groups, err = groupsFlag(cmd); err != nil {
-				return err
-			}
-			a.Description, _ = cmd.Flags().GetString("description")
+		RunE: withAdmin(false, func(cmd *cobra.Command, args []string, api admin.API) error {
+			r := admin.NewRobot{Name: args[0], Groups: groupsFlag(cmd)}
+			r.Description, _ = cmd.Flags().GetString("description")
 			if d, _ := cmd.Flags().GetDuration("expires"); d > 0 {
-				a.Expires = time.Now().Add(d).UTC()
+				r.Expires = time.Now().Add(d).UTC()
 			} else if d < 0 {
 				return errors.New("--expires must be positive")
 			}
-			secret, hash, err := auth.NewRobotSecret()
+			a, secret, err := api.CreateRobot(cmd.Context(), r)
 			if err != nil {
 				return err
 			}
-			a.Secret = hash
-			if err := env.acc.CreateAccount(cmd.Context(), a); err != nil {
-				return err
-			}
-			env.audit.Info("account created", "account", name, "kind", metadata.KindRobot, "groups", a.Groups, "expires", a.Expires)
 			fmt.Fprintln(cmd.OutOrStdout(), secret)
-			fmt.Fprintf(cmd.ErrOrStderr(), "created robot %s; log in as %q with the secret above, which is shown once\n", name, name)
+			fmt.Fprintf(cmd.ErrOrStderr(), "created robot %s; log in as %q with the secret above, which is shown once\n", a.Name, a.Name)
 			return nil
 		}),
 	}
@@ -224,7 +182,7 @@ func robotCmd() *cobra.Command {
 	add.Flags().String("groups", "", "comma-separated groups")
 	cmd.AddCommand(add, listCmd(metadata.KindRobot), rmCmd(metadata.KindRobot))
 	for _, c := range cmd.Commands() {
-		storeFlags(c.Flags())
+		adminFlags(c.Flags())
 	}
 	return cmd
 }
@@ -234,8 +192,8 @@ func listCmd(kind string) *cobra.Command {
 		Use:   "list",
 		Short: "List " + kind + "s",
 		Args:  cobra.NoArgs,
-		RunE: withAccounts(func(cmd *cobra.Command, _ []string, env *accountsEnv) error {
-			list, err := env.acc.ListAccounts(cmd.Context(), kind)
+		RunE: withAdmin(false, func(cmd *cobra.Command, _ []string, api admin.API) error {
+			list, err := api.ListAccounts(cmd.Context(), kind)
 			if err != nil {
 				return err
 			}
@@ -262,19 +220,11 @@ func rmCmd(kind string) *cobra.Command {
 		Use:   "rm NAME",
 		Short: "Remove a " + kind + ", its grants and its login sessions",
 		Args:  cobra.ExactArgs(1),
-		RunE: withAccounts(func(cmd *cobra.Command, args []string, env *accountsEnv) error {
-			a, err := env.acc.Account(cmd.Context(), args[0])
-			if err != nil {
+		RunE: withAdmin(false, func(cmd *cobra.Command, args []string, api admin.API) error {
+			if err := api.DeleteAccount(cmd.Context(), args[0], kind); err != nil {
 				return err
 			}
-			if a.Kind != kind {
-				return fmt.Errorf("%s is a %s, not a %s", a.Name, a.Kind, kind)
-			}
-			if err := env.acc.DeleteAccount(cmd.Context(), a.Name); err != nil {
-				return err
-			}
-			env.audit.Info("account removed", "account", a.Name, "kind", kind)
-			fmt.Fprintf(cmd.ErrOrStderr(), "removed %s %s (a running berth refuses its tokens within seconds)\n", kind, a.Name)
+			fmt.Fprintf(cmd.ErrOrStderr(), "removed %s %s (a running berth refuses its tokens within seconds)\n", kind, args[0])
 			return nil
 		}),
 	}
@@ -294,32 +244,17 @@ on the repositories a pattern matches: an exact name, or a name with * for any r
   berth grant anonymous 'public/*' pull
   berth grant user:alice 'docker-hub/*' pull,fetch`,
 		Args: cobra.ExactArgs(3),
-		RunE: withAccounts(func(cmd *cobra.Command, args []string, env *accountsEnv) error {
-			subject, pattern := args[0], args[1]
-			if err := checkSubject(cmd.Context(), env, subject); err != nil {
-				return err
-			}
-			if err := auth.ValidPattern(pattern); err != nil {
-				return err
-			}
-			acts, err := auth.ParseActions(args[2])
-			if err != nil {
-				return err
-			}
-			if err := env.acc.AddGrant(cmd.Context(), metadata.Grant{Subject: subject, Pattern: pattern, Actions: acts.Names()}); err != nil {
-				return err
-			}
-			env.audit.Info("grant added", "subject", subject, "pattern", pattern, "actions", acts.String())
-			return nil
+		RunE: withAdmin(false, func(cmd *cobra.Command, args []string, api admin.API) error {
+			_, err := api.Grant(cmd.Context(), args[0], args[1], strings.Split(args[2], ","))
+			return err
 		}),
 	}
-	storeFlags(cmd.Flags())
 	list := &cobra.Command{
 		Use:   "list",
-		Short: "List every grant",
+		Short: "List every grant (with --server: on the patterns you administer)",
 		Args:  cobra.NoArgs,
-		RunE: withAccounts(func(cmd *cobra.Command, _ []string, env *accountsEnv) error {
-			grants, err := env.acc.Grants(cmd.Context())
+		RunE: withAdmin(false, func(cmd *cobra.Command, _ []string, api admin.API) error {
+			grants, err := api.ListGrants(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -331,8 +266,9 @@ on the repositories a pattern matches: an exact name, or a name with * for any r
 			return tw.Flush()
 		}),
 	}
-	storeFlags(list.Flags())
 	cmd.AddCommand(list)
+	adminFlags(cmd.Flags())
+	adminFlags(list.Flags())
 	return cmd
 }
 
@@ -341,23 +277,15 @@ func revokeCmd() *cobra.Command {
 		Use:   "revoke SUBJECT PATTERN [ACTIONS]",
 		Short: "Take back actions (all when none are given) granted to a subject on a pattern",
 		Args:  cobra.RangeArgs(2, 3),
-		RunE: withAccounts(func(cmd *cobra.Command, args []string, env *accountsEnv) error {
-			var names []string
+		RunE: withAdmin(false, func(cmd *cobra.Command, args []string, api admin.API) error {
+			var actions []string
 			if len(args) == 3 {
-				acts, err := auth.ParseActions(args[2])
-				if err != nil {
-					return err
-				}
-				names = acts.Names()
+				actions = strings.Split(args[2], ",")
 			}
-			if err := env.acc.RevokeGrant(cmd.Context(), args[0], args[1], names...); err != nil {
-				return err
-			}
-			env.audit.Info("grant revoked", "subject", args[0], "pattern", args[1], "actions", strings.Join(names, ","))
-			return nil
+			return api.Revoke(cmd.Context(), args[0], args[1], actions)
 		}),
 	}
-	storeFlags(cmd.Flags())
+	adminFlags(cmd.Flags())
 	return cmd
 }
 
@@ -413,84 +341,66 @@ func keysCmd() *cobra.Command {
 	return cmd
 }
 
-// checkSubject refuses grants to accounts that do not exist (a typo would grant nothing, silently,
-// until someone creates that name).
-func checkSubject(ctx context.Context, env *accountsEnv, subject string) error {
-	if err := auth.ValidSubject(subject); err != nil {
-		return err
-	}
-	kind, name, _ := strings.Cut(subject, ":")
-	if kind != metadata.KindUser && kind != metadata.KindRobot {
-		return nil
-	}
-	a, err := env.acc.Account(ctx, name)
-	if err != nil {
-		return err
-	}
-	if a.Kind != kind {
-		return fmt.Errorf("%s is a %s: use %s:%s", name, a.Kind, a.Kind, name)
-	}
-	return nil
-}
-
 func passwordFlags(f *pflag.FlagSet) {
 	f.Bool("password-stdin", false, "read the password from the first line of standard input")
 }
 
-// readPassword reads a new password from stdin (--password-stdin), or asks twice on a terminal,
-// or generates one.
-func readPassword(cmd *cobra.Command) (password string, generated bool, err error) {
+// readPassword reads a new password from stdin (--password-stdin), or asks twice on a terminal;
+// "" otherwise, for berth to generate one (checking it is berth's: the same rules with --server).
+func readPassword(cmd *cobra.Command) (string, error) {
 	if ok, _ := cmd.Flags().GetBool("password-stdin"); ok {
-		line, err := bufio.NewReader(io.LimitReader(cmd.InOrStdin(), 4096)).ReadString('\n')
-		if err != nil && !errors.Is(err, io.EOF) {
-			return "", false, err
-		}
-		password = strings.TrimRight(line, "\r\n")
-	} else if f, ok := cmd.InOrStdin().(*os.File); ok && term.IsTerminal(int(f.Fd())) {
-		fmt.Fprint(cmd.ErrOrStderr(), "new password: ")
-		a, err := term.ReadPassword(int(f.Fd()))
-		fmt.Fprintln(cmd.ErrOrStderr())
-		if err != nil {
-			return "", false, err
-		}
-		fmt.Fprint(cmd.ErrOrStderr(), "again: ")
-		b, err := term.ReadPassword(int(f.Fd()))
-		fmt.Fprintln(cmd.ErrOrStderr())
-		if err != nil {
-			return "", false, err
-		}
-		if string(a) != string(b) {
-			return "", false, errors.New("the passwords differ")
-		}
-		password = string(a)
-	} else {
-		password, err = auth.RandomPassword()
-		return password, true, err
+		return readLine(cmd.InOrStdin())
 	}
-	if len(password) < 12 {
-		return "", false, errors.New("a password needs at least 12 characters")
+	f, ok := cmd.InOrStdin().(*os.File)
+	if !ok || !term.IsTerminal(int(f.Fd())) {
+		return "", nil
 	}
-	if err := auth.ValidPassword(password); err != nil {
-		return "", false, err
+	fmt.Fprint(cmd.ErrOrStderr(), "new password: ")
+	a, err := term.ReadPassword(int(f.Fd()))
+	fmt.Fprintln(cmd.ErrOrStderr())
+	if err != nil {
+		return "", err
 	}
-	return password, false, nil
+	fmt.Fprint(cmd.ErrOrStderr(), "again: ")
+	b, err := term.ReadPassword(int(f.Fd()))
+	fmt.Fprintln(cmd.ErrOrStderr())
+	if err != nil {
+		return "", err
+	}
+	if string(a) != string(b) {
+		return "", errors.New("the passwords differ")
+	}
+	if len(a) == 0 {
+		return "", errors.New("the password is empty")
+	}
+	return string(a), nil
 }
 
-func groupsFlag(cmd *cobra.Command) ([]string, error) {
+// readLine reads the first line of r (a password given on standard input).
+func readLine(r io.Reader) (string, error) {
+	line, err := bufio.NewReader(io.LimitReader(r, 4096)).ReadString('\n')
+	if err != nil && !errors.Is(err, io.EOF) {
+		return "", err
+	}
+	line = strings.TrimRight(line, "\r\n")
+	if line == "" {
+		return "", errors.New("standard input holds no password")
+	}
+	return line, nil
+}
+
+func groupsFlag(cmd *cobra.Command) []string {
 	s, _ := cmd.Flags().GetString("groups")
 	return parseGroups(s)
 }
 
-func parseGroups(s string) ([]string, error) {
+// parseGroups splits a comma-separated list of groups (berth checks the names).
+func parseGroups(s string) []string {
 	var out []string
 	for _, g := range strings.Split(s, ",") {
-		if g = strings.TrimSpace(g); g == "" {
-			continue
+		if g = strings.TrimSpace(g); g != "" {
+			out = append(out, g)
 		}
-		if err := auth.ValidAccountName(g); err != nil {
-			return nil, fmt.Errorf("group: %w", err)
-		}
-		out = append(out, g)
 	}
-	return out, nil
+	return out
 }

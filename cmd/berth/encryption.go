@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/berth/berth/internal/auth"
+	"github.com/berth/berth/internal/certs"
 	"github.com/berth/berth/internal/config"
 	"github.com/berth/berth/internal/crypt"
 	"github.com/berth/berth/internal/server"
@@ -111,9 +112,14 @@ func rotateCmd() *cobra.Command {
 					return err
 				}
 				err = auth.ResealKeys(cmd.Context(), st, keys)
+				if err != nil {
+					st.Close()
+					return fmt.Errorf("sealing the token signing keys under the new key: %w", err)
+				}
+				_, err = certs.Reseal(cmd.Context(), st, keys) // tls.acme's account and certificate keys
 				st.Close()
 				if err != nil {
-					return fmt.Errorf("sealing the token signing keys under the new key: %w", err)
+					return fmt.Errorf("sealing the ACME keys under the new key: %w", err)
 				}
 			}
 			out := cmd.OutOrStdout()

@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/berth/berth/internal/admin"
 	"github.com/berth/berth/internal/config"
 	"github.com/berth/berth/internal/expiry"
 	"github.com/berth/berth/internal/lifecycle"
@@ -23,7 +24,7 @@ func lifecycleCmd() *cobra.Command {
 		Short: "Lifecycle policies in Amazon ECR's JSON grammar",
 	}
 	cmd.AddCommand(lifecycleValidateCmd(), lifecycleSetCmd(), lifecycleRmCmd(), lifecycleListCmd(),
-		lifecycleApplyCmd("preview"), lifecycleApplyCmd("run"))
+		lifecyclePreviewCmd(), lifecycleRunCmd())
 	return cmd
 }
 
@@ -137,15 +138,35 @@ func lifecycleListCmd() *cobra.Command {
 	})
 }
 
-// lifecycleApplyCmd is preview (what the policies would expire now) or run (expire it now).
-func lifecycleApplyCmd(verb string) *cobra.Command {
-	short := "List what the lifecycle policies would expire now in REPO (or every repository); change nothing"
-	if verb == "run" {
-		short = "Apply the lifecycle policies now to REPO (or every repository), as berth does every hour"
+// lifecyclePreviewCmd lists what the policies would expire, on the store or (--server) through a
+// running berth's admin API.
+func lifecyclePreviewCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "preview [REPO]",
+		Short: "List what the lifecycle policies would expire now in REPO (or every repository); change nothing",
+		Args:  cobra.MaximumNArgs(1),
+		RunE: withAdmin(false, func(cmd *cobra.Command, args []string, api admin.API) error {
+			repo := ""
+			if len(args) == 1 {
+				repo = args[0]
+			}
+			ex, err := api.LifecyclePreview(cmd.Context(), repo)
+			if err != nil {
+				return err
+			}
+			printExpired(cmd.OutOrStdout(), "would expire", ex)
+			return nil
+		}),
 	}
+	adminFlags(cmd.Flags())
+	return cmd
+}
+
+// lifecycleRunCmd expires now what the policies expire.
+func lifecycleRunCmd() *cobra.Command {
 	return lifecycleStoreFlags(&cobra.Command{
-		Use:   verb + " [REPO]",
-		Short: short,
+		Use:   "run [REPO]",
+		Short: "Apply the lifecycle policies now to REPO (or every repository), as berth does every hour",
 		Args:  cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			env, err := openLifecycle(cmd)
@@ -153,7 +174,7 @@ func lifecycleApplyCmd(verb string) *cobra.Command {
 				return err
 			}
 			defer env.meta.Close()
-			if verb == "run" && !env.cfg.Metadata.Shared() {
+			if !env.cfg.Metadata.Shared() {
 				// A berth serving the data directory keeps manifests in memory, exact only while
 				// it alone writes them; it applies the policies itself every hour.
 				unlock, err := server.LockDataDir(env.cfg.Data)
@@ -184,28 +205,32 @@ func lifecycleApplyCmd(verb string) *cobra.Command {
 				}
 				return false
 			}}
-			ex, err := runner.Run(cmd.Context(), as, repo, verb == "preview", time.Now())
-			out := cmd.OutOrStdout()
-			what := "expired"
-			if verb == "preview" {
-				what = "would expire"
-			}
+			ex, err := runner.Run(cmd.Context(), as, repo, false, time.Now())
+			shown := make([]admin.Expiry, 0, len(ex))
 			for _, e := range ex {
-				pulled := "never pulled"
-				if !e.Pulled.IsZero() {
-					pulled = "pulled " + e.Pulled.UTC().Format(time.RFC3339)
-				}
-				tags := strings.Join(e.Tags, ",")
-				if tags == "" {
-					tags = "untagged"
-				}
-				fmt.Fprintf(out, "%s %s@%s (%s; pushed %s, %s) by rule %d\n", what, e.Repo, e.Digest, tags,
-					e.Pushed.UTC().Format(time.RFC3339), pulled, e.Rule)
+				shown = append(shown, admin.Expiry{Repository: e.Repo, Digest: e.Digest, Tags: e.Tags, Rule: e.Rule, Pushed: e.Pushed, Pulled: e.Pulled})
 			}
-			fmt.Fprintf(out, "%d manifest(s) %s\n", len(ex), what)
+			printExpired(cmd.OutOrStdout(), "expired", shown)
 			return err
 		},
 	})
+}
+
+// printExpired writes a line per expired manifest and the count.
+func printExpired(out io.Writer, what string, ex []admin.Expiry) {
+	for _, e := range ex {
+		pulled := "never pulled"
+		if !e.Pulled.IsZero() {
+			pulled = "pulled " + e.Pulled.UTC().Format(time.RFC3339)
+		}
+		tags := strings.Join(e.Tags, ",")
+		if tags == "" {
+			tags = "untagged"
+		}
+		fmt.Fprintf(out, "%s %s@%s (%s; pushed %s, %s) by rule %d\n", what, e.Repository, e.Digest, tags,
+			e.Pushed.UTC().Format(time.RFC3339), pulled, e.Rule)
+	}
+	fmt.Fprintf(out, "%d manifest(s) %s\n", len(ex), what)
 }
 
 // readPolicy reads a policy file, or standard input for "-".

@@ -35,7 +35,7 @@ func rootCmd() *cobra.Command {
 	root.AddCommand(versionCmd())
 	root.AddCommand(serveCmd(), upstreamsCmd(), ratelimitCmd(), copyCmd(),
 		userCmd(), robotCmd(), grantCmd(), revokeCmd(), keysCmd())
-	root.AddCommand(encryptionCmd(), migrateCmd(), gcCmd(), lifecycleCmd())
+	root.AddCommand(encryptionCmd(), migrateCmd(), gcCmd(), lifecycleCmd(), cacheCmd())
 	return root
 }
 

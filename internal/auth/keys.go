@@ -154,11 +154,14 @@ func loadKeys(ctx context.Context, acc metadata.Accounts, sealer Sealer) ([]sign
 	return keys, nil
 }
 
-// ResealKeys seals the token signing keys under the sealer's current key (after an encryption key
-// rotation), or for the first time (when encryption is turned on).
+// ResealKeys seals the token signing keys and the console's session key under the sealer's
+// current key (after an encryption key rotation), or for the first time (when encryption is
+// turned on).
 func ResealKeys(ctx context.Context, acc metadata.Accounts, sealer Sealer) error {
-	_, err := loadKeys(ctx, acc, sealer)
-	return err
+	if _, err := loadKeys(ctx, acc, sealer); err != nil {
+		return err
+	}
+	return resealSessionKey(ctx, acc, sealer)
 }
 
 // current is the newest key that is not retired.

@@ -78,6 +78,8 @@ type Service struct {
 	changes atomic.Int64
 
 	counts counts
+
+	sessionKey sessionKeyCache // console sessions (session.go)
 }
 
 // counts are the decisions the service made since it started (Stats).
@@ -530,18 +532,37 @@ func (s *Service) Can(ctx context.Context, p *Principal, name string, need Actio
 // IsAdmin reports whether the caller of r is allowed admin on every repository of the pattern
 // (for example "*" or "docker-hub/*"): what berth's own endpoints outside /v2/ ask.
 func (s *Service) IsAdmin(r *http.Request, pattern string) (bool, error) {
+	p, err := s.Caller(r)
+	if err != nil {
+		return false, err
+	}
+	return s.AdminOf(r.Context(), p, pattern)
+}
+
+// Caller authenticates the caller of one of berth's own endpoints outside /v2/ (the admin API,
+// the console's login): a caller with credentials, or the *oci.Error to answer with: 401 with the
+// challenge /v2/ sends when there are none or they are wrong, 429 while logins are throttled.
+func (s *Service) Caller(r *http.Request) (*Principal, error) {
 	p, err := s.Authenticate(r)
 	if err != nil {
-		return false, s.authError(r, err, "", "", 0)
+		return nil, s.authError(r, err, "", "", 0)
 	}
 	if p.IsAnonymous() {
-		return false, s.challenge(r, "", "", 0, "authentication required")
+		return nil, s.challenge(r, "", "", 0, "authentication required")
 	}
-	if p.token != nil {
-		return false, nil // tokens carry repository scopes, not berth's own endpoints
+	return p, nil
+}
+
+// AdminOf reports whether p is allowed admin on every repository of the pattern (a repository
+// name, or "team/*", "*"). A caller that presented a registry token is not: tokens carry
+// repository scopes for /v2/, not berth's own endpoints, so a leaked pull token administers
+// nothing.
+func (s *Service) AdminOf(ctx context.Context, p *Principal, pattern string) (bool, error) {
+	if p.IsAnonymous() || p.token != nil {
+		return false, nil
 	}
 	// A pattern is matched as if it were a name: '*' in it is matched only by a '*' in a grant.
-	a, err := s.identity(r.Context(), p, pattern)
+	a, err := s.identity(ctx, p, pattern)
 	return err == nil && a.Has(Admin), err
 }
 

@@ -63,6 +63,9 @@ type Config struct {
 	// their upstream whatever it says.
 	Immutability TagRules `yaml:"immutability"`
 
+	// Events are the webhooks told of pushes, deletes, fills and the like (none by default).
+	Events Events `yaml:"events"`
+
 	// Metrics are the Prometheus metrics at /metrics.
 	Metrics Metrics `yaml:"metrics"`
 
@@ -240,6 +243,7 @@ func (c Config) Validate() error {
 	if err := c.Immutability.validate(); err != nil {
 		errs = append(errs, err)
 	}
+	errs = append(errs, c.Events.validate()...) // one problem each
 	if err := c.Debug.validate(); err != nil {
 		errs = append(errs, err)
 	}

@@ -105,6 +105,22 @@ shutdown:
 			with(func(c *Config) { c.Log.Format = "json" })},
 		{"only addr", "addr: \"[::1]:80\"\n", with(func(c *Config) { c.Addr = "[::1]:80" })},
 		{"durations", "uploads:\n  max_idle: 1h30m\n", with(func(c *Config) { c.Uploads.MaxIdle = 90 * time.Minute })},
+		{"events", `
+events:
+  source: https://registry.example.com
+  webhooks:
+    - name: ci
+      url: https://ci.example.com/hooks/berth
+      secret_file: /run/secrets/berth-webhook
+      repositories: [team/*, tools]
+      types: [io.berth.manifest.pushed, io.berth.tag.moved]
+      timeout: 5s
+      max_attempts: 20
+`, with(func(c *Config) {
+			c.Events = Events{Source: "https://registry.example.com", Webhooks: []Webhook{{Name: "ci", URL: "https://ci.example.com/hooks/berth",
+				SecretFile: "/run/secrets/berth-webhook", Repositories: []string{"team/*", "tools"},
+				Types: []string{"io.berth.manifest.pushed", "io.berth.tag.moved"}, Timeout: 5 * time.Second, MaxAttempts: 20}}}
+		})},
 		{"pprof", "debug:\n  pprof_addr: 127.0.0.1:6060\n", with(func(c *Config) { c.Debug.PprofAddr = "127.0.0.1:6060" })},
 		{"empty file", "", Default()},
 		{"only a comment", "# nothing here\n", Default()},
@@ -258,6 +274,22 @@ func TestValidate(t *testing.T) {
 		{"bad quotas", func(c *Config) {
 			c.Quotas = []Quota{{"Team/*", 1}, {"", 1}, {"x/*", 0}, {"y", 5}, {"y", 6}}
 		}, []string{`quotas[0].repositories "Team/*"`, `quotas[1].repositories ""`, "quotas[2].max_bytes 0", `quotas[4].repositories "y": a second quota`}},
+		{"webhooks", func(c *Config) {
+			c.Events.Webhooks = []Webhook{{Name: "a", URL: "http://127.0.0.1:9000/x", Secret: "k"},
+				{Name: "b", URL: "https://h.example", SecretFile: "/s", Repositories: []string{"*", "team/*"}, Types: []string{"io.berth.cache.evicted"}}}
+		}, nil},
+		{"bad webhooks", func(c *Config) {
+			c.Events.Webhooks = []Webhook{
+				{Name: "a", URL: "ftp://h/x", Secret: "k"},
+				{Name: "a", URL: "https://h", Secret: "k", SecretFile: "/s"},
+				{Name: "", URL: "https://h", Secret: "k", Repositories: []string{"Team/*"}},
+				{Name: "d", URL: "https://h", Secret: "k", Types: []string{"io.berth.pushed"}, MaxAttempts: -1},
+				{Name: "e", URL: "https://h"},
+			}
+		}, []string{`events.webhooks[0] (a): url "ftp://h/x": want an http(s) URL`, "events.webhooks[1] (a): name: a second webhook",
+			"events.webhooks[1] (a): set one of secret and secret_file", "events.webhooks[2] (): name: must not be empty",
+			`events.webhooks[2] (): repositories: repository pattern "Team/*"`, `events.webhooks[3] (d): types: unknown event type "io.berth.pushed"`,
+			"events.webhooks[3] (d): timeout and max_attempts must not be negative", "events.webhooks[4] (e): set one of secret"}},
 		{"short gc grace", func(c *Config) { c.GC.Grace = 30 * time.Second }, []string{"gc.grace 30s: must be at least 1m"}},
 		{"negative gc interval", func(c *Config) { c.GC.Interval = -time.Second }, []string{"gc.interval"}},
 		{"negative drain", func(c *Config) { c.Shutdown.Drain = -time.Second }, []string{"shutdown.drain"}},
@@ -352,6 +384,21 @@ func TestLoadThenValidate(t *testing.T) {
 	}
 }
 
+func TestWebhookKey(t *testing.T) {
+	if k, err := (Webhook{Secret: "inline"}).Key(); string(k) != "inline" || err != nil {
+		t.Errorf("inline secret: %q %v", k, err)
+	}
+	if k, err := (Webhook{SecretFile: writeFile(t, "from-file\n")}).Key(); string(k) != "from-file" || err != nil {
+		t.Errorf("secret file: %q %v", k, err)
+	}
+	if _, err := (Webhook{Name: "w", SecretFile: writeFile(t, "\n")}).Key(); err == nil || !strings.Contains(err.Error(), "empty") {
+		t.Errorf("an empty secret file: %v", err)
+	}
+	if _, err := (Webhook{Name: "w", SecretFile: "/nonexistent/secret"}).Key(); err == nil || !strings.Contains(err.Error(), "secret_file") {
+		t.Errorf("a missing secret file: %v", err)
+	}
+}
+
 func TestLogger(t *testing.T) {
 	var buf bytes.Buffer
 	Log{Level: "warn", Format: "json"}.Logger(&buf).Info("hidden")
@@ -366,3 +413,94 @@ func TestLogger(t *testing.T) {
 		t.Errorf("text logger wrote %q", buf.String())
 	}
 }
+
+func TestValidateACME(t *testing.T) {
+	roots := filepath.Join(t.TempDir(), "roots.pem")
+	notPEM := filepath.Join(t.TempDir(), "roots.txt")
+	os.WriteFile(notPEM, []byte("not a certificate"), 0o644)
+	// A self-signed certificate as the private directory's root.
+	if err := os.WriteFile(roots, []byte(testRootPEM), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	acme := func(edit func(a *ACME)) func(*Config) {
+		return func(c *Config) {
+			c.TLS.ACME = &ACME{Domains: []string{"registry.example.com"}}
+			edit(c.TLS.ACME)
+		}
+	}
+	for _, c := range []struct {
+		name string
+		edit func(*Config)
+		want []string // parts of the error; none when valid
+	}{
+		{"let's encrypt", acme(func(a *ACME) { a.Email = "ops@example.com" }), nil},
+		{"private directory", acme(func(a *ACME) {
+			a.Directory, a.CARoots, a.HTTPAddr, a.RenewBefore = "https://ca.internal:14000/dir", roots, ":80", 72*time.Hour
+		}), nil},
+		{"several domains", acme(func(a *ACME) {
+			a.Domains = []string{"registry.example.com", "Mirror.Example.com", "xn--bcher-kva.example"}
+		}), nil},
+		{"no domains", acme(func(a *ACME) { a.Domains = nil }), []string{"tls.acme.domains: name at least one"}},
+		{"single label", acme(func(a *ACME) { a.Domains = []string{"registry"} }), []string{`domains[0] "registry": want a fully qualified name`}},
+		{"IP address", acme(func(a *ACME) { a.Domains = []string{"192.0.2.1"} }), []string{"an IP address"}},
+		{"wildcard", acme(func(a *ACME) { a.Domains = []string{"*.example.com"} }), []string{"DNS-01"}},
+		{"trailing dot", acme(func(a *ACME) { a.Domains = []string{"registry.example.com."} }), []string{"trailing dot"}},
+		{"bad label", acme(func(a *ACME) { a.Domains = []string{"-a.example.com", "a_b.example.com", "bücher.example"} }),
+			[]string{`domains[0] "-a.example.com"`, `domains[1] "a_b.example.com"`, `domains[2] "bücher.example": label "bücher"`}},
+		{"twice", acme(func(a *ACME) { a.Domains = []string{"a.example.com", "A.example.com"} }), []string{`domains[1] "A.example.com": listed twice`}},
+		{"bad email", acme(func(a *ACME) { a.Email = "ops at example" }), []string{`tls.acme.email "ops at example"`}},
+		{"plain http directory", acme(func(a *ACME) { a.Directory = "http://ca.internal/dir" }), []string{"tls.acme.directory"}},
+		{"missing roots", acme(func(a *ACME) { a.CARoots = "/nonexistent/roots.pem" }), []string{"tls.acme.ca_roots"}},
+		{"roots not PEM", acme(func(a *ACME) { a.CARoots = notPEM }), []string{"no PEM certificate"}},
+		{"http addr without port", acme(func(a *ACME) { a.HTTPAddr = "80" }), []string{"tls.acme.http_addr"}},
+		{"renew before too long", acme(func(a *ACME) { a.RenewBefore = 60 * 24 * time.Hour }), []string{"tls.acme.renew_before"}},
+		{"negative renew before", acme(func(a *ACME) { a.RenewBefore = -time.Hour }), []string{"tls.acme.renew_before"}},
+		{"acme and files", func(c *Config) {
+			acme(func(*ACME) {})(c)
+			c.TLS.Cert, c.TLS.Key = "/c.pem", "/k.pem"
+		}, []string{"tls: acme excludes cert/key"}},
+		{"acme and self-signed", func(c *Config) {
+			acme(func(*ACME) {})(c)
+			c.TLS.SelfSigned = true
+		}, []string{"tls: acme excludes"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			cfg := Default()
+			c.edit(&cfg)
+			err := cfg.Validate()
+			if len(c.want) == 0 {
+				if err != nil {
+					t.Errorf("Validate = %v", err)
+				}
+				if !cfg.TLS.Enabled() {
+					t.Error("tls.acme does not turn TLS on")
+				}
+				return
+			}
+			if err == nil {
+				t.Fatal("Validate = nil")
+			}
+			for _, w := range c.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("Validate error %q does not mention %q", err, w)
+				}
+			}
+		})
+	}
+	if d := (ACME{}).DirectoryURL(); d != LetsEncrypt {
+		t.Errorf("default directory %q, want Let's Encrypt's %q", d, LetsEncrypt)
+	}
+}
+
+// testRootPEM is a self-signed certificate (any will do as a root to trust).
+const testRootPEM = `-----BEGIN CERTIFICATE-----
+MIIBWzCCAQGgAwIBAgIBATAKBggqhkjOPQQDAjAUMRIwEAYDVQQDEwl0ZXN0IHJv
+b3QwIBcNNzAwMTAxMDAwMDAwWhgPMjA5OTAxMDEwMDAwMDBaMBQxEjAQBgNVBAMT
+CXRlc3Qgcm9vdDBZMBMGByqGSM49AgEGCCqGSM49AwEHA0IABMpxXuQZ6XYBE1JR
+subzP4355/zhkjbRbpuxbBP0izSNNw+KoN7R8MhaL5rE4+VTGxFrzgwizZZOAjKG
+hFQXjM2jQjBAMA4GA1UdDwEB/wQEAwICBDAPBgNVHRMBAf8EBTADAQH/MB0GA1Ud
+DgQWBBSlQy2Md0LjkAhr3CUi+5lPafj+BjAKBggqhkjOPQQDAgNIADBFAiEAwlG8
+AjNpprpHsyGR8WYVbhgGGM7c5jOxEGXaUgj/gLkCIGFTze/x+F5V5mH5INuEqGGd
+f+RF81EVjktl2Gebdqqw
+-----END CERTIFICATE-----
+`

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestRoute(t *testing.T) {
@@ -84,4 +85,16 @@ func grep(text, s string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+func TestCertificates(t *testing.T) {
+	m := New(Build{})
+	at := time.Date(2027, 3, 1, 12, 0, 0, 0, time.UTC)
+	m.Register(Certificates(func() map[string]time.Time { return map[string]time.Time{"registry.example.com": at} }))
+	rec := httptest.NewRecorder()
+	m.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	want := `berth_tls_certificate_expiry_timestamp_seconds{domain="registry.example.com"} 1.8039024e+09`
+	if !strings.Contains(rec.Body.String(), want) {
+		t.Errorf("metrics lack %s:\n%s", want, grep(rec.Body.String(), "berth_tls"))
+	}
 }

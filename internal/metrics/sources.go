@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/berth/berth/internal/auth"
+	"github.com/berth/berth/internal/events"
 	"github.com/berth/berth/internal/proxy"
 )
 
@@ -149,5 +150,39 @@ func Uploads(l UploadLister) prometheus.Collector {
 			return
 		}
 		ch <- prometheus.MustNewConstMetric(open, prometheus.GaugeValue, float64(len(ids)))
+	}}
+}
+
+// Webhooks reports each webhook's deliveries (the webhook's configured name is the label).
+func Webhooks(stats func() []events.Stats) prometheus.Collector {
+	var ds descs
+	delivered := ds.add("berth_webhook_deliveries_total", "Events a webhook's receiver accepted (2xx).", "webhook")
+	failed := ds.add("berth_webhook_failed_attempts_total", "Delivery attempts that failed (retried with backoff, or the last).", "webhook")
+	abandoned := ds.add("berth_webhook_abandoned_total", "Events given up: out of attempts or too old.", "webhook")
+	dropped := ds.add("berth_webhook_dropped_total", "Events never queued: the webhook's queue was full, or berth was stopping.", "webhook")
+	queued := ds.add("berth_webhook_queued", "Events waiting for delivery.", "webhook")
+	return &collector{descs: ds, collect: func(ch chan<- prometheus.Metric) {
+		for _, s := range stats() {
+			c := func(d *prometheus.Desc, v int64) {
+				ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), s.Name)
+			}
+			c(delivered, s.Delivered)
+			c(failed, s.FailedAttempts)
+			c(abandoned, s.Abandoned)
+			c(dropped, s.Dropped)
+			ch <- prometheus.MustNewConstMetric(queued, prometheus.GaugeValue, float64(s.Queued), s.Name)
+		}
+	}}
+}
+
+// Certificates reports when each certificate berth obtained (tls.acme) expires, by domain: an
+// alert on the time left catches renewals that keep failing.
+func Certificates(expiry func() map[string]time.Time) prometheus.Collector {
+	var ds descs
+	exp := ds.add("berth_tls_certificate_expiry_timestamp_seconds", "When the certificate served for a domain (tls.acme) expires.", "domain")
+	return &collector{descs: ds, collect: func(ch chan<- prometheus.Metric) {
+		for domain, t := range expiry() {
+			ch <- prometheus.MustNewConstMetric(exp, prometheus.GaugeValue, float64(t.Unix()), domain)
+		}
 	}}
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/berth/berth/internal/auth"
 	"github.com/berth/berth/internal/content"
+	"github.com/berth/berth/internal/events"
 	"github.com/berth/berth/internal/metadata"
 	"github.com/berth/berth/internal/oci"
 	"github.com/berth/berth/internal/storage"
@@ -82,6 +83,9 @@ type Cache struct {
 	wakeMu sync.Mutex
 	wake   map[string]chan struct{} // lease key -> closed when another replica let go of it
 
+	// publish tells webhooks of fills, evictions and quota crossings (UseEvents); nil: nobody.
+	publish func(events.Event)
+
 	// base is the context of fills: no client's, ended only by Close.
 	base   context.Context
 	cancel context.CancelFunc
@@ -124,6 +128,31 @@ func (c *Cache) SetLimits(l Limits) {
 		l.MaxFillSize = DefaultMaxFillSize
 	}
 	c.limits = l
+}
+
+// UseEvents makes the cache publish an event for every manifest it fetches from an upstream
+// and stores, every image it evicts, and every time an upstream's remaining quota falls to its
+// rule's reserve (nil: none). publish must not block.
+func (c *Cache) UseEvents(publish func(events.Event)) { c.publish = publish }
+
+// watchQuota publishes QuotaLow when the quota r's upstream last reported has fallen to or
+// below the reserve, once per crossing: the quota must be seen above the reserve again before
+// the next. It is this replica's view: each replica tells of the crossings it sees.
+func (c *Cache) watchQuota(r *Rule, local string) {
+	if c.publish == nil {
+		return
+	}
+	q := r.Source.Quota()
+	if !q.Known {
+		return
+	}
+	low := q.Remaining <= r.QuotaReserve
+	if r.quotaLow.Swap(low) == low || !low {
+		return
+	}
+	remaining, limit, reserve := q.Remaining, q.Limit, r.QuotaReserve
+	c.publish(events.New(events.QuotaLow, events.Data{Repository: local, Rule: r.Prefix,
+		Remaining: &remaining, Limit: &limit, Reserve: &reserve}))
 }
 
 // Close stops the blob fills in flight and waits for them.
@@ -205,10 +234,13 @@ func (c *Cache) Served(local string, manifest bool, n int64) {
 	}
 }
 
+// ErrNotCached reports that a repository is not under any pull-through rule.
+var ErrNotCached = errors.New("not a cached repository (no pull-through rule's prefix)")
+
 func (c *Cache) rule(local string) (*Rule, string, error) {
 	r, _, up, ok := route(c.rules, local, "")
 	if !ok {
-		return nil, "", fmt.Errorf("%s is not a cached repository", local)
+		return nil, "", fmt.Errorf("%s: %w", local, ErrNotCached)
 	}
 	return r, up, nil
 }
@@ -245,13 +277,50 @@ func (c *Cache) Manifest(ctx context.Context, local, ref string) (*metadata.Mani
 	if cached == nil {
 		return c.fetchManifest(ctx, r, local, up, ref, ref, start)
 	}
-	return c.revalidate(ctx, r, local, up, ref, cached, start, r.Every)
+	return c.revalidate(ctx, r, local, up, ref, cached, start, r.Every, false)
+}
+
+// Revalidation is what a forced check of a cached tag found.
+type Revalidation struct {
+	Previous oci.Digest // what the tag named in the cache before
+	Digest   oci.Digest // what it names now, as the upstream said
+}
+
+// ErrQuotaReserve refuses a forced revalidation while the upstream's quota is at the rule's
+// reserve: the reserve is kept for pulls of what is not cached.
+var ErrQuotaReserve = errors.New("the upstream's quota is at the rule's reserve")
+
+// Revalidate checks the cached tag of the cached repository local with the upstream now,
+// whatever the rule's revalidation interval, as an operator asks when they know the tag moved: a
+// HEAD, and a GET of the new manifest when the digest changed, so that the next pull serves it.
+// It never serves stale: an upstream failure is the error (an *Error). ErrNotCached when local
+// is under no rule; metadata.ErrNotFound when the tag is not cached; ErrQuotaReserve.
+func (c *Cache) Revalidate(ctx context.Context, local, tag string) (Revalidation, error) {
+	r, up, err := c.rule(local)
+	if err != nil {
+		return Revalidation{}, err
+	}
+	start := c.now()
+	cached, err := c.meta.GetManifest(ctx, local, tag)
+	if err != nil {
+		return Revalidation{}, err
+	}
+	if q := c.quota(ctx, r); q.Known && q.Remaining <= r.QuotaReserve && (q.Window == 0 || start.Sub(q.Seen) < q.Window) {
+		return Revalidation{}, fmt.Errorf("%w (%d of %d remaining)", ErrQuotaReserve, q.Remaining, q.Limit)
+	}
+	m, err := c.revalidate(ctx, r, local, up, tag, cached, start, 0, true)
+	if err != nil {
+		return Revalidation{}, err
+	}
+	return Revalidation{Previous: cached.Digest, Digest: m.Digest}, nil
 }
 
 // revalidate decides whether the cached manifest of tag may be served, checking the upstream with
 // a manifest HEAD when the tag was last checked every or longer ago (0: always); a GET follows
 // only when the digest changed. now is when the request started, before it read the store.
-func (c *Cache) revalidate(ctx context.Context, r *Rule, local, up, tag string, cached *metadata.Manifest, now time.Time, every time.Duration) (*metadata.Manifest, error) {
+// forced (an operator's Revalidate, which weighed the quota reserve itself) checks whatever the
+// reserve and never serves stale: the operator is told that the upstream failed.
+func (c *Cache) revalidate(ctx context.Context, r *Rule, local, up, tag string, cached *metadata.Manifest, now time.Time, every time.Duration, forced bool) (*metadata.Manifest, error) {
 	checked, err := c.meta.TagChecked(ctx, local, tag)
 	if err != nil && !errors.Is(err, metadata.ErrNotFound) {
 		return nil, err
@@ -261,7 +330,7 @@ func (c *Cache) revalidate(ctx context.Context, r *Rule, local, up, tag string, 
 		r.stats.hits.Add(1)
 		return cached, nil
 	}
-	if q := c.quota(ctx, r); q.Known && q.Remaining <= r.QuotaReserve && (q.Window == 0 || now.Sub(q.Seen) < q.Window) {
+	if q := c.quota(ctx, r); !forced && q.Known && q.Remaining <= r.QuotaReserve && (q.Window == 0 || now.Sub(q.Seen) < q.Window) {
 		r.stats.quotaSaves.Add(1)
 		r.stats.hits.Add(1)
 		return cached, nil
@@ -281,6 +350,7 @@ func (c *Cache) revalidate(ctx context.Context, r *Rule, local, up, tag string, 
 			r.stats.revalidations.Add(1)
 			desc, err := r.Source.HeadManifest(ctx, up, tag)
 			c.publishQuota(ctx, r)
+			c.watchQuota(r, local)
 			if KindOf(err) == KindNotFound {
 				// The upstream deleted the tag: an answer, not a failure. The cached tag goes
 				// too, so that it is not served on as if current (to callers without fetch, in
@@ -318,7 +388,7 @@ func (c *Cache) revalidate(ctx context.Context, r *Rule, local, up, tag string, 
 		}
 		err = ferr
 	}
-	if KindOf(err) != "" && KindOf(err) != KindNotFound && age <= r.MaxStaleness {
+	if !forced && KindOf(err) != "" && KindOf(err) != KindNotFound && age <= r.MaxStaleness {
 		r.stats.staleServes.Add(1)
 		c.log.Warn("upstream failed: serving the cached manifest", "repository", local, "tag", tag,
 			"digest", cached.Digest, "last_checked", checked, "err", err)
@@ -358,13 +428,21 @@ func (c *Cache) fetchManifest(ctx context.Context, r *Rule, local, up, ref, tag 
 		stored, err := c.leased(ctx, "GET "+local+":"+ref+":"+tag, answered, func(ctx context.Context) error {
 			body, mediaType, err := r.Source.GetManifest(ctx, up, ref)
 			c.publishQuota(ctx, r)
+			c.watchQuota(r, local)
 			if err != nil {
 				return err
 			}
 			if m, err = newManifest(ref, mediaType, body); err != nil {
 				return err
 			}
-			return c.storeManifest(ctx, local, tag, m)
+			if err := c.storeManifest(ctx, local, tag, m); err != nil {
+				return err
+			}
+			if c.publish != nil {
+				c.publish(events.New(events.CacheFilled, events.Data{Repository: local, Digest: m.Digest, Tag: tag,
+					MediaType: m.MediaType, Size: int64(len(m.Content)), Rule: r.Prefix}))
+			}
+			return nil
 		})
 		if err != nil {
 			return nil, err

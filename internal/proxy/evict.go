@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/berth/berth/internal/events"
 	"github.com/berth/berth/internal/metadata"
 	"github.com/berth/berth/internal/oci"
 	"github.com/berth/berth/internal/storage"
@@ -116,6 +117,9 @@ func (c *Cache) evictRule(ctx context.Context, r *Rule) (EvictStats, error) {
 			return st, err
 		}
 		st.Images++
+		if c.publish != nil {
+			c.publish(events.New(events.CacheEvicted, events.Data{Repository: img.repo, Digest: img.root, Size: freed.Bytes, Rule: r.Prefix}))
+		}
 		c.log.Info("evicted a cached image", "repository", img.repo, "digest", img.root,
 			"last_used", img.used, "stale", stale, "blobs_deleted", freed.Blobs, "bytes", freed.Bytes)
 	}
@@ -214,6 +218,58 @@ func (c *Cache) repoImages(ctx context.Context, repo string, pinned map[string]b
 		out = append(out, img)
 	}
 	return out, nil
+}
+
+// ErrPartOfImage refuses to evict a manifest that an index of the repository lists: the index's
+// image is the unit of eviction.
+var ErrPartOfImage = errors.New("the manifest is part of an index's image")
+
+// Evicted is what evicting one image did.
+type Evicted struct {
+	Root      oci.Digest   // the image's manifest (an index, or a single-platform manifest)
+	Manifests []oci.Digest // every manifest deleted, Root first
+	EvictStats
+}
+
+// EvictImage evicts, now, the image that ref (a tag or digest) names in the cached repository
+// local, as an operator asks: whatever the rule's bounds, pins and warm list, and whatever its
+// last pull (a pull of it in progress may fail; the next pull fetches it again). Its blobs go as
+// Evict's do: forgotten by the repository, deleted at once when nothing else holds them and they
+// were not stored within the last minute, else left to garbage collection. ErrNotCached when local
+// is under no rule; metadata.ErrNotFound when ref is not cached; ErrPartOfImage when ref is a
+// platform manifest that an index lists (evict the index).
+func (c *Cache) EvictImage(ctx context.Context, local, ref string) (Evicted, error) {
+	r, _, err := c.rule(local)
+	if err != nil {
+		return Evicted{}, err
+	}
+	m, err := c.meta.GetManifest(ctx, local, ref)
+	if err != nil {
+		return Evicted{}, err
+	}
+	images, err := c.repoImages(ctx, local, nil)
+	if err != nil {
+		return Evicted{}, err
+	}
+	for _, img := range images {
+		if img.root == m.Digest {
+			st, err := c.evictImage(ctx, img)
+			if err == nil {
+				if c.publish != nil { // the same event as the bounds' evictions: webhooks see every one
+					c.publish(events.New(events.CacheEvicted, events.Data{Repository: local, Digest: img.root, Size: st.Bytes, Rule: r.Prefix}))
+				}
+				c.log.Info("evicted a cached image on request", "repository", local, "digest", img.root,
+					"blobs_deleted", st.Blobs, "bytes", st.Bytes)
+			}
+			return Evicted{Root: img.root, Manifests: img.manifests, EvictStats: st}, err
+		}
+	}
+	for _, img := range images {
+		if slices.Contains(img.manifests, m.Digest) {
+			return Evicted{}, fmt.Errorf("%s@%s: %w %s", local, m.Digest, ErrPartOfImage, img.root)
+		}
+	}
+	return Evicted{}, fmt.Errorf("%s@%s: %w", local, m.Digest, metadata.ErrNotFound)
 }
 
 // evictImage deletes img's manifests, forgets the blobs they alone declared in the repository,

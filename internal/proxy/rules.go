@@ -3,6 +3,7 @@ package proxy
 import (
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -31,6 +32,8 @@ type Rule struct {
 	Pin       []string
 
 	stats cacheStats
+	// quotaLow: the last quota this replica saw was at or below QuotaReserve (watchQuota).
+	quotaLow atomic.Bool
 }
 
 // upstreamName is the repository name on the upstream for a name below the prefix.

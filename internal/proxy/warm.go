@@ -44,7 +44,7 @@ func (c *Cache) Warm(ctx context.Context, r *Rule, ref string) error {
 		if every <= 0 {
 			every = DefaultWarmEvery
 		}
-		m, err = c.revalidate(ctx, rule, local, up, tag, cached, start, every-every/10)
+		m, err = c.revalidate(ctx, rule, local, up, tag, cached, start, every-every/10, false)
 	}
 	if err != nil {
 		return err

@@ -1,6 +1,7 @@
 package registry
 
 import (
+	"context"
 	"errors"
 	"io"
 	"mime"
@@ -11,6 +12,8 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/berth/berth/internal/auth"
+	"github.com/berth/berth/internal/events"
 	"github.com/berth/berth/internal/metadata"
 	"github.com/berth/berth/internal/oci"
 )
@@ -153,6 +156,13 @@ func (rg *Registry) putManifest(w http.ResponseWriter, r *http.Request, rt route
 			}
 		}
 	}
+	// What the tags named before, for the events of the tags this push moves. The store does
+	// not say, so it is read first: a push racing this one to the same tag may make the event
+	// name a previous digest that the tag held only between the two.
+	var previous []oci.Digest
+	if rg.publish != nil {
+		previous = rg.tagTargets(ctx, rt.name, tags)
+	}
 	// The store checks the immutable tags in the transaction that writes them: a check here,
 	// before it, would let two pushes of a new tag to two manifests both through.
 	err = rg.content.PutManifest(ctx, rt.name, nm, tags...)
@@ -184,7 +194,37 @@ func (rg *Registry) putManifest(w http.ResponseWriter, r *http.Request, rt route
 	h.Set("Content-Length", "0")
 	w.WriteHeader(http.StatusCreated)
 	rg.audit(r, "push", "repository", rt.name, "digest", d.String(), "tags", tags, "media_type", pm.MediaType)
+	if rg.publish != nil {
+		data := events.Data{Repository: rt.name, Digest: d, MediaType: pm.MediaType, Size: int64(len(body)),
+			Actor: auth.PrincipalFrom(ctx).String()}
+		if len(tags) == 0 {
+			rg.publish(events.New(events.ManifestPushed, data))
+		}
+		// One event per tag: a push by digest may name several (?tag=).
+		for _, t := range tags {
+			data.Tag = t
+			rg.publish(events.New(events.ManifestPushed, data))
+		}
+		for i, t := range tags {
+			if previous[i] != "" && previous[i] != d {
+				data.Tag, data.Previous = t, previous[i]
+				rg.publish(events.New(events.TagMoved, data))
+			}
+		}
+	}
 	return nil
+}
+
+// tagTargets returns the digest each tag of repo names now, "" for a tag that names none (or
+// that could not be read: an event is not worth failing a push for).
+func (rg *Registry) tagTargets(ctx context.Context, repo string, tags []string) []oci.Digest {
+	out := make([]oci.Digest, len(tags))
+	for i, t := range tags {
+		if m, err := rg.meta.GetManifest(ctx, repo, t); err == nil {
+			out[i] = m.Digest
+		}
+	}
+	return out
 }
 
 func tooLarge() error {
@@ -196,9 +236,13 @@ func tooLarge() error {
 // "Deleting manifests"): by digest it deletes the manifest and its tags, by tag only the tag.
 func (rg *Registry) deleteManifest(w http.ResponseWriter, r *http.Request, rt route) error {
 	var err error
+	var tagged oci.Digest // what the deleted tag named, for its event
 	if rt.dgst != "" {
 		err = rg.meta.DeleteManifest(r.Context(), rt.name, rt.dgst)
 	} else {
+		if rg.publish != nil {
+			tagged = rg.tagTargets(r.Context(), rt.name, []string{rt.ref})[0]
+		}
 		err = rg.meta.DeleteTag(r.Context(), rt.name, rt.ref)
 	}
 	if err != nil {
@@ -210,6 +254,15 @@ func (rg *Registry) deleteManifest(w http.ResponseWriter, r *http.Request, rt ro
 		rg.audit(r, "delete manifest", "repository", rt.name, "digest", rt.dgst.String())
 	} else {
 		rg.audit(r, "delete tag", "repository", rt.name, "tag", rt.ref)
+	}
+	if rg.publish != nil {
+		data := events.Data{Repository: rt.name, Digest: rt.dgst, Actor: auth.PrincipalFrom(r.Context()).String()}
+		if rt.dgst != "" {
+			rg.publish(events.New(events.ManifestDeleted, data))
+		} else {
+			data.Tag, data.Digest = rt.ref, tagged
+			rg.publish(events.New(events.TagDeleted, data))
+		}
 	}
 	return nil
 }

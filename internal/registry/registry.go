@@ -15,6 +15,7 @@ import (
 
 	"github.com/berth/berth/internal/auth"
 	"github.com/berth/berth/internal/content"
+	"github.com/berth/berth/internal/events"
 	"github.com/berth/berth/internal/metadata"
 	"github.com/berth/berth/internal/oci"
 	"github.com/berth/berth/internal/storage"
@@ -44,7 +45,13 @@ type Registry struct {
 	redirect time.Duration
 	// immutable says which tags may not move (UseTagRules); nil: every tag may.
 	immutable TagRules
+	// publish tells webhooks of pushes and deletes (UseEvents); nil: nobody is told.
+	publish func(events.Event)
 }
+
+// UseEvents makes the registry publish an event for every manifest push, tag move, manifest
+// delete and tag delete (nil: none, and no work done for them). publish must not block.
+func (rg *Registry) UseEvents(publish func(events.Event)) { rg.publish = publish }
 
 // TagRules reports whether tag of repository repo may not move to another manifest and, if so,
 // names the rule that says so (config.TagRules.Immutable implements it).

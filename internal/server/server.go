@@ -15,8 +15,10 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/berth/berth/internal/admin"
 	"github.com/berth/berth/internal/auth"
 	"github.com/berth/berth/internal/config"
+	"github.com/berth/berth/internal/console"
 	"github.com/berth/berth/internal/expiry"
 	"github.com/berth/berth/internal/gc"
 	"github.com/berth/berth/internal/metadata"
@@ -107,11 +109,27 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 			jobs.Go(func() { peers.Run(ctx) })
 		}
 	}
+	// Webhooks: the registry and the cache only queue events; the dispatcher's workers deliver
+	// them. Closed after the server has drained and the cache has stopped (deferred before
+	// them), so that the last requests' events are queued before it flushes.
+	dispatch, err := newEvents(cfg.Events, log)
+	if err != nil {
+		return err
+	}
+	if dispatch != nil {
+		defer closeEvents(dispatch, log)
+		if m != nil {
+			m.Register(metrics.Webhooks(dispatch.Stats))
+		}
+	}
 	cache, err := newCache(cfg.Proxy, cfg.MinFreeSpace, blobs, store, log)
 	if err != nil {
 		return err
 	}
 	defer cache.Close()
+	if dispatch != nil {
+		cache.UseEvents(dispatch.Publish) // before the warm and evict jobs start
+	}
 	if m != nil {
 		m.Register(metrics.Cache(cache))
 	}
@@ -131,13 +149,17 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		return err
 	}
 	runner := expiry.Runner{Store: store, Pulls: meta, Skip: func(repo string) bool {
-		_, _, cached := cache.Route(repo, "", true)
+		// Not a read: the root mirror would claim every repository berth does not cache.
+		_, _, cached := cache.Route(repo, "", false)
 		return cached
 	}}
 	jobs.Go(func() {
 		exclusive(ctx, meta, "lifecycle", holder, lifecycleEvery, log, applyLifecycle(runner, meta, configured, m, log))
 	})
 	reg := registry.New(blobs, store, log)
+	if dispatch != nil {
+		reg.UseEvents(dispatch.Publish)
+	}
 	reg.UseCache(cache)
 	reg.SetMaxBlobSize(cfg.Uploads.MaxBlobSize)
 	reg.SetMinFreeSpace(cfg.MinFreeSpace)
@@ -196,6 +218,16 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	}
 	mux.Handle("/v2/", reg)
 	mux.Handle("/berth/v1/upstreams", upstreamsHandler(cache, admins(authn)))
+	adm := newAdmin(authn, meta, cache, &admin.Lifecycle{Settings: meta, Configured: configured, Runner: runner}, audit)
+	mux.Handle("/berth/v1/", admin.Handler(adm, callers(authn), log))
+	// The console's admin pages call the same operations as the admin API.
+	var hooks console.Webhooks // nil unless webhooks are configured
+	if dispatch != nil {
+		hooks = dispatch
+	}
+	if err := mountConsole(mux, authn, store, blobs, cache, adm, hooks, log); err != nil {
+		return err
+	}
 	backends := map[string]Pinger{}
 	if p, ok := meta.(Pinger); ok {
 		backends["metadata"] = p
@@ -229,7 +261,30 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		return err
 	}
 	scheme := "http"
-	if cfg.TLS.Enabled() {
+	var redirect *http.Server // tls.acme.http_addr: HTTP-01 challenges, and redirects to HTTPS
+	switch {
+	case cfg.TLS.ACME != nil:
+		manager, err := newACME(*cfg.TLS.ACME, meta, sealer(keys), holder, log)
+		if err != nil {
+			ln.Close()
+			return err
+		}
+		srv.TLSConfig = manager.TLSConfig()
+		scheme = "https"
+		if m != nil {
+			m.Register(metrics.Certificates(manager.Expiry))
+		}
+		if cfg.TLS.ACME.HTTPAddr != "" {
+			if redirect, err = serveHTTPChallenges(cfg.TLS.ACME.HTTPAddr, cfg.Addr, manager, srv.ErrorLog); err != nil {
+				ln.Close()
+				return fmt.Errorf("tls.acme.http_addr: %w", err)
+			}
+			defer redirect.Close()
+		}
+		// Not one of jobs: autocert's orders cannot be cancelled (they time out by themselves),
+		// and shutting down does not wait for one.
+		go manager.Run(ctx)
+	case cfg.TLS.Enabled():
 		tc, err := tlsConfig(cfg.TLS, cfg.Data, log)
 		if err != nil {
 			ln.Close()

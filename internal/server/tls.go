@@ -11,13 +11,17 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log"
 	"log/slog"
 	"math/big"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"time"
 
+	"github.com/berth/berth/internal/auth"
+	"github.com/berth/berth/internal/certs"
 	"github.com/berth/berth/internal/config"
 )
 
@@ -103,4 +107,48 @@ func writeAtomic(path string, data []byte, mode os.FileMode) error {
 		return err
 	}
 	return os.Rename(tmp, path)
+}
+
+// newACME is the certificate manager of tls.acme, over the metadata store that the replicas
+// share, sealing its secrets with sealer when encryption at rest is on.
+func newACME(c config.ACME, store certs.Store, sealer auth.Sealer, holder string, log *slog.Logger) (*certs.Manager, error) {
+	roots, err := c.Roots()
+	if err != nil {
+		return nil, err
+	}
+	var s certs.Sealer
+	if sealer != nil {
+		s = sealer
+	}
+	log.Info("tls.acme: certificates from an ACME directory", "directory", c.DirectoryURL(), "domains", c.Domains,
+		"challenges", challenges(c))
+	return certs.New(certs.Options{
+		Domains: c.Domains, Email: c.Email, Directory: c.DirectoryURL(), Roots: roots, RenewBefore: c.RenewBefore,
+		Store: store, Sealer: s, Holder: holder, Log: log,
+	}), nil
+}
+
+func challenges(c config.ACME) string {
+	if c.HTTPAddr != "" {
+		return "tls-alpn-01 on addr, http-01 on " + c.HTTPAddr
+	}
+	return "tls-alpn-01 on addr"
+}
+
+// serveHTTPChallenges listens on addr for plain HTTP: the CA's HTTP-01 challenges, and
+// redirects to the HTTPS listener at httpsAddr.
+func serveHTTPChallenges(addr, httpsAddr string, m *certs.Manager, errorLog *log.Logger) (*http.Server, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	_, port, _ := net.SplitHostPort(httpsAddr)
+	srv := &http.Server{
+		Handler:           m.HTTPHandler(port),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       time.Minute,
+		ErrorLog:          errorLog,
+	}
+	go srv.Serve(ln)
+	return srv, nil
 }

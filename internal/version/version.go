@@ -78,7 +78,11 @@ func (i Info) Short() string {
 	return c
 }
 
-// String is the one line `berth version` prints: "berth v0.3.0 (commit 1a2b3c4, go1.26.8)".
-func (i Info) String() string {
-	return fmt.Sprintf("berth %s (commit %s, %s)", i.Release, i.Short(), i.GoVersion)
+// Detail is the release, commit and Go version in one phrase: "v0.3.0 (commit 1a2b3c4, go1.26.8)",
+// as the console's footer shows it after "berth".
+func (i Info) Detail() string {
+	return fmt.Sprintf("%s (commit %s, %s)", i.Release, i.Short(), i.GoVersion)
 }
+
+// String is the one line `berth version` prints: "berth v0.3.0 (commit 1a2b3c4, go1.26.8)".
+func (i Info) String() string { return "berth " + i.Detail() }
