@@ -7,7 +7,6 @@
 //	                                      events (webhooks; registry and proxy publish) -> oci
 //	                             storage/<backend> -> storage, oci
 //	                             metadata/<backend> -> metadata, oci
-//	version (the build's identity) depends on no berth package
 //
 // enginetest (the outside engines that backends' tests run against) depends on no berth package,
 // and only tests and the benchmark (bench, a development tool) import it.
@@ -103,8 +102,7 @@ func TestDependencies(t *testing.T) {
 	// allowed says which berth packages p may depend on (transitively); nil means any.
 	allowed := func(p string) func(dep string) bool {
 		switch {
-		case p == "internal/oci", p == "internal/enginetest",
-			p == "internal/version": // the build's identity: any package (metrics, console) may ask
+		case p == "internal/oci", p == "internal/enginetest":
 			return func(string) bool { return false }
 		case p == "internal/storage":
 			return func(d string) bool { return d == "internal/oci" }

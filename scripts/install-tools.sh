@@ -11,10 +11,9 @@ mkdir -p "$GOBIN"
 # haproxy: the load balancer in front of the replicas (e2e TestReplicas).
 # postgresql-15: the PostgreSQL metadata store's tests start a server of their own
 # (internal/enginetest), from /usr/lib/postgresql/15/bin.
-# ca-certificates: scripts/image.sh puts them in berth's image (e2e TestImage).
-# systemd: systemd-analyze verify checks the README's unit (e2e TestImageReadme).
 # chromium: the browser the web console's test drives headless (e2e TestConsoleBrowser, chromedp).
-apt_pkgs=(skopeo haproxy postgresql-15 ca-certificates systemd chromium)
+# ca-certificates: scripts/image.sh copies its bundle into berth's image (e2e TestImage).
+apt_pkgs=(skopeo haproxy postgresql-15 chromium ca-certificates)
 if [ "${1:-}" = "--bench" ]; then apt_pkgs+=(docker-registry wrk); fi
 missing=()
 for p in "${apt_pkgs[@]}"; do

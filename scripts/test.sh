@@ -26,8 +26,6 @@ ALLOWED_SKIPS='
 github.com/berth/berth/e2e | TestDiskFull(/.*)? | cannot mount a tmpfs
 # The free-space floor of pull-through fills is shown on a small tmpfs, mounted as root.
 github.com/berth/berth/e2e | TestProxyFillFreeSpaceFloor(/.*)? | tmpfs
-# berth's image is run chrooted as 65532 (no container runtime needed), which only root can do.
-github.com/berth/berth/e2e | TestImage/serves_as_65532 | chroot and files owned by 65532 need root
 '
 
 refuse() {

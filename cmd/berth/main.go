@@ -28,11 +28,12 @@ func rootCmd() *cobra.Command {
 		Short:         "berth is a self-hosted OCI container registry",
 		SilenceUsage:  true,
 		SilenceErrors: true,
-		// --version prints the same line as `berth version`.
-		Version: version.Get().String(),
+		Version:       version.Get().String(),
 	}
+	// --version prints the same line as `berth version`, not cobra's "berth version ..." form.
 	root.SetVersionTemplate("{{.Version}}\n")
-	root.AddCommand(versionCmd(), healthCmd(), serveCmd(), upstreamsCmd(), ratelimitCmd(), copyCmd(),
+	root.AddCommand(versionCmd())
+	root.AddCommand(serveCmd(), upstreamsCmd(), ratelimitCmd(), copyCmd(),
 		userCmd(), robotCmd(), grantCmd(), revokeCmd(), keysCmd())
 	root.AddCommand(encryptionCmd(), migrateCmd(), gcCmd(), lifecycleCmd(), cacheCmd())
 	return root

@@ -9,8 +9,6 @@ import (
 	"github.com/berth/berth/internal/version"
 )
 
-// versionCmd prints the build's identity: one line, or --json (as `berth upstreams --json` does)
-// for scripts that want the full commit, its time and the platform.
 func versionCmd() *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
@@ -19,15 +17,15 @@ func versionCmd() *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			info := version.Get()
-			if !asJSON {
-				_, err := fmt.Fprintln(cmd.OutOrStdout(), info)
-				return err
+			if asJSON {
+				enc := json.NewEncoder(cmd.OutOrStdout())
+				enc.SetIndent("", "  ")
+				return enc.Encode(info)
 			}
-			enc := json.NewEncoder(cmd.OutOrStdout())
-			enc.SetIndent("", "  ")
-			return enc.Encode(info)
+			_, err := fmt.Fprintln(cmd.OutOrStdout(), info)
+			return err
 		},
 	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print release, commit, commit time, modified, Go version and platform as JSON")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print release, commit, goVersion and modified as JSON")
 	return cmd
 }

@@ -10,11 +10,8 @@ import (
 	"github.com/berth/berth/internal/metadata"
 	"github.com/berth/berth/internal/proxy"
 	"github.com/berth/berth/internal/storage"
+	"github.com/berth/berth/internal/version"
 )
-
-// consoleVersion is the version the console's footer shows.
-// TODO(lead): fill from internal/version (version.Get()) once it is merged.
-var consoleVersion = ""
 
 // mountConsole serves the web console at /ui/. It needs accounts: with --dev (authn nil) /ui/
 // says so instead.
@@ -27,7 +24,7 @@ func mountConsole(mux *http.ServeMux, authn *auth.Service, store metadata.Store,
 		return nil
 	}
 	c, err := console.New(console.Options{Auth: authn, Store: store, Blobs: blobs, Cache: cache, Admin: adm, Webhooks: hooks,
-		Version: consoleVersion, Log: log.With("component", "console")})
+		Version: version.Get().Detail(), Log: log.With("component", "console")})
 	if err != nil {
 		return err
 	}

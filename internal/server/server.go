@@ -27,6 +27,7 @@ import (
 	"github.com/berth/berth/internal/proxy"
 	"github.com/berth/berth/internal/registry"
 	"github.com/berth/berth/internal/storage"
+	"github.com/berth/berth/internal/version"
 )
 
 // Run serves cfg until ctx is done, then shuts down gracefully.
@@ -74,7 +75,8 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	}
 	var m *metrics.Metrics // nil when metrics are off
 	if !cfg.Metrics.Off {
-		m = metrics.New(metrics.Build{})
+		v := version.Get()
+		m = metrics.New(metrics.Build{Version: v.Release, Commit: v.Commit, GoVersion: v.GoVersion})
 		m.Register(metrics.Uploads(meta))
 	}
 	holder := holderID()

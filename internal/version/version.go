@@ -1,7 +1,6 @@
-// Package version says which berth this is: the release and commit stamped in at build time
-// (scripts/image.sh does), or else what the Go toolchain recorded in the binary's build info
-// (a `go build` inside a git checkout records the commit; `go install module@vX` the version).
-// It imports only the standard library so that any package may ask.
+// Package version says which berth this is: the release and commit stamped at build time with
+// -ldflags, or else what the Go toolchain recorded in the binary (the module version when built with
+// `go install module@version`, the VCS revision when built from a checkout).
 package version
 
 import (
@@ -10,70 +9,52 @@ import (
 	"runtime/debug"
 )
 
-// Release and Commit are set at build time with
+// Release and Commit are set at build time (scripts/image.sh does):
 //
-//	-ldflags "-X github.com/berth/berth/internal/version.Release=v1.2.3
-//	          -X github.com/berth/berth/internal/version.Commit=<full hash>"
+//	go build -ldflags "-X github.com/berth/berth/internal/version.Release=v0.3.0 \
+//	  -X github.com/berth/berth/internal/version.Commit=$(git rev-parse HEAD)" ./cmd/berth
 //
-// Empty means "not stamped": Get falls back to the build info.
+// Empty means "read the build info".
 var (
 	Release string
 	Commit  string
 )
 
-// Info is one build's identity.
+// Info is one build of berth.
 type Info struct {
-	// Release is a version such as v1.2.3 or a `git describe` such as v1.2.3-4-gabc1234-dirty;
-	// "(devel)" when nothing says more.
-	Release string `json:"release"`
-	// Commit is the full VCS revision, "unknown" when neither the build nor the toolchain
-	// recorded one (a build outside a checkout, or with -buildvcs=false).
-	Commit string `json:"commit"`
-	// CommitTime is the commit's time as the toolchain recorded it (RFC 3339), if it did.
-	CommitTime string `json:"commit_time,omitempty"`
-	// Modified is true when the toolchain recorded uncommitted changes in the work tree.
-	Modified bool `json:"modified,omitempty"`
-	// GoVersion is the Go release that built the binary.
-	GoVersion string `json:"go_version"`
-	// Platform is GOOS/GOARCH of the binary.
-	Platform string `json:"platform"`
+	Release   string `json:"release"`   // a tag such as v0.3.0, a git describe, or "(devel)"
+	Commit    string `json:"commit"`    // the full VCS revision, or "unknown"
+	GoVersion string `json:"goVersion"` // the toolchain that built the binary, e.g. go1.26.8
+	Modified  bool   `json:"modified"`  // built from a tree with uncommitted changes (build info only)
 }
 
-// Get returns this binary's identity: stamped values first, the build info for what was not
-// stamped.
+// Get returns the running binary's Info: the -ldflags values where set, the build info otherwise.
 func Get() Info {
-	return get(Release, Commit, readBuildInfo)
+	bi, _ := debug.ReadBuildInfo() // absent only in binaries built without module support
+	return fromBuild(Release, Commit, bi)
 }
 
-var readBuildInfo = debug.ReadBuildInfo
-
-func get(release, commit string, read func() (*debug.BuildInfo, bool)) Info {
-	info := Info{Release: release, Commit: commit, GoVersion: runtime.Version(),
-		Platform: runtime.GOOS + "/" + runtime.GOARCH}
-	if bi, ok := read(); ok {
+// fromBuild is Get with its inputs spelled out, for the tests.
+func fromBuild(release, commit string, bi *debug.BuildInfo) Info {
+	info := Info{Release: release, Commit: commit, GoVersion: runtime.Version()}
+	if bi != nil {
 		if bi.GoVersion != "" {
 			info.GoVersion = bi.GoVersion
 		}
 		if info.Release == "" && bi.Main.Version != "" {
-			info.Release = bi.Main.Version
+			info.Release = bi.Main.Version // "(devel)" when built from a checkout
 		}
-		var revision string
 		for _, s := range bi.Settings {
 			switch s.Key {
 			case "vcs.revision":
-				revision = s.Value
-			case "vcs.time":
-				info.CommitTime = s.Value
+				if info.Commit == "" {
+					info.Commit = s.Value
+				}
 			case "vcs.modified":
-				info.Modified = s.Value == "true"
+				// Only trusted when the commit came from the build info too: an -ldflags commit
+				// says nothing about the tree it was built from.
+				info.Modified = s.Value == "true" && commit == ""
 			}
-		}
-		// The toolchain's revision describes this binary only when the build stamped nothing
-		// else: a stamped commit is not second-guessed.
-		if info.Commit == "" {
-			info.Commit = revision
-		} else if revision != "" && revision != info.Commit {
-			info.CommitTime, info.Modified = "", false
 		}
 	}
 	if info.Release == "" {
@@ -85,12 +66,11 @@ func get(release, commit string, read func() (*debug.BuildInfo, bool)) Info {
 	return info
 }
 
-// ShortCommit is the commit's first 12 characters (what `git log --oneline` would need to
-// be unambiguous in a large repository), with "-dirty" when the tree was modified.
-func (i Info) ShortCommit() string {
+// Short is the commit abbreviated to 7 characters as git does, with "-dirty" when Modified.
+func (i Info) Short() string {
 	c := i.Commit
-	if len(c) > 12 {
-		c = c[:12]
+	if len(c) > 7 && c != "unknown" {
+		c = c[:7]
 	}
 	if i.Modified {
 		c += "-dirty"
@@ -98,8 +78,11 @@ func (i Info) ShortCommit() string {
 	return c
 }
 
-// String is the one line `berth version` and `berth --version` print:
-// "berth v1.2.3 (commit abc123def456, go1.26.8, linux/amd64)".
-func (i Info) String() string {
-	return fmt.Sprintf("berth %s (commit %s, %s, %s)", i.Release, i.ShortCommit(), i.GoVersion, i.Platform)
+// Detail is the release, commit and Go version in one phrase: "v0.3.0 (commit 1a2b3c4, go1.26.8)",
+// as the console's footer shows it after "berth".
+func (i Info) Detail() string {
+	return fmt.Sprintf("%s (commit %s, %s)", i.Release, i.Short(), i.GoVersion)
 }
+
+// String is the one line `berth version` prints: "berth v0.3.0 (commit 1a2b3c4, go1.26.8)".
+func (i Info) String() string { return "berth " + i.Detail() }

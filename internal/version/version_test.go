@@ -6,48 +6,50 @@ import (
 	"testing"
 )
 
-func TestGet(t *testing.T) {
-	info := func(main string, settings ...string) func() (*debug.BuildInfo, bool) {
-		return func() (*debug.BuildInfo, bool) {
-			bi := &debug.BuildInfo{GoVersion: "go1.99.1", Main: debug.Module{Path: "github.com/berth/berth", Version: main}}
-			for i := 0; i+1 < len(settings); i += 2 {
-				bi.Settings = append(bi.Settings, debug.BuildSetting{Key: settings[i], Value: settings[i+1]})
-			}
-			return bi, true
-		}
+func TestFromBuild(t *testing.T) {
+	const rev = "1a2b3c4d5e6f77889900aabbccddeeff00112233"
+	vcs := func(modified string) *debug.BuildInfo {
+		return &debug.BuildInfo{GoVersion: "go1.26.8", Main: debug.Module{Path: "github.com/berth/berth", Version: "(devel)"},
+			Settings: []debug.BuildSetting{{Key: "vcs", Value: "git"}, {Key: "vcs.revision", Value: rev}, {Key: "vcs.modified", Value: modified}}}
 	}
-	none := func() (*debug.BuildInfo, bool) { return nil, false }
-	const rev = "0123456789abcdef0123456789abcdef01234567"
-	platform := runtime.GOOS + "/" + runtime.GOARCH
-	for _, tc := range []struct {
+	for _, c := range []struct {
 		name            string
 		release, commit string
-		read            func() (*debug.BuildInfo, bool)
+		bi              *debug.BuildInfo
 		want            Info
 		line            string
 	}{
-		{"stamped wins over build info", "v1.2.3", rev, info("v0.0.0-x", "vcs.revision", rev, "vcs.time", "2026-12-04T20:00:00Z"),
-			Info{Release: "v1.2.3", Commit: rev, CommitTime: "2026-12-04T20:00:00Z", GoVersion: "go1.99.1", Platform: platform},
-			"berth v1.2.3 (commit 0123456789ab, go1.99.1, " + platform + ")"},
-		{"build info alone, dirty tree", "", "", info("v0.0.0-20261204-0123456789ab+dirty", "vcs.revision", rev, "vcs.modified", "true"),
-			Info{Release: "v0.0.0-20261204-0123456789ab+dirty", Commit: rev, Modified: true, GoVersion: "go1.99.1", Platform: platform},
-			"berth v0.0.0-20261204-0123456789ab+dirty (commit 0123456789ab-dirty, go1.99.1, " + platform + ")"},
-		// The toolchain's time and dirty flag describe its revision, not a different stamped one.
-		{"stamped commit differs from the toolchain's", "v2", "feedface", info("", "vcs.revision", rev, "vcs.modified", "true", "vcs.time", "t"),
-			Info{Release: "v2", Commit: "feedface", GoVersion: "go1.99.1", Platform: platform},
-			"berth v2 (commit feedface, go1.99.1, " + platform + ")"},
-		{"nothing known", "", "", none,
-			Info{Release: "(devel)", Commit: "unknown", GoVersion: runtime.Version(), Platform: platform},
-			"berth (devel) (commit unknown, " + runtime.Version() + ", " + platform + ")"},
+		{name: "ldflags win over build info", release: "v0.3.0", commit: "ffffffffffffffffffffffffffffffffffffffff", bi: vcs("true"),
+			want: Info{Release: "v0.3.0", Commit: "ffffffffffffffffffffffffffffffffffffffff", GoVersion: "go1.26.8"},
+			line: "berth v0.3.0 (commit fffffff, go1.26.8)"},
+		{name: "checkout build", bi: vcs("false"),
+			want: Info{Release: "(devel)", Commit: rev, GoVersion: "go1.26.8"},
+			line: "berth (devel) (commit 1a2b3c4, go1.26.8)"},
+		{name: "dirty checkout", bi: vcs("true"),
+			want: Info{Release: "(devel)", Commit: rev, GoVersion: "go1.26.8", Modified: true},
+			line: "berth (devel) (commit 1a2b3c4-dirty, go1.26.8)"},
+		{name: "go install module@version", bi: &debug.BuildInfo{GoVersion: "go1.26.8", Main: debug.Module{Version: "v0.4.1"}},
+			want: Info{Release: "v0.4.1", Commit: "unknown", GoVersion: "go1.26.8"},
+			line: "berth v0.4.1 (commit unknown, go1.26.8)"},
+		{name: "no build info", want: Info{Release: "(devel)", Commit: "unknown", GoVersion: runtime.Version()},
+			line: "berth (devel) (commit unknown, " + runtime.Version() + ")"},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			got := get(tc.release, tc.commit, tc.read)
-			if got != tc.want {
-				t.Errorf("get = %+v, want %+v", got, tc.want)
+		t.Run(c.name, func(t *testing.T) {
+			got := fromBuild(c.release, c.commit, c.bi)
+			if got != c.want {
+				t.Errorf("fromBuild = %+v, want %+v", got, c.want)
 			}
-			if got.String() != tc.line {
-				t.Errorf("String = %q, want %q", got.String(), tc.line)
+			if got.String() != c.line {
+				t.Errorf("String = %q, want %q", got.String(), c.line)
 			}
 		})
+	}
+}
+
+// The test binary has build info of its own: Get reads it and never returns empty fields.
+func TestGet(t *testing.T) {
+	got := Get()
+	if got.Release == "" || got.Commit == "" || got.GoVersion != runtime.Version() {
+		t.Errorf("Get = %+v", got)
 	}
 }
