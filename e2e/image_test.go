@@ -195,6 +195,11 @@ func TestImage(t *testing.T) {
 		t.Errorf("the image's berth has no %s in /metrics:\n%s", info, grepLines(string(exposition), "berth_build_info"))
 	}
 
+	// The container health check of the README's task definition, run by the image's binary.
+	if out := imageRun(t, crane, bin, "health", "--ready", "--url", served.URL()); out != "ready\n" {
+		t.Errorf("the image's berth health --ready = %q, want ready", out)
+	}
+
 	// Reproducible: the same commit built again is the same index, byte for byte.
 	lines = strings.Fields(imageRun(t, crane, "scripts/image.sh", ref))
 	if again := lines[len(lines)-1]; again != pushed {

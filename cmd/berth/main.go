@@ -32,7 +32,7 @@ func rootCmd() *cobra.Command {
 	}
 	// --version prints the same line as `berth version`, not cobra's "berth version ..." form.
 	root.SetVersionTemplate("{{.Version}}\n")
-	root.AddCommand(versionCmd())
+	root.AddCommand(versionCmd(), healthCmd())
 	root.AddCommand(serveCmd(), upstreamsCmd(), ratelimitCmd(), copyCmd(),
 		userCmd(), robotCmd(), grantCmd(), revokeCmd(), keysCmd())
 	root.AddCommand(encryptionCmd(), migrateCmd(), gcCmd(), lifecycleCmd(), cacheCmd())
