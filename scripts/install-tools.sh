@@ -13,7 +13,7 @@ mkdir -p "$GOBIN"
 # (internal/enginetest), from /usr/lib/postgresql/15/bin.
 # chromium: the browser the web console's test drives headless (e2e TestConsoleBrowser, chromedp).
 # ca-certificates: scripts/image.sh copies its bundle into berth's image (e2e TestImage).
-apt_pkgs=(skopeo haproxy postgresql-15 chromium ca-certificates)
+apt_pkgs=(skopeo haproxy postgresql-15 chromium ca-certificates systemd)
 if [ "${1:-}" = "--bench" ]; then apt_pkgs+=(docker-registry wrk); fi
 missing=()
 for p in "${apt_pkgs[@]}"; do
