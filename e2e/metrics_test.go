@@ -43,7 +43,8 @@ metrics:
   accounts: [scraper]
 `, hub.RegistryURL())))
 	b := &berth{t: t, Data: t.TempDir(), secure: true, config: cfg}
-	b.start()
+	open := freeAddr(t) // --metrics-addr: the same metrics, without authentication
+	b.start("--metrics-addr", open)
 	t.Cleanup(b.Stop)
 	admin := basicAuth("admin", b.AdminPassword())
 	scraper := basicAuth("scraper", strings.TrimSpace(b.Admin("robot", "add", "scraper")))
@@ -134,6 +135,13 @@ metrics:
 	}
 	for _, p := range problems {
 		t.Error(p)
+	}
+	// The unauthenticated listener serves the same metrics, and nothing else.
+	if r := authDo(t, http.MethodGet, "http://"+open+"/metrics", "", nil); r.Status != http.StatusOK || !bytes.Contains(r.Body, []byte("berth_cache_upstream_pulls_saved_total{rule=\"docker-hub\"} 1")) {
+		t.Errorf("--metrics-addr /metrics: %d\n%s", r.Status, r.Body)
+	}
+	if r := authDo(t, http.MethodGet, "http://"+open+"/v2/", "", nil); r.Status != http.StatusNotFound {
+		t.Errorf("--metrics-addr /v2/: %d, want 404", r.Status)
 	}
 	// No series carries a repository name or a digest.
 	text := authDo(t, http.MethodGet, b.URL()+"/metrics", scraper, nil).Body
