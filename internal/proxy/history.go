@@ -20,7 +20,8 @@ type Sample struct {
 	Limit      int       `json:"limit"`
 	Remaining  int       `json:"remaining"`
 	Reserve    int       `json:"reserve"`
-	// Upstream requests of the interval.
+	// Upstream requests of the interval. ManifestGets are those the upstream answered with
+	// success, which Docker Hub counts as pulls (not a GET refused for want of a token).
 	ManifestGets  int64 `json:"manifest_gets"`
 	ManifestHeads int64 `json:"manifest_heads"`
 	BlobGets      int64 `json:"blob_gets"`
@@ -83,11 +84,11 @@ func (c *Cache) History(prefix string) []Sample {
 		p := pt.st
 		s := Sample{At: pt.at, QuotaKnown: p.Quota.Known, Limit: p.Quota.Limit, Remaining: p.Quota.Remaining, Reserve: p.Reserve}
 		if i > 0 {
-			s.ManifestGets = p.Requests.ManifestGets - prev.Requests.ManifestGets
+			s.ManifestGets = p.Requests.PullsCharged() - prev.Requests.PullsCharged()
 			s.ManifestHeads = p.Requests.ManifestHeads - prev.Requests.ManifestHeads
 			s.BlobGets = p.Requests.BlobGets - prev.Requests.BlobGets
 			s.ClientGets = p.Cache.ClientGets - prev.Cache.ClientGets
-			s.PullsSaved = max(0, s.ClientGets-(p.Requests.PullsCharged()-prev.Requests.PullsCharged()))
+			s.PullsSaved = max(0, s.ClientGets-s.ManifestGets)
 			s.BytesSaved = max(0, (p.Cache.ClientBytes-prev.Cache.ClientBytes)-(p.Requests.BlobBytes-prev.Requests.BlobBytes))
 			s.StaleServes = p.Cache.StaleServes - prev.Cache.StaleServes
 		}

@@ -18,6 +18,7 @@ func TestSavings(t *testing.T) {
 		t.Fatal(err)
 	}
 	e := newEnv(t, hub, 24*time.Hour)
+	e.cache.Sample(time.Now().Add(-time.Minute))
 	if err := pull(http.DefaultClient, e.url, "docker-hub/app", "v1"); err != nil {
 		t.Fatal(err)
 	}
@@ -42,11 +43,16 @@ func TestSavings(t *testing.T) {
 		t.Errorf("quota %+v, want 99 of 100 left", st.Quota)
 	}
 	h := e.cache.History("docker-hub")
-	if len(h) != 2 {
-		t.Fatalf("history has %d points, want the sample and now: %+v", len(h), h)
+	if len(h) != 3 {
+		t.Fatalf("history has %d points, want the two samples and now: %+v", len(h), h)
 	}
-	if now := h[1]; now.ClientGets != 4 || now.PullsSaved != 4 || now.ManifestGets != 0 || now.BytesSaved != 4*image ||
-		!now.QuotaKnown || now.Remaining != 99 || now.At.Before(h[0].At) {
+	// The cold pull's interval: one manifest GET charged (the upstream's first answer, a 401
+	// asking for a token, is no pull), one client GET, nothing saved.
+	if cold := h[1]; cold.ManifestGets != 1 || cold.ClientGets != 1 || cold.PullsSaved != 0 || cold.BlobGets != 3 {
+		t.Errorf("the cold pull's interval: %+v", cold)
+	}
+	if now := h[2]; now.ClientGets != 4 || now.PullsSaved != 4 || now.ManifestGets != 0 || now.BytesSaved != 4*image ||
+		!now.QuotaKnown || now.Remaining != 99 || now.At.Before(h[1].At) {
 		t.Errorf("the interval since the sample: %+v", now)
 	}
 	if h := e.cache.History("nope"); h != nil {
