@@ -21,7 +21,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -71,11 +70,7 @@ func startPebble(t *testing.T, addr, certDir string, tlsPort, httpPort int, vali
 		"-http01", "", "-https01", "", "-tlsalpn01", "", "-doh", "", "-management", freeAddr(t))
 	dnsLog := &syncBuffer{}
 	dnsCmd.Stdout, dnsCmd.Stderr = dnsLog, dnsLog
-	dnsCmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := dnsCmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { dnsCmd.Process.Kill(); dnsCmd.Wait() })
+	startChild(t, dnsCmd)
 
 	p := &pebble{Dir: "https://" + addr + "/dir", CARoots: caFile, mgmt: freeAddr(t), log: &syncBuffer{}, listenAt: addr}
 	config := filepath.Join(dir, "pebble.json")
@@ -93,17 +88,12 @@ func startPebble(t *testing.T, addr, certDir string, tlsPort, httpPort int, vali
 	// but the order counts would vary).
 	cmd.Env = append(os.Environ(), "PEBBLE_VA_NOSLEEP=1", "PEBBLE_WFE_NONCEREJECT=0")
 	cmd.Stdout, cmd.Stderr = p.log, p.log
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
+	t.Cleanup(func() { // after the cleanup of startChild, which stops it
 		if t.Failed() {
 			t.Logf("pebble's log:\n%s\npebble-challtestsrv's log:\n%s", p.log.String(), dnsLog.String())
 		}
 	})
+	startChild(t, cmd)
 	caPEM, _ := os.ReadFile(caFile)
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(caPEM)

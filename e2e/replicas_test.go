@@ -15,7 +15,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -155,11 +154,7 @@ shutdown:
 	lb := exec.Command(haproxy, "-f", cfg, "-db")
 	lbLog := &syncBuffer{}
 	lb.Stdout, lb.Stderr = lbLog, lbLog
-	lb.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := lb.Start(); err != nil {
-		t.Fatalf("haproxy: %v", err)
-	}
-	t.Cleanup(func() { lb.Process.Kill(); lb.Wait() })
+	startChild(t, lb)
 	// Ready when every replica has passed its health check: a round of requests meets them all.
 	deadline := time.Now().Add(15 * time.Second)
 	for {
