@@ -341,6 +341,17 @@ func TestACME(t *testing.T) {
 	if o := p.Orders(); o != 1 {
 		t.Fatalf("pebble took %d orders, want 1", o)
 	}
+	// The certificate's expiry is a metric (berth runs --dev here: /metrics is open).
+	mresp, err := client.Get("https://" + net.JoinHostPort(acmeDomain, port) + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mbody, _ := io.ReadAll(mresp.Body)
+	mresp.Body.Close()
+	want := fmt.Sprintf("berth_tls_certificate_expiry_timestamp_seconds{domain=%q} %g", acmeDomain, float64(chain[0].NotAfter.Unix()))
+	if !strings.Contains(string(mbody), want) {
+		t.Errorf("/metrics lacks %s", want)
+	}
 
 	// A name berth does not have: a handshake error, not a certificate, and no order.
 	if _, err := client.Get("https://" + net.JoinHostPort("other.berth.test", port) + "/v2/"); err == nil || !strings.Contains(err.Error(), "tls") {
@@ -357,7 +368,7 @@ func TestACME(t *testing.T) {
 	// http_addr redirects to HTTPS.
 	noRedirect := &http.Client{Transport: &http.Transport{DialContext: loopbackDial},
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	resp, err := noRedirect.Get("http://" + net.JoinHostPort(acmeDomain, strconv.Itoa(portOf(t, httpAddr))) + "/v2/_catalog?n=1")
+	resp, err = noRedirect.Get("http://" + net.JoinHostPort(acmeDomain, strconv.Itoa(portOf(t, httpAddr))) + "/v2/_catalog?n=1")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -39,6 +39,8 @@ func TestMetrics(t *testing.T) {
       docker_hub: true
       revalidate: ttl:24h
       quota_reserve: 5
+gc:
+  interval: 1s
 metrics:
   accounts: [scraper]
 `, hub.RegistryURL())))
@@ -71,6 +73,7 @@ metrics:
 	if r := authDo(t, http.MethodGet, b.URL()+"/v2/", basicAuth("admin", "wrong"), nil); r.Status != http.StatusUnauthorized {
 		t.Fatalf("a wrong password: %s, want 401", r)
 	}
+	authToken(t, b, "admin", b.AdminPassword(), "repository:team/app:pull")
 
 	// Counters are written when a response ends, which a client may see first: scrape until
 	// every series says what it should, or report what the last scrape said.
@@ -107,6 +110,8 @@ metrics:
 		{"berth_auth_logins_total", map[string]string{"result": "failed"}, 1},
 		{"berth_auth_logins_total", map[string]string{"result": "throttled"}, 0},
 		{"berth_auth_refusals_total", map[string]string{"code": "403"}, 0},
+		{"berth_auth_tokens_issued_total", nil, 1},
+		{"berth_http_requests_in_flight", map[string]string{"route": "manifest"}, 0},
 	}
 	var problems []string
 	deadline := time.Now().Add(10 * time.Second)
@@ -128,6 +133,10 @@ metrics:
 		if got, _ := sample(fams, "berth_auth_refusals_total", map[string]string{"code": "401"}); got < 1 {
 			problems = append(problems, fmt.Sprintf("berth_auth_refusals_total{code=401} = %v, want at least 1", got))
 		}
+		// The collector runs every second (gc.interval): its passes are counted.
+		if got, _ := sample(fams, "berth_gc_passes_total", nil); got < 1 {
+			problems = append(problems, fmt.Sprintf("berth_gc_passes_total = %v, want at least 1", got))
+		}
 		if len(problems) == 0 || time.Now().After(deadline) {
 			break
 		}
@@ -135,6 +144,17 @@ metrics:
 	}
 	for _, p := range problems {
 		t.Error(p)
+	}
+	// An administrator of every repository reads them too.
+	if r := authDo(t, http.MethodGet, b.URL()+"/metrics", admin, nil); r.Status != http.StatusOK {
+		t.Errorf("/metrics for admin: %s", r)
+	}
+	// An upload started and not finished is open.
+	if r := authDo(t, http.MethodPost, b.URL()+"/v2/team/app/blobs/uploads/", admin, nil); r.Status != http.StatusAccepted {
+		t.Fatalf("POST upload: %s", r)
+	}
+	if got, _ := sample(scrape(t, b, scraper), "berth_uploads_open", nil); got != 1 {
+		t.Errorf("berth_uploads_open = %v with one upload started, want 1", got)
 	}
 	// The unauthenticated listener serves the same metrics, and nothing else.
 	if r := authDo(t, http.MethodGet, "http://"+open+"/metrics", "", nil); r.Status != http.StatusOK || !bytes.Contains(r.Body, []byte("berth_cache_upstream_pulls_saved_total{rule=\"docker-hub\"} 1")) {
@@ -241,4 +261,23 @@ func manifestBlobs(t *testing.T, body []byte) []string {
 		out = append(out, l.Digest)
 	}
 	return out
+}
+
+// TestMetricsOpenAndOff: metrics.open serves /metrics to anyone; metrics.off serves none (404)
+// and measures nothing.
+func TestMetricsOpenAndOff(t *testing.T) {
+	for _, c := range []struct {
+		config string
+		want   int
+	}{{"metrics:\n  open: true\n", http.StatusOK}, {"metrics:\n  off: true\n", http.StatusNotFound}} {
+		cfg := filepath.Join(t.TempDir(), "berth.yaml")
+		clWriteFile(t, cfg, []byte(c.config))
+		b := &berth{t: t, Data: t.TempDir(), secure: true, config: cfg}
+		b.start()
+		r := authDo(t, http.MethodGet, b.URL()+"/metrics", "", nil)
+		if r.Status != c.want || c.want == http.StatusOK && !bytes.Contains(r.Body, []byte("berth_build_info")) {
+			t.Errorf("%q: GET /metrics without credentials: %s, want %d", c.config, r, c.want)
+		}
+		b.Stop()
+	}
 }

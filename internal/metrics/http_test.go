@@ -9,6 +9,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/berth/berth/internal/gc"
+	"github.com/berth/berth/internal/proxy"
 )
 
 func TestRoute(t *testing.T) {
@@ -96,5 +99,26 @@ func TestCertificates(t *testing.T) {
 	want := `berth_tls_certificate_expiry_timestamp_seconds{domain="registry.example.com"} 1.8039024e+09`
 	if !strings.Contains(rec.Body.String(), want) {
 		t.Errorf("metrics lack %s:\n%s", want, grep(rec.Body.String(), "berth_tls"))
+	}
+}
+
+// TestJobCounters: what the jobs report adds up, and a nil Metrics (metrics off) takes it all.
+func TestJobCounters(t *testing.T) {
+	var off *Metrics
+	off.GCPass(gc.Stats{Deleted: 1})
+	off.Evicted(proxy.EvictStats{Images: 1})
+	off.Expired(1)
+	m := New(Build{})
+	m.GCPass(gc.Stats{Reviewed: 5, Deleted: 3, Bytes: 300, Failed: 1})
+	m.Evicted(proxy.EvictStats{Images: 2, Blobs: 4, Bytes: 4096})
+	m.Expired(7)
+	rec := httptest.NewRecorder()
+	m.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	for _, want := range []string{"berth_gc_passes_total 1", "berth_gc_blobs_deleted_total 3", "berth_gc_deleted_bytes_total 300",
+		"berth_gc_failures_total 1", "berth_cache_evicted_images_total 2", "berth_cache_evicted_bytes_total 4096",
+		"berth_lifecycle_expired_manifests_total 7"} {
+		if !strings.Contains(rec.Body.String(), want+"\n") {
+			t.Errorf("metrics lack %s:\n%s", want, grep(rec.Body.String(), "berth_"))
+		}
 	}
 }
